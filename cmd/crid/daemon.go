@@ -1,0 +1,89 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"k8s.io/klog/v2"
+
+	"github.com/crid-dev/crid/cgroupmgr"
+	"github.com/crid-dev/crid/cni"
+	"github.com/crid-dev/crid/config"
+	"github.com/crid-dev/crid/cri"
+	"github.com/crid-dev/crid/records"
+)
+
+// serve runs the daemon until SIGTERM or SIGINT. Shutdown stops accepting,
+// lets in-flight RPCs finish within the configured bound and closes the
+// records; it never touches pods or containers, which outlive the daemon.
+func serve(cfg config.Config) error {
+	cgroups, err := cgroupmgr.New(cfg.Runtime.CgroupDriver)
+	if err != nil {
+		return fmt.Errorf("config: runtime.cgroup_driver: %w", err)
+	}
+	for _, dir := range []string{cfg.RootDir, cfg.RunDir} {
+		if err := os.MkdirAll(dir, 0o711); err != nil {
+			return fmt.Errorf("create %s: %w", dir, err)
+		}
+	}
+	lock, err := lockRootDir(cfg.RootDir)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
+
+	store, err := records.Open(filepath.Join(cfg.RootDir, "records"))
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+
+	srv := cri.New(cri.Options{
+		Config:  cfg,
+		Version: buildVersion(),
+		CNI:     cni.New(cfg.Network.CNIConfDir, cfg.Network.CNIBinDirs),
+		Cgroups: cgroups,
+	})
+	l, err := listenSocket(cfg.Socket)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(cfg.Socket)
+
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(signals)
+
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(l) }()
+	klog.InfoS("crid serving", "version", buildVersion(), "socket", cfg.Socket, "rootDir", cfg.RootDir,
+		"runDir", cfg.RunDir, "cgroupDriver", cgroups.Driver(), "cgroupMode", cgroupmgr.Mode())
+
+	select {
+	case err := <-served:
+		return fmt.Errorf("serve %s: %w", cfg.Socket, err)
+	case sig := <-signals:
+		klog.InfoS("Shutting down", "signal", sig.String(), "timeout", cfg.ShutdownTimeout.Std())
+	}
+	stopped := make(chan struct{})
+	go func() {
+		srv.GracefulStop()
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+	case <-time.After(cfg.ShutdownTimeout.Std()):
+		klog.InfoS("In-flight RPCs outlived the shutdown timeout; cancelling them")
+		srv.Stop()
+		<-stopped
+	}
+	if err := <-served; err != nil {
+		klog.ErrorS(err, "Serve ended with an error")
+	}
+	klog.InfoS("crid stopped")
+	return nil
+}

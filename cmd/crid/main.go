@@ -1,0 +1,136 @@
+// Command crid is the crid daemon: a Kubernetes container runtime serving
+// the CRI over a unix socket. `crid` runs the daemon; `crid config --default`
+// prints every option with its default; `crid version` prints the version.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"runtime/debug"
+	"strings"
+
+	"k8s.io/klog/v2"
+
+	"github.com/crid-dev/crid/config"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = ""
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "config":
+			return configCommand(args[1:])
+		case "version":
+			fmt.Printf("crid %s\n", buildVersion())
+			return 0
+		}
+	}
+	cfg, err := loadConfig(args)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "crid: %v\n", err)
+		return 2
+	}
+	defer klog.Flush()
+	if err := serve(cfg); err != nil {
+		klog.ErrorS(err, "crid failed")
+		return 1
+	}
+	return 0
+}
+
+func configCommand(args []string) int {
+	fs := flag.NewFlagSet("crid config", flag.ContinueOnError)
+	def := fs.Bool("default", false, "print the default configuration, every option with a comment")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if !*def {
+		fmt.Fprintln(os.Stderr, "usage: crid config --default")
+		return 2
+	}
+	out, err := config.Render(config.Default())
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "crid: %v\n", err)
+		return 1
+	}
+	os.Stdout.Write(out)
+	return 0
+}
+
+// loadConfig reads the config file and lays the flags that were given over
+// it; flags left unset never override the file.
+func loadConfig(args []string) (config.Config, error) {
+	fs := flag.NewFlagSet("crid", flag.ContinueOnError)
+	klog.InitFlags(fs)
+	d := config.Default()
+	path := fs.String("config", config.DefaultPath, "configuration file (TOML); see `crid config --default`")
+	socket := fs.String("socket", d.Socket, "CRI unix socket")
+	rootDir := fs.String("root-dir", d.RootDir, "persistent state directory")
+	runDir := fs.String("run-dir", d.RunDir, "runtime state directory")
+	registries := fs.String("registries-conf", d.Image.RegistriesConf, "containers-registries.conf file")
+	sandboxImage := fs.String("sandbox-image", d.Image.SandboxImage, "pod infra (pause) image")
+	cniConf := fs.String("cni-conf-dir", d.Network.CNIConfDir, "CNI network config directory")
+	cniBin := fs.String("cni-bin-dirs", strings.Join(d.Network.CNIBinDirs, ","), "comma-separated CNI plugin directories")
+	cgroupDriver := fs.String("cgroup-driver", d.Runtime.CgroupDriver, `cgroup driver: "cgroupfs" or "systemd"`)
+	shutdown := fs.Duration("shutdown-timeout", d.ShutdownTimeout.Std(), "bound on in-flight RPCs at shutdown")
+	if err := fs.Parse(args); err != nil {
+		return d, err
+	}
+	if fs.NArg() > 0 {
+		return d, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	cfg, err := config.Load(*path, !set["config"])
+	if err != nil {
+		return cfg, err
+	}
+	overrides := []struct {
+		flag string
+		dst  *string
+		val  string
+	}{
+		{"socket", &cfg.Socket, *socket},
+		{"root-dir", &cfg.RootDir, *rootDir},
+		{"run-dir", &cfg.RunDir, *runDir},
+		{"registries-conf", &cfg.Image.RegistriesConf, *registries},
+		{"sandbox-image", &cfg.Image.SandboxImage, *sandboxImage},
+		{"cni-conf-dir", &cfg.Network.CNIConfDir, *cniConf},
+		{"cgroup-driver", &cfg.Runtime.CgroupDriver, *cgroupDriver},
+	}
+	for _, o := range overrides {
+		if set[o.flag] {
+			*o.dst = o.val
+		}
+	}
+	if set["cni-bin-dirs"] {
+		cfg.Network.CNIBinDirs = strings.Split(*cniBin, ",")
+	}
+	if set["shutdown-timeout"] {
+		cfg.ShutdownTimeout = config.Duration(*shutdown)
+	}
+	return cfg, cfg.Validate()
+}
+
+// buildVersion is the build's version: the linker-set one, else the VCS
+// revision Go recorded.
+func buildVersion() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+				return "0.0.0-" + s.Value[:12]
+			}
+		}
+	}
+	return "0.0.0-dev"
+}

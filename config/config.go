@@ -1,0 +1,162 @@
+// Package config owns crid's configuration: the TOML schema, its defaults,
+// validation, and the rendering of the default file. Every option lives here
+// once, with its documentation in the `doc` tag, so `crid config --default`
+// can never drift from what the daemon accepts.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// DefaultPath is where crid looks for its configuration file.
+const DefaultPath = "/etc/crid/crid.toml"
+
+// Config is the whole effective configuration of a crid daemon.
+type Config struct {
+	Socket          string   `toml:"socket" json:"socket" doc:"unix socket serving the CRI (created mode 0660, root-owned)"`
+	RootDir         string   `toml:"root_dir" json:"root_dir" doc:"persistent state: records, image store, container layers"`
+	RunDir          string   `toml:"run_dir" json:"run_dir" doc:"runtime state that must not outlive a boot: namespace pins, mounts, the monitor socket"`
+	ShutdownTimeout Duration `toml:"shutdown_timeout" json:"shutdown_timeout" doc:"how long in-flight RPCs may run after SIGTERM before they are cut off"`
+	Image           Image    `toml:"image" json:"image"`
+	Network         Network  `toml:"network" json:"network"`
+	Runtime         Runtime  `toml:"runtime" json:"runtime"`
+}
+
+// Image configures image pulls and the image store.
+type Image struct {
+	RegistriesConf      string   `toml:"registries_conf" json:"registries_conf" doc:"containers-registries.conf(5) file: mirrors, blocked and insecure registries"`
+	SandboxImage        string   `toml:"sandbox_image" json:"sandbox_image" doc:"image of the pod infra (pause) process; pinned in the store"`
+	PullProgressTimeout Duration `toml:"pull_progress_timeout" json:"pull_progress_timeout" doc:"a pull that receives no bytes for this long fails"`
+}
+
+// Network configures pod networking through CNI.
+type Network struct {
+	CNIConfDir string   `toml:"cni_conf_dir" json:"cni_conf_dir" doc:"directory of CNI network configurations; the first one in lexical order is used"`
+	CNIBinDirs []string `toml:"cni_bin_dirs" json:"cni_bin_dirs" doc:"directories searched for CNI plugin binaries"`
+}
+
+// Runtime configures how containers are run.
+type Runtime struct {
+	CgroupDriver string `toml:"cgroup_driver" json:"cgroup_driver" doc:"cgroup manager: \"cgroupfs\" or \"systemd\" (must match kubelet's cgroupDriver)"`
+}
+
+// Default returns the configuration used when neither file nor flags say otherwise.
+func Default() Config {
+	return Config{
+		Socket:          "/run/crid/crid.sock",
+		RootDir:         "/var/lib/crid",
+		RunDir:          "/run/crid",
+		ShutdownTimeout: Duration(10 * time.Second),
+		Image: Image{
+			RegistriesConf:      "/etc/crid/registries.conf",
+			SandboxImage:        "registry.k8s.io/pause:3.10",
+			PullProgressTimeout: Duration(5 * time.Minute),
+		},
+		Network: Network{
+			CNIConfDir: "/etc/cni/net.d",
+			CNIBinDirs: []string{"/opt/cni/bin"},
+		},
+		Runtime: Runtime{
+			CgroupDriver: "cgroupfs",
+		},
+	}
+}
+
+// Load reads the TOML file at path over the defaults. A missing file means
+// defaults when missingOK is set (the default path); an explicitly named file
+// must exist. Unknown keys are errors, so a typo never silently falls back to
+// a default.
+func Load(path string, missingOK bool) (Config, error) {
+	cfg := Default()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		if missingOK && errors.Is(err, os.ErrNotExist) {
+			return cfg, nil
+		}
+		return cfg, fmt.Errorf("read config: %w", err)
+	}
+	md, err := toml.Decode(string(data), &cfg)
+	if err != nil {
+		return cfg, fmt.Errorf("config %s: %w", path, err)
+	}
+	if undecoded := md.Undecoded(); len(undecoded) > 0 {
+		return cfg, fmt.Errorf("config %s: unknown key %q", path, undecoded[0].String())
+	}
+	return cfg, nil
+}
+
+// Validate checks every option and names the first bad key.
+func (c *Config) Validate() error {
+	paths := []struct{ key, val string }{
+		{"socket", c.Socket},
+		{"root_dir", c.RootDir},
+		{"run_dir", c.RunDir},
+		{"image.registries_conf", c.Image.RegistriesConf},
+		{"network.cni_conf_dir", c.Network.CNIConfDir},
+	}
+	for _, p := range paths {
+		if err := absPath(p.key, p.val); err != nil {
+			return err
+		}
+	}
+	for i, d := range c.Network.CNIBinDirs {
+		if err := absPath(fmt.Sprintf("network.cni_bin_dirs[%d]", i), d); err != nil {
+			return err
+		}
+	}
+	if len(c.Network.CNIBinDirs) == 0 {
+		return errors.New("config: network.cni_bin_dirs: at least one directory is required")
+	}
+	if c.ShutdownTimeout <= 0 {
+		return fmt.Errorf("config: shutdown_timeout: must be positive, got %s", c.ShutdownTimeout)
+	}
+	if c.Image.PullProgressTimeout <= 0 {
+		return fmt.Errorf("config: image.pull_progress_timeout: must be positive, got %s", c.Image.PullProgressTimeout)
+	}
+	if c.Image.SandboxImage == "" {
+		return errors.New("config: image.sandbox_image: must not be empty")
+	}
+	switch c.Runtime.CgroupDriver {
+	case "cgroupfs", "systemd":
+	default:
+		return fmt.Errorf("config: runtime.cgroup_driver: %q is not one of \"cgroupfs\", \"systemd\"", c.Runtime.CgroupDriver)
+	}
+	return nil
+}
+
+func absPath(key, val string) error {
+	if val == "" {
+		return fmt.Errorf("config: %s: must not be empty", key)
+	}
+	if !filepath.IsAbs(val) {
+		return fmt.Errorf("config: %s: %q is not an absolute path", key, val)
+	}
+	return nil
+}
+
+// Duration is a time.Duration written as a Go duration string ("10s", "5m").
+type Duration time.Duration
+
+// UnmarshalText parses a Go duration string.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("invalid duration %q: %w", b, err)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalText writes the duration as a Go duration string.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// Std returns the value as a time.Duration.
+func (d Duration) Std() time.Duration { return time.Duration(d) }

@@ -1,0 +1,151 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func writeFile(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "crid.toml")
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestRenderedDefaultsRoundTrip(t *testing.T) {
+	out, err := Render(Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Load(writeFile(t, string(out)), false)
+	if err != nil {
+		t.Fatalf("rendered defaults do not load: %v\n%s", err, out)
+	}
+	if !reflect.DeepEqual(cfg, Default()) {
+		t.Fatalf("round trip changed the config:\n got %+v\nwant %+v", cfg, Default())
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("defaults are invalid: %v", err)
+	}
+	// Every leaf option is written out with a comment above it.
+	for _, key := range []string{"socket", "root_dir", "run_dir", "shutdown_timeout", "registries_conf",
+		"sandbox_image", "pull_progress_timeout", "cni_conf_dir", "cni_bin_dirs", "cgroup_driver"} {
+		i := strings.Index(string(out), "\n"+key+" = ")
+		if i < 0 {
+			t.Fatalf("option %s missing from rendered defaults:\n%s", key, out)
+		}
+		prev := string(out[:i])
+		if !strings.HasPrefix(prev[strings.LastIndex(prev, "\n")+1:], "# ") {
+			t.Fatalf("option %s has no comment line", key)
+		}
+	}
+}
+
+func TestRenderCoversEveryField(t *testing.T) {
+	out, err := Render(Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var walk func(reflect.Type)
+	walk = func(tp reflect.Type) {
+		for i := range tp.NumField() {
+			f := tp.Field(i)
+			if f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeFor[Duration]() {
+				if !strings.Contains(string(out), "["+f.Tag.Get("toml")) {
+					t.Errorf("table %s not rendered", f.Tag.Get("toml"))
+				}
+				walk(f.Type)
+				continue
+			}
+			if f.Tag.Get("doc") == "" {
+				t.Errorf("field %s has no doc tag", f.Name)
+			}
+		}
+	}
+	walk(reflect.TypeFor[Config]())
+}
+
+func TestLoad(t *testing.T) {
+	tests := []struct {
+		name    string
+		body    string
+		wantErr string
+		check   func(t *testing.T, c Config)
+	}{
+		{name: "override", body: "socket = \"/tmp/x.sock\"\n[runtime]\ncgroup_driver = \"systemd\"\n[image]\npull_progress_timeout = \"30s\"\n",
+			check: func(t *testing.T, c Config) {
+				if c.Socket != "/tmp/x.sock" || c.Runtime.CgroupDriver != "systemd" || c.Image.PullProgressTimeout.Std() != 30*time.Second {
+					t.Fatalf("overrides not applied: %+v", c)
+				}
+				if c.RootDir != Default().RootDir {
+					t.Fatalf("unset key lost its default: %q", c.RootDir)
+				}
+			}},
+		{name: "unknown top-level key", body: "sockett = \"/x\"\n", wantErr: `unknown key "sockett"`},
+		{name: "unknown nested key", body: "[network]\ncni_dir = \"/x\"\n", wantErr: `unknown key "network.cni_dir"`},
+		{name: "wrong type", body: "[network]\ncni_bin_dirs = \"/opt/cni/bin\"\n", wantErr: "cni_bin_dirs"},
+		{name: "bad duration", body: "shutdown_timeout = \"soon\"\n", wantErr: "shutdown_timeout"},
+		{name: "syntax", body: "socket = \n", wantErr: "crid.toml"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := Load(writeFile(t, tc.body), false)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("error %v, want it to mention %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.check(t, cfg)
+		})
+	}
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "nope.toml")
+	cfg, err := Load(missing, true)
+	if err != nil || !reflect.DeepEqual(cfg, Default()) {
+		t.Fatalf("missing default file should give defaults, got %v", err)
+	}
+	if _, err := Load(missing, false); err == nil {
+		t.Fatal("an explicitly named missing file must be an error")
+	}
+}
+
+func TestValidate(t *testing.T) {
+	tests := []struct {
+		key    string
+		mutate func(c *Config)
+	}{
+		{"socket", func(c *Config) { c.Socket = "crid.sock" }},
+		{"root_dir", func(c *Config) { c.RootDir = "" }},
+		{"run_dir", func(c *Config) { c.RunDir = "run" }},
+		{"shutdown_timeout", func(c *Config) { c.ShutdownTimeout = 0 }},
+		{"image.pull_progress_timeout", func(c *Config) { c.Image.PullProgressTimeout = -1 }},
+		{"image.sandbox_image", func(c *Config) { c.Image.SandboxImage = "" }},
+		{"image.registries_conf", func(c *Config) { c.Image.RegistriesConf = "r.conf" }},
+		{"network.cni_conf_dir", func(c *Config) { c.Network.CNIConfDir = "" }},
+		{"network.cni_bin_dirs[1]", func(c *Config) { c.Network.CNIBinDirs = []string{"/opt/cni/bin", "bin"} }},
+		{"network.cni_bin_dirs", func(c *Config) { c.Network.CNIBinDirs = nil }},
+		{"runtime.cgroup_driver", func(c *Config) { c.Runtime.CgroupDriver = "cgroupv1" }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.key, func(t *testing.T) {
+			c := Default()
+			tc.mutate(&c)
+			err := c.Validate()
+			if err == nil || !strings.Contains(err.Error(), tc.key+":") {
+				t.Fatalf("error %v, want it to name %s", err, tc.key)
+			}
+		})
+	}
+}

@@ -1,0 +1,66 @@
+package cri
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/crid-dev/crid/cgroupmgr"
+)
+
+// kubeAPIVersion is the version of the kubelet runtime API crid speaks, as
+// the CRI's Version RPC reports it.
+const kubeAPIVersion = "0.1.0"
+
+// Version reports crid's name and version.
+func (s *runtimeService) Version(context.Context, *runtime.VersionRequest) (*runtime.VersionResponse, error) {
+	return &runtime.VersionResponse{
+		Version:           kubeAPIVersion,
+		RuntimeName:       Name,
+		RuntimeVersion:    s.opts.Version,
+		RuntimeApiVersion: "v1",
+	}, nil
+}
+
+// Status reports whether the runtime and the pod network are ready, the
+// runtime handlers and their features, and with verbose the effective config.
+func (s *runtimeService) Status(_ context.Context, req *runtime.StatusRequest) (*runtime.StatusResponse, error) {
+	network := &runtime.RuntimeCondition{Type: runtime.NetworkReady, Status: true}
+	if err := s.opts.CNI.Ready(); err != nil {
+		network.Status = false
+		network.Reason = "NetworkPluginNotReady"
+		network.Message = fmt.Sprintf("Network plugin returns error: %v", err)
+	}
+	resp := &runtime.StatusResponse{
+		Status: &runtime.RuntimeStatus{Conditions: []*runtime.RuntimeCondition{
+			{Type: runtime.RuntimeReady, Status: true},
+			network,
+		}},
+		RuntimeHandlers: []*runtime.RuntimeHandler{{
+			Name:     "",
+			Features: &runtime.RuntimeHandlerFeatures{},
+		}},
+		Features: &runtime.RuntimeFeatures{},
+	}
+	if req.Verbose {
+		cfg, err := json.Marshal(s.opts.Config)
+		if err != nil {
+			return nil, status.Errorf(codes.Internal, "encode config: %v", err)
+		}
+		resp.Info = map[string]string{"config": string(cfg)}
+	}
+	return resp, nil
+}
+
+// RuntimeConfig reports the cgroup driver kubelet must match.
+func (s *runtimeService) RuntimeConfig(context.Context, *runtime.RuntimeConfigRequest) (*runtime.RuntimeConfigResponse, error) {
+	driver := runtime.CgroupDriver_CGROUPFS
+	if s.opts.Cgroups.Driver() == cgroupmgr.Systemd {
+		driver = runtime.CgroupDriver_SYSTEMD
+	}
+	return &runtime.RuntimeConfigResponse{Linux: &runtime.LinuxRuntimeConfiguration{CgroupDriver: driver}}, nil
+}
