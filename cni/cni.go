@@ -5,7 +5,6 @@ package cni
 
 import (
 	"fmt"
-	"path/filepath"
 	"sort"
 
 	"github.com/containernetworking/cni/libcni"
@@ -25,8 +24,9 @@ func New(confDir string, binDirs []string) *Manager {
 }
 
 // DefaultNetwork loads the network crid attaches pods to: the first config in
-// lexical order, as kubelet's other runtimes pick it. A single-plugin .conf
-// is promoted to a list.
+// lexical order that loads, as kubelet's other runtimes pick it. Files are
+// read as network config lists; libcni no longer supports the old
+// single-plugin format.
 func (m *Manager) DefaultNetwork() (*libcni.NetworkConfigList, error) {
 	files, err := libcni.ConfFiles(m.confDir, []string{".conf", ".conflist", ".json"})
 	if err != nil {
@@ -38,15 +38,7 @@ func (m *Manager) DefaultNetwork() (*libcni.NetworkConfigList, error) {
 	sort.Strings(files)
 	var lastErr error
 	for _, f := range files {
-		var list *libcni.NetworkConfigList
-		if filepath.Ext(f) == ".conflist" {
-			list, err = libcni.NetworkConfFromFile(f)
-		} else {
-			var conf *libcni.PluginConfig
-			if conf, err = libcni.ConfFromFile(f); err == nil {
-				list, err = libcni.ConfListFromConf(conf)
-			}
-		}
+		list, err := libcni.NetworkConfFromFile(f)
 		if err != nil {
 			lastErr = fmt.Errorf("load CNI config %s: %w", f, err)
 			continue

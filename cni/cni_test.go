@@ -46,9 +46,9 @@ func TestBrokenConfigFallsThrough(t *testing.T) {
 	if _, err := m.DefaultNetwork(); err == nil || !strings.Contains(err.Error(), "00-broken.conflist") {
 		t.Fatalf("only a broken config: %v", err)
 	}
-	write(t, filepath.Join(confDir, "10-single.conf"), `{"cniVersion":"1.0.0","name":"single","type":"bridge"}`)
+	write(t, filepath.Join(confDir, "10-good.conf"), strings.Replace(bridgeList, "%s", "good", 1))
 	list, err := m.DefaultNetwork()
-	if err != nil || list.Name != "single" || len(list.Plugins) != 1 {
-		t.Fatalf("single .conf not promoted: %v %v", list, err)
+	if err != nil || list.Name != "good" || len(list.Plugins) != 2 {
+		t.Fatalf("a loadable config after a broken one: %v %v", list, err)
 	}
 }

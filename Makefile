@@ -1,0 +1,57 @@
+# crid: build, run and test. See README.md.
+SHELL := /bin/bash
+GO ?= go
+BIN := $(CURDIR)/_output/bin
+VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# containers_image_openpgp keeps containers/image off gpgme (cgo);
+# seccomp enables libcontainer's seccomp through libseccomp.
+GOTAGS := containers_image_openpgp seccomp
+GOFLAGS_BUILD := -tags '$(GOTAGS)' -ldflags '-X main.version=$(VERSION)'
+STATICCHECK_VERSION := v0.8.2
+export CGO_ENABLED := 1
+# bridge/portmap exec iptables: the daemon needs the sbin dirs on PATH.
+export PATH := /usr/local/sbin:/usr/sbin:/sbin:$(PATH)
+
+.PHONY: all build run deps test unit e2e critest tools lint clean
+
+all: build
+
+build:
+	$(GO) build $(GOFLAGS_BUILD) -o $(BIN)/crid ./cmd/crid
+
+# Installs what is missing, sets up the default pod network if the node has
+# none, and runs crid in the foreground with its defaults.
+run: deps build
+	bash hack/default-network.sh /etc/cni/net.d
+	exec $(BIN)/crid
+
+deps:
+	bash hack/install-deps.sh
+
+# Everything CI checks: lint, unit tests, end-to-end tests, conformance.
+test: deps lint unit e2e critest
+
+unit:
+	$(GO) test -tags '$(GOTAGS)' -count=1 $$($(GO) list ./... | grep -v /test/e2e)
+
+e2e: build
+	CRID_BIN=$(BIN)/crid $(GO) test -tags '$(GOTAGS)' -count=1 -v ./test/e2e 2>&1 | tee _output/e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)' ; exit $${PIPESTATUS[0]}
+
+tools:
+	bash hack/build-tools.sh
+
+critest: build tools
+	bash test/critest/run.sh
+
+$(BIN)/staticcheck-$(STATICCHECK_VERSION):
+	mkdir -p $(BIN)
+	GOBIN=$(BIN) CGO_ENABLED=0 $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	mv $(BIN)/staticcheck $@
+
+lint: $(BIN)/staticcheck-$(STATICCHECK_VERSION)
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet -tags '$(GOTAGS)' ./...
+	$(BIN)/staticcheck-$(STATICCHECK_VERSION) -tags '$(GOTAGS)' ./...
+
+clean:
+	rm -rf _output

@@ -1,0 +1,197 @@
+// Package e2e drives a real crid binary over its socket, as kubelet and
+// crictl do. The tests need root (cgroups, namespaces) and build crid once,
+// unless CRID_BIN names a binary to test.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+var cridBin string
+
+func TestMain(m *testing.M) {
+	os.Exit(runTests(m))
+}
+
+func runTests(m *testing.M) int {
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "e2e tests run crid for real and need root")
+		return 1
+	}
+	cridBin = os.Getenv("CRID_BIN")
+	if cridBin == "" {
+		dir, err := os.MkdirTemp("", "crid-e2e-bin")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer os.RemoveAll(dir)
+		cridBin = filepath.Join(dir, "crid")
+		build := exec.Command("go", "build", "-o", cridBin, "github.com/crid-dev/crid/cmd/crid")
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			fmt.Fprintln(os.Stderr, "build crid:", err)
+			return 1
+		}
+	}
+	return m.Run()
+}
+
+// daemon is one crid process with private socket and state dirs.
+type daemon struct {
+	t      *testing.T
+	dir    string
+	socket string
+	cmd    *exec.Cmd
+	log    *bytes.Buffer
+	exited chan struct{}
+	conn   *grpc.ClientConn
+}
+
+// newDirs returns a fresh directory for a daemon's socket and state.
+func newDirs(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "crid-e2e-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+// baseArgs points a daemon at dir for everything it writes.
+func baseArgs(dir string) []string {
+	return []string{
+		"--config", filepath.Join(dir, "crid.toml"),
+		"--socket", filepath.Join(dir, "crid.sock"),
+		"--root-dir", filepath.Join(dir, "root"),
+		"--run-dir", filepath.Join(dir, "run"),
+		"--cni-conf-dir", filepath.Join(dir, "net.d"),
+		"--cni-bin-dirs", filepath.Join(dir, "cni-bin"),
+		"--registries-conf", filepath.Join(dir, "registries.conf"),
+	}
+}
+
+// startDaemon starts crid on dir (which must hold crid.toml, maybe empty)
+// and waits until its socket answers.
+func startDaemon(t *testing.T, dir string, extra ...string) *daemon {
+	t.Helper()
+	if _, err := os.Stat(filepath.Join(dir, "crid.toml")); os.IsNotExist(err) {
+		writeFile(t, filepath.Join(dir, "crid.toml"), "")
+	}
+	d := &daemon{t: t, dir: dir, socket: filepath.Join(dir, "crid.sock"), log: &bytes.Buffer{}, exited: make(chan struct{})}
+	d.cmd = exec.Command(cridBin, append(append(baseArgs(dir), "-v=2"), extra...)...)
+	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		_ = d.cmd.Wait()
+		close(d.exited)
+	}()
+	t.Cleanup(d.kill)
+	conn, err := grpc.NewClient("unix://"+d.socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.conn = conn
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, err := d.runtime().Version(ctx, &runtime.VersionRequest{})
+		cancel()
+		if err == nil {
+			return d
+		}
+		select {
+		case <-d.exited:
+			t.Fatalf("crid exited at start: %v\n%s", d.cmd.ProcessState, d.log)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("crid did not answer on %s: %v\n%s", d.socket, err, d.log)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (d *daemon) runtime() runtime.RuntimeServiceClient {
+	return runtime.NewRuntimeServiceClient(d.conn)
+}
+func (d *daemon) images() runtime.ImageServiceClient { return runtime.NewImageServiceClient(d.conn) }
+
+// stop sends sig and waits for the exit, failing after the bound.
+func (d *daemon) stop(sig syscall.Signal, bound time.Duration) *os.ProcessState {
+	d.t.Helper()
+	if err := d.cmd.Process.Signal(sig); err != nil {
+		d.t.Fatal(err)
+	}
+	select {
+	case <-d.exited:
+		return d.cmd.ProcessState
+	case <-time.After(bound):
+		d.t.Fatalf("crid did not exit within %s of %s\n%s", bound, sig, d.log)
+		return nil
+	}
+}
+
+// kill ends the daemon if a test left it running; it is only ever the
+// process this test started.
+func (d *daemon) kill() {
+	if d.conn != nil {
+		d.conn.Close()
+	}
+	select {
+	case <-d.exited:
+	default:
+		_ = d.cmd.Process.Kill()
+		<-d.exited
+	}
+}
+
+func writeFile(t *testing.T, path, body string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// runCrid runs crid to completion and returns its exit code and output.
+func runCrid(t *testing.T, args ...string) (int, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, cridBin, args...).CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.ExitCode(), string(out)
+	}
+	if err != nil {
+		t.Fatalf("run crid %v: %v", args, err)
+	}
+	return 0, string(out)
+}
+
+func mustContain(t *testing.T, what, got string, wants ...string) {
+	t.Helper()
+	for _, w := range wants {
+		if !strings.Contains(got, w) {
+			t.Fatalf("%s does not mention %q:\n%s", what, w, got)
+		}
+	}
+}
