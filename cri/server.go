@@ -14,6 +14,7 @@ import (
 	"github.com/crid-dev/crid/cgroupmgr"
 	"github.com/crid-dev/crid/cni"
 	"github.com/crid-dev/crid/config"
+	"github.com/crid-dev/crid/imageservice"
 )
 
 // Name is the runtime name reported by Version.
@@ -25,6 +26,7 @@ type Options struct {
 	Version string
 	CNI     *cni.Manager
 	Cgroups *cgroupmgr.Manager
+	Images  *imageservice.Service
 }
 
 // Server serves the CRI on a listener.

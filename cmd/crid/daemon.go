@@ -14,6 +14,7 @@ import (
 	"github.com/crid-dev/crid/cni"
 	"github.com/crid-dev/crid/config"
 	"github.com/crid-dev/crid/cri"
+	"github.com/crid-dev/crid/imageservice"
 	"github.com/crid-dev/crid/records"
 )
 
@@ -42,11 +43,24 @@ func serve(cfg config.Config) error {
 	}
 	defer store.Close()
 
+	images, err := imageservice.New(imageservice.Options{
+		Root:            filepath.Join(cfg.RootDir, "images"),
+		Records:         store,
+		RegistriesConf:  cfg.Image.RegistriesConf,
+		SandboxImage:    cfg.Image.SandboxImage,
+		ProgressTimeout: cfg.Image.PullProgressTimeout.Std(),
+		UserAgent:       "crid/" + buildVersion(),
+	})
+	if err != nil {
+		return err
+	}
+
 	srv := cri.New(cri.Options{
 		Config:  cfg,
 		Version: buildVersion(),
 		CNI:     cni.New(cfg.Network.CNIConfDir, cfg.Network.CNIBinDirs),
 		Cgroups: cgroups,
+		Images:  images,
 	})
 	l, err := listenSocket(cfg.Socket)
 	if err != nil {

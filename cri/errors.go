@@ -1,0 +1,37 @@
+package cri
+
+import (
+	"context"
+	"errors"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/crid-dev/crid/imageservice"
+)
+
+// toStatus maps a domain error to the gRPC code a CRI client expects,
+// keeping the domain's message.
+func toStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	var badRef *imageservice.ErrInvalidReference
+	code := codes.Unknown
+	switch {
+	case errors.As(err, &badRef), errors.Is(err, imageservice.ErrAmbiguous):
+		code = codes.InvalidArgument
+	case errors.Is(err, imageservice.ErrUnauthorized):
+		code = codes.Unauthenticated
+	case errors.Is(err, imageservice.ErrPinned):
+		code = codes.FailedPrecondition
+	case errors.Is(err, context.DeadlineExceeded):
+		code = codes.DeadlineExceeded
+	case errors.Is(err, context.Canceled):
+		code = codes.Canceled
+	}
+	return status.Error(code, err.Error())
+}

@@ -1,0 +1,201 @@
+package imageservice
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"syscall"
+
+	"github.com/moby/go-archive"
+	"github.com/moby/go-archive/compression"
+	digest "github.com/opencontainers/go-digest"
+)
+
+// layerMeta is written beside each unpacked layer, inside the directory
+// that is renamed into place, so a layer and its metadata appear together.
+type layerMeta struct {
+	ChainID digest.Digest `json:"chain_id"`
+	DiffID  digest.Digest `json:"diff_id"`
+	// Blob is the compressed digest the layer was downloaded as.
+	Blob   digest.Digest `json:"blob"`
+	Size   uint64        `json:"size"`
+	Inodes uint64        `json:"inodes"`
+}
+
+const (
+	layerDiffDir  = "diff"
+	layerMetaFile = "layer.json"
+)
+
+// chainIDs computes the OCI chain IDs of a stack of diff IDs: a layer's
+// content is only meaningful on top of the layers below it, so layers are
+// stored and shared by chain ID.
+func chainIDs(diffIDs []digest.Digest) []digest.Digest {
+	out := make([]digest.Digest, len(diffIDs))
+	for i, d := range diffIDs {
+		if i == 0 {
+			out[i] = d
+			continue
+		}
+		out[i] = digest.FromString(out[i-1].String() + " " + d.String())
+	}
+	return out
+}
+
+func (s *Service) layerDir(chainID digest.Digest) string {
+	return filepath.Join(s.root, "layers", chainID.Encoded())
+}
+
+// LayerDiffDir is the directory a container's overlay mount uses as the
+// lower dir for a layer.
+func (s *Service) LayerDiffDir(chainID digest.Digest) string {
+	return filepath.Join(s.layerDir(chainID), layerDiffDir)
+}
+
+// readLayer returns the metadata of an unpacked layer, or an error that
+// satisfies errors.Is(err, fs.ErrNotExist) when it is not unpacked.
+func (s *Service) readLayer(chainID digest.Digest) (layerMeta, error) {
+	var m layerMeta
+	b, err := os.ReadFile(filepath.Join(s.layerDir(chainID), layerMetaFile))
+	if err != nil {
+		return m, err
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		return m, fmt.Errorf("layer %s: corrupt metadata: %w", chainID, err)
+	}
+	return m, nil
+}
+
+// unpackLayer streams one compressed layer blob into a fresh directory,
+// verifying both the blob digest and the diff ID as the bytes pass, and
+// renames it into place only when both match: a layer directory exists
+// complete or not at all.
+//
+// Extraction goes through moby/go-archive, which resolves every path inside
+// an os.Root: entries with "..", absolute or relative symlinks pointing out
+// and hard links to outside cannot touch anything beyond the directory.
+func (s *Service) unpackLayer(ctx context.Context, blob io.Reader, want layerMeta) (layerMeta, error) {
+	tmp, err := os.MkdirTemp(filepath.Join(s.root, "tmp"), "layer-")
+	if err != nil {
+		return want, fmt.Errorf("layer %s: %w", want.Blob, err)
+	}
+	defer os.RemoveAll(tmp)
+	diff := filepath.Join(tmp, layerDiffDir)
+	if err := os.Mkdir(diff, 0o755); err != nil {
+		return want, err
+	}
+
+	blobDigester := want.Blob.Algorithm().Digester()
+	compressed := io.TeeReader(&ctxReader{ctx: ctx, r: blob}, blobDigester.Hash())
+	decompressed, err := compression.DecompressStream(compressed)
+	if err != nil {
+		return want, fmt.Errorf("layer %s: decompress: %w", want.Blob, err)
+	}
+	defer decompressed.Close()
+	diffDigester := want.DiffID.Algorithm().Digester()
+	tarStream := io.TeeReader(decompressed, diffDigester.Hash())
+	if err := archive.UntarUncompressed(tarStream, diff, &archive.TarOptions{
+		WhiteoutFormat: archive.OverlayWhiteoutFormat,
+	}); err != nil {
+		if ctx.Err() != nil {
+			return want, ctx.Err()
+		}
+		return want, fmt.Errorf("layer %s: unpack: %w", want.Blob, err)
+	}
+	// The tar reader stops at the end-of-archive marker: hash the rest so
+	// the digests cover the whole blob.
+	if _, err := io.Copy(io.Discard, tarStream); err != nil {
+		return want, fmt.Errorf("layer %s: read: %w", want.Blob, err)
+	}
+	if _, err := io.Copy(io.Discard, compressed); err != nil {
+		return want, fmt.Errorf("layer %s: read: %w", want.Blob, err)
+	}
+	if got := blobDigester.Digest(); got != want.Blob {
+		return want, fmt.Errorf("layer blob digest mismatch: registry sent %s for %s", got, want.Blob)
+	}
+	if got := diffDigester.Digest(); got != want.DiffID {
+		return want, fmt.Errorf("layer %s: uncompressed digest %s does not match the config's diff ID %s", want.Blob, got, want.DiffID)
+	}
+
+	meta := want
+	if meta.Size, meta.Inodes, err = usage(diff); err != nil {
+		return want, fmt.Errorf("layer %s: %w", want.Blob, err)
+	}
+	b, err := json.Marshal(meta)
+	if err != nil {
+		return want, err
+	}
+	if err := os.WriteFile(filepath.Join(tmp, layerMetaFile), b, 0o600); err != nil {
+		return want, err
+	}
+	if err := os.Rename(tmp, s.layerDir(meta.ChainID)); err != nil {
+		// A concurrent pull of another image with the same layer won.
+		if errors.Is(err, syscall.EEXIST) || errors.Is(err, syscall.ENOTEMPTY) {
+			return s.readLayer(meta.ChainID)
+		}
+		return want, fmt.Errorf("layer %s: %w", want.Blob, err)
+	}
+	return meta, nil
+}
+
+// removeLayer deletes an unpacked layer: renamed out of the way first so a
+// crash mid-delete never leaves a half layer under its chain ID.
+func (s *Service) removeLayer(chainID digest.Digest) error {
+	tmp, err := os.MkdirTemp(filepath.Join(s.root, "tmp"), "rm-")
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(s.layerDir(chainID), filepath.Join(tmp, "layer")); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		os.RemoveAll(tmp)
+		return fmt.Errorf("remove layer %s: %w", chainID, err)
+	}
+	return os.RemoveAll(tmp)
+}
+
+// usage returns the bytes and inodes used under dir.
+func usage(dir string) (bytes, inodes uint64, err error) {
+	seen := map[uint64]bool{}
+	err = filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		if !ok {
+			return nil
+		}
+		if seen[st.Ino] {
+			return nil // a hard link: counted once
+		}
+		seen[st.Ino] = true
+		inodes++
+		bytes += uint64(st.Blocks) * 512
+		return nil
+	})
+	if err != nil {
+		return 0, 0, fmt.Errorf("usage of %s: %w", dir, err)
+	}
+	return bytes, inodes, nil
+}
+
+// ctxReader fails reads once ctx is done, so a cancelled pull stops
+// consuming the registry's stream at once.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c *ctxReader) Read(b []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(b)
+}

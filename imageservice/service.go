@@ -1,0 +1,324 @@
+// Package imageservice owns images: references, pulls from registries
+// (go.podman.io/image), the content-addressed store of manifests and
+// configs, layers unpacked once per chain ID for use as overlay lower dirs,
+// image records, filesystem usage and garbage collection.
+package imageservice
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	digest "github.com/opencontainers/go-digest"
+	"k8s.io/klog/v2"
+
+	"github.com/crid-dev/crid/records"
+)
+
+// recordKind is the records kind of image records.
+const recordKind = "images"
+
+// Options configure the image service.
+type Options struct {
+	// Root is the store's directory.
+	Root string
+	// Records persists image records.
+	Records *records.Store
+	// RegistriesConf is the containers-registries.conf(5) file to honour.
+	RegistriesConf string
+	// SandboxImage is pinned: never removed.
+	SandboxImage string
+	// ProgressTimeout fails a pull that receives nothing for this long.
+	ProgressTimeout time.Duration
+	// UserAgent is sent to registries.
+	UserAgent string
+}
+
+// LayerUsers reports the chain IDs that containers use, so GC keeps them.
+// The daemon wires it to the container store; the image service does not
+// know containers.
+type LayerUsers func() []digest.Digest
+
+// Service is the image store and puller.
+type Service struct {
+	root    string
+	opts    Options
+	sandbox string // normalized name of the sandbox image
+
+	mu         sync.RWMutex
+	images     map[digest.Digest]*Image
+	byName     map[string]digest.Digest // tag or digest reference → image ID
+	layerUsers LayerUsers
+	pulling    map[digest.Digest]int // layers held by pulls in flight
+
+	pulls flightGroup[*Image]
+}
+
+// New opens the store at opts.Root: it loads the image records, removes
+// the debris of interrupted pulls and deletes, drops records whose layers
+// are gone and layers no image uses.
+func New(opts Options) (*Service, error) {
+	s := &Service{root: opts.Root, opts: opts, images: map[digest.Digest]*Image{}, byName: map[string]digest.Digest{}}
+	if ref, err := parseReference(opts.SandboxImage); err == nil {
+		s.sandbox = ref.String()
+	} else {
+		return nil, fmt.Errorf("sandbox image: %w", err)
+	}
+	// tmp holds in-progress layers and deletes: anything in it is debris.
+	if err := os.RemoveAll(filepath.Join(s.root, "tmp")); err != nil {
+		return nil, fmt.Errorf("image store: clean tmp: %w", err)
+	}
+	for _, d := range []string{"tmp", "layers", "blobs"} {
+		if err := os.MkdirAll(filepath.Join(s.root, d), 0o700); err != nil {
+			return nil, fmt.Errorf("image store: %w", err)
+		}
+	}
+	recs, errs := opts.Records.Load(recordKind)
+	for _, err := range errs {
+		klog.ErrorS(err, "Skipping unreadable image record")
+	}
+	for _, r := range recs {
+		img, err := records.Decode[Image](r)
+		if err != nil {
+			klog.ErrorS(err, "Skipping unreadable image record", "image", r.ID)
+			continue
+		}
+		if missing := s.missingLayer(&img); missing != "" {
+			klog.InfoS("Dropping image whose layer is gone", "image", img.ID, "layer", missing)
+			_ = opts.Records.Delete(recordKind, img.ID.Encoded())
+			continue
+		}
+		s.index(&img)
+	}
+	if err := s.gcLayers(); err != nil {
+		klog.ErrorS(err, "Image layer GC at start")
+	}
+	return s, nil
+}
+
+// SetLayerUsers wires the container side of layer GC.
+func (s *Service) SetLayerUsers(f LayerUsers) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.layerUsers = f
+}
+
+func (s *Service) missingLayer(img *Image) digest.Digest {
+	for _, l := range img.Layers {
+		if _, err := s.readLayer(l); err != nil {
+			return l
+		}
+	}
+	return ""
+}
+
+// index adds img to the in-memory maps; s.mu must be held or the service
+// not yet shared.
+func (s *Service) index(img *Image) {
+	img.Pinned = slices.Contains(img.RepoTags, s.sandbox)
+	s.images[img.ID] = img
+	for _, n := range img.names() {
+		s.byName[n] = img.ID
+	}
+}
+
+func (s *Service) unindex(img *Image) {
+	delete(s.images, img.ID)
+	for _, n := range img.names() {
+		if s.byName[n] == img.ID {
+			delete(s.byName, n)
+		}
+	}
+}
+
+// ErrAmbiguous is returned for an ID prefix that names several images.
+var ErrAmbiguous = errors.New("ambiguous image ID prefix")
+
+// Get resolves an image by ID (digest, hex or unique hex prefix), by tag
+// ("busybox", "docker.io/library/busybox:1.36") or by digest reference.
+// It returns nil, nil for an unknown image.
+func (s *Service) Get(name string) (*Image, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	img, err := s.lookup(name)
+	if img == nil || err != nil {
+		return nil, err
+	}
+	c := *img
+	return &c, nil
+}
+
+func (s *Service) lookup(name string) (*Image, error) {
+	if d, err := digest.Parse(name); err == nil {
+		return s.images[d], nil
+	}
+	if ref, err := parseReference(name); err == nil {
+		if id, ok := s.byName[ref.String()]; ok {
+			return s.images[id], nil
+		}
+	}
+	// A bare hex ID or a prefix of one, as crictl prints them.
+	if len(name) >= 3 && len(name) <= 64 && strings.Trim(name, "0123456789abcdef") == "" {
+		var found *Image
+		for id, img := range s.images {
+			if strings.HasPrefix(id.Encoded(), name) {
+				if found != nil {
+					return nil, fmt.Errorf("%w: %q", ErrAmbiguous, name)
+				}
+				found = img
+			}
+		}
+		return found, nil
+	}
+	return nil, nil
+}
+
+// List returns every image, or those matching filter when it is not empty.
+func (s *Service) List(filter string) ([]*Image, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if filter != "" {
+		img, err := s.lookup(filter)
+		if img == nil || err != nil {
+			return nil, err
+		}
+		c := *img
+		return []*Image{&c}, nil
+	}
+	out := make([]*Image, 0, len(s.images))
+	for _, img := range s.images {
+		c := *img
+		out = append(out, &c)
+	}
+	slices.SortFunc(out, func(a, b *Image) int { return strings.Compare(string(a.ID), string(b.ID)) })
+	return out, nil
+}
+
+// ErrPinned is returned when removing the pinned sandbox image.
+var ErrPinned = errors.New("image is pinned")
+
+// Remove deletes the image named by name (ID, tag or digest) with all its
+// tags and digests, as kubelet and critest expect, then frees layers that
+// nothing uses. Removing an unknown image is not an error.
+func (s *Service) Remove(name string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	img, err := s.lookup(name)
+	if err != nil || img == nil {
+		return err
+	}
+	if img.Pinned {
+		return fmt.Errorf("%w: %s is the sandbox image %s", ErrPinned, img.ID, s.sandbox)
+	}
+	if err := s.opts.Records.Delete(recordKind, img.ID.Encoded()); err != nil {
+		return err
+	}
+	s.unindex(img)
+	if err := s.removeBlob(img.ID); err != nil {
+		klog.ErrorS(err, "Removing image config blob", "image", img.ID)
+	}
+	if err := s.gcLayersLocked(); err != nil {
+		klog.ErrorS(err, "Image layer GC", "image", img.ID)
+	}
+	return nil
+}
+
+func (s *Service) gcLayers() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.gcLayersLocked()
+}
+
+// gcLayersLocked removes unpacked layers that no image and no container
+// uses. s.mu must be held.
+func (s *Service) gcLayersLocked() error {
+	used := map[string]bool{}
+	for _, img := range s.images {
+		for _, l := range img.Layers {
+			used[l.Encoded()] = true
+		}
+	}
+	for l := range s.pulling {
+		used[l.Encoded()] = true
+	}
+	if s.layerUsers != nil {
+		for _, l := range s.layerUsers() {
+			used[l.Encoded()] = true
+		}
+	}
+	entries, err := os.ReadDir(filepath.Join(s.root, "layers"))
+	if err != nil {
+		return fmt.Errorf("layer GC: %w", err)
+	}
+	var errs []error
+	for _, e := range entries {
+		if used[e.Name()] {
+			continue
+		}
+		d := digest.NewDigestFromEncoded(digest.SHA256, e.Name())
+		if err := d.Validate(); err != nil {
+			continue
+		}
+		klog.V(2).InfoS("Removing unused layer", "layer", d)
+		errs = append(errs, s.removeLayer(d))
+	}
+	return errors.Join(errs...)
+}
+
+func (s *Service) holdLayers(chains []digest.Digest) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pulling == nil {
+		s.pulling = map[digest.Digest]int{}
+	}
+	for _, c := range chains {
+		s.pulling[c]++
+	}
+}
+
+func (s *Service) releaseLayers(chains []digest.Digest) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range chains {
+		if s.pulling[c]--; s.pulling[c] <= 0 {
+			delete(s.pulling, c)
+		}
+	}
+}
+
+// FsUsage is the space the store uses.
+type FsUsage struct {
+	Mountpoint string
+	Bytes      uint64
+	Inodes     uint64
+}
+
+// Usage reports the bytes and inodes of the unpacked layers and blobs.
+func (s *Service) Usage() (FsUsage, error) {
+	u := FsUsage{Mountpoint: s.root}
+	entries, err := os.ReadDir(filepath.Join(s.root, "layers"))
+	if err != nil {
+		return u, fmt.Errorf("image fs usage: %w", err)
+	}
+	for _, e := range entries {
+		m, err := s.readLayer(digest.NewDigestFromEncoded(digest.SHA256, e.Name()))
+		if err != nil {
+			continue // being removed or not ours
+		}
+		u.Bytes += m.Size
+		u.Inodes += m.Inodes
+	}
+	b, i, err := usage(filepath.Join(s.root, "blobs"))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return u, err
+	}
+	u.Bytes += b
+	u.Inodes += i
+	return u, nil
+}
