@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	goruntime "runtime"
 
+	"github.com/docker/distribution/registry/api/errcode"
 	digest "github.com/opencontainers/go-digest"
 	"go.podman.io/image/v5/docker"
 	"go.podman.io/image/v5/docker/reference"
@@ -30,8 +31,9 @@ type Auth struct {
 	RegistryToken string
 }
 
-// ErrUnauthorized marks a registry's refusal of the credentials.
-var ErrUnauthorized = errors.New("registry refused the credentials")
+// ErrUnauthorized marks a registry's refusal of a pull: no credentials or
+// wrong ones.
+var ErrUnauthorized = errors.New("unauthorized")
 
 // Pull fetches ref into the store and returns the image. Concurrent pulls
 // of the same reference with the same credentials share one download; the
@@ -76,9 +78,12 @@ func (s *Service) pull(ctx context.Context, named reference.Named, auth *Auth) (
 	img, err := s.fetch(ctx, named, auth, watch)
 	if err != nil {
 		err = cause(ctx, err)
-		var unauth docker.ErrUnauthorizedForCredentials
-		if errors.As(err, &unauth) {
-			err = fmt.Errorf("%w: %w", ErrUnauthorized, err)
+		var (
+			badCreds docker.ErrUnauthorizedForCredentials
+			code     errcode.Error
+		)
+		if errors.As(err, &badCreds) || (errors.As(err, &code) && code.Code == errcode.ErrorCodeUnauthorized) {
+			err = fmt.Errorf("%w: registry %s: %w", ErrUnauthorized, reference.Domain(named), err)
 		}
 		return nil, fmt.Errorf("pull %s: %w", named, err)
 	}

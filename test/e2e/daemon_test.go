@@ -47,6 +47,12 @@ func runTests(m *testing.M) int {
 			return 1
 		}
 	}
+	stopRegistry, err := ensureTestImages()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer stopRegistry()
 	return m.Run()
 }
 

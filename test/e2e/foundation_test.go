@@ -85,8 +85,8 @@ func TestUnbuiltAndMalformedRequests(t *testing.T) {
 	if _, err := d.runtime().ListPodSandbox(ctx, &runtime.ListPodSandboxRequest{}); status.Code(err) != codes.Unimplemented {
 		t.Fatalf("ListPodSandbox: %v, want Unimplemented", err)
 	}
-	if _, err := d.images().ListImages(ctx, &runtime.ListImagesRequest{}); status.Code(err) != codes.Unimplemented {
-		t.Fatalf("ListImages: %v, want Unimplemented", err)
+	if _, err := d.runtime().ListContainers(ctx, &runtime.ListContainersRequest{}); status.Code(err) != codes.Unimplemented {
+		t.Fatalf("ListContainers: %v, want Unimplemented", err)
 	}
 	_, err := d.runtime().RunPodSandbox(ctx, &runtime.RunPodSandboxRequest{Config: &runtime.PodSandboxConfig{
 		Metadata: &runtime.PodSandboxMetadata{Name: "p", Uid: "u"}}})

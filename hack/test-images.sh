@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Builds every image critest v1.37.0 pulls (and crid's sandbox image,
+# registry.k8s.io/pause:3.10) and pushes them to the local registry on
+# 127.0.0.1:5000, starting it when it does not answer. Then writes
+# _output/testbed/registries.conf, which mirrors critest's upstream
+# registries to it. See /work/shared/critest-images.md.
+#
+#   hack/test-images.sh [testimages flags: -v, -latest-aliases, -list, -dry-run]
+#
+# Steps, each skipped when its output is current:
+#   1. apt-get download busybox (Debian's dynamic build: the static one runs
+#      applets without PATH lookup, which defeats critest's MaskedPaths spec)
+#      into _output/testbed/cache/;
+#   2. stage bin/busybox and the glibc files ldd says it loads;
+#   3. gcc -static the small C programs of hack/testimages/csrc (pause,
+#      the setuid nnp, the nginx/httpd look-alike);
+#   4. build and run hack/testimages, which assembles deterministic layers
+#      and pushes only what the registry lacks: a second run pushes nothing.
+#
+# Environment: REGISTRY_ADDR (default 127.0.0.1:5000), CRID_TESTBED_DIR
+# (default <repo>/_output/testbed).
+set -euo pipefail
+umask 022
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+testbed="${CRID_TESTBED_DIR:-$root/_output/testbed}"
+addr="${REGISTRY_ADDR:-127.0.0.1:5000}"
+cache="$testbed/cache"
+stage="$testbed/stage"
+csrc="$root/hack/testimages/csrc"
+export CRID_TESTBED_DIR="$testbed" REGISTRY_ADDR="$addr"
+
+die() {
+	echo "test-images: $*" >&2
+	exit 1
+}
+
+# One run at a time per test bed: concurrent runs (test/critest/run.sh
+# calls this script) would rebuild the stage under each other's feet.
+mkdir -p "$cache" "$stage/bin" "$testbed/bin"
+exec 9>"$testbed/.test-images.lock"
+flock 9
+
+case " $* " in
+*" -list "* | *" -dry-run "*) ;; # nothing to push: no registry needed
+*) "$root/hack/registry.sh" start 9>&- ;; # the registry must not inherit the lock
+esac
+
+# 1. Debian's busybox package.
+deb="$(find "$cache" -maxdepth 1 -name 'busybox_*.deb' | sort | tail -n 1)"
+if [[ -z "$deb" ]]; then
+	echo "test-images: apt-get download busybox"
+	# The download runs as root: tell apt so instead of letting it warn
+	# that its _apt sandbox user cannot write to the cache directory.
+	(cd "$cache" && apt-get download -q -o APT::Sandbox::User=root busybox)
+	deb="$(find "$cache" -maxdepth 1 -name 'busybox_*.deb' | sort | tail -n 1)"
+	[[ -n "$deb" ]] || die "apt-get download busybox left no .deb in $cache"
+fi
+
+# 2. busybox and the glibc files it loads, at the paths ldd names, rebuilt
+# every run (cheap) so that a host glibc update reaches the images.
+broot="$stage/busybox-root"
+tmp="$(mktemp -d "$stage/.busybox.XXXXXX")"
+trap 'rm -rf "$tmp"' EXIT
+dpkg-deb -x "$deb" "$tmp/deb"
+mkdir -p "$tmp/root/bin"
+cp "$tmp/deb/bin/busybox" "$tmp/root/bin/busybox"
+chmod 0755 "$tmp/root/bin/busybox"
+# ldd lines: "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" and
+# "/lib64/ld-linux-x86-64.so.2 (0x...)"; the vDSO has no file.
+libs="$(ldd "$tmp/root/bin/busybox" | awk '$2 == "=>" && $3 ~ /^\// { print $3; next } $1 ~ /^\// { print $1 }')"
+[[ -n "$libs" ]] || die "ldd found no libraries for busybox: is it the dynamic build?"
+for lib in $libs; do
+	mkdir -p "$tmp/root$(dirname "$lib")"
+	if [[ -L "$lib" ]]; then
+		# e.g. /lib64/ld-linux-x86-64.so.2 -> /lib/x86_64-linux-gnu/ld-linux-x86-64.so.2:
+		# keep the link and copy its target.
+		target="$(readlink "$lib")"
+		ln -s "$target" "$tmp/root$lib"
+		[[ "$target" == /* ]] || target="$(dirname "$lib")/$target"
+		mkdir -p "$tmp/root$(dirname "$target")"
+		cp -L "$lib" "$tmp/root$target"
+	else
+		cp -L "$lib" "$tmp/root$lib"
+	fi
+done
+rm -rf "$broot"
+mv "$tmp/root" "$broot"
+
+# 3. Static C programs, rebuilt when their source or this script changes.
+compile() {
+	local src="$1" out="$2"
+	shift 2
+	if [[ -x "$out" && "$out" -nt "$src" && "$out" -nt "${BASH_SOURCE[0]}" ]]; then
+		return 0
+	fi
+	echo "test-images: gcc -static $(basename "$src") -> $(basename "$out")"
+	gcc -static -Os -s -Wall -Wextra -Werror "$@" -o "$out.tmp" "$src"
+	mv -f "$out.tmp" "$out"
+}
+command -v gcc >/dev/null || die "gcc not found: apt-get install gcc libc6-dev"
+compile "$csrc/pause.c" "$stage/bin/pause-3.9" -DVERSION='"3.9"'
+compile "$csrc/pause.c" "$stage/bin/pause-3.10" -DVERSION='"3.10"'
+compile "$csrc/nnp.c" "$stage/bin/nnp"
+compile "$csrc/webserver.c" "$stage/bin/webserver"
+
+# 4. The builder (standard library only; a cached go build takes a second).
+(cd "$root" && CGO_ENABLED=0 go build -trimpath -o "$testbed/bin/testimages" ./hack/testimages)
+"$testbed/bin/testimages" -registry "$addr" -stage "$stage" "$@"
+
+sed "s|@MIRROR@|$addr|g" "$root/hack/registries-mirror.conf.in" >"$tmp/registries.conf"
+mv -f "$tmp/registries.conf" "$testbed/registries.conf"
+echo "test-images: registries.conf mirroring critest's registries to $addr: $testbed/registries.conf"
