@@ -13,14 +13,16 @@ import (
 
 // Manager holds the CNI configuration locations.
 type Manager struct {
-	confDir string
-	binDirs []string
+	confDir  string
+	binDirs  []string
+	cacheDir string
 }
 
 // New returns a manager for the network configs in confDir whose plugins are
-// searched in binDirs.
-func New(confDir string, binDirs []string) *Manager {
-	return &Manager{confDir: confDir, binDirs: binDirs}
+// searched in binDirs. libcni keeps ADD results and configs in cacheDir,
+// which must outlive the daemon so DEL can use what ADD did.
+func New(confDir string, binDirs []string, cacheDir string) *Manager {
+	return &Manager{confDir: confDir, binDirs: binDirs, cacheDir: cacheDir}
 }
 
 // DefaultNetwork loads the network crid attaches pods to: the first config in

@@ -18,7 +18,7 @@ func write(t *testing.T, path, body string) {
 
 func TestReady(t *testing.T) {
 	confDir, binDir := t.TempDir(), t.TempDir()
-	m := New(confDir, []string{binDir})
+	m := New(confDir, []string{binDir}, t.TempDir())
 
 	if err := m.Ready(); err == nil || !strings.Contains(err.Error(), "no network config found") {
 		t.Fatalf("empty conf dir: %v", err)
@@ -41,7 +41,7 @@ func TestReady(t *testing.T) {
 
 func TestBrokenConfigFallsThrough(t *testing.T) {
 	confDir := t.TempDir()
-	m := New(confDir, []string{t.TempDir()})
+	m := New(confDir, []string{t.TempDir()}, t.TempDir())
 	write(t, filepath.Join(confDir, "00-broken.conflist"), "{not json")
 	if _, err := m.DefaultNetwork(); err == nil || !strings.Contains(err.Error(), "00-broken.conflist") {
 		t.Fatalf("only a broken config: %v", err)

@@ -23,7 +23,7 @@ func startServer(t *testing.T) runtime.RuntimeServiceClient {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := New(Options{Config: config.Default(), Version: "test", CNI: cni.New(t.TempDir(), []string{t.TempDir()}), Cgroups: cg})
+	srv := New(Options{Config: config.Default(), Version: "test", CNI: cni.New(t.TempDir(), []string{t.TempDir()}, t.TempDir()), Cgroups: cg})
 	sock := filepath.Join(t.TempDir(), "crid.sock")
 	l, err := net.Listen("unix", sock)
 	if err != nil {

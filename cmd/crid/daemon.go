@@ -58,7 +58,7 @@ func serve(cfg config.Config) error {
 	srv := cri.New(cri.Options{
 		Config:  cfg,
 		Version: buildVersion(),
-		CNI:     cni.New(cfg.Network.CNIConfDir, cfg.Network.CNIBinDirs),
+		CNI:     cni.New(cfg.Network.CNIConfDir, cfg.Network.CNIBinDirs, filepath.Join(cfg.RootDir, "cni")),
 		Cgroups: cgroups,
 		Images:  images,
 	})
