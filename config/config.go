@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/BurntSushi/toml"
@@ -41,9 +42,12 @@ type Network struct {
 	CNIBinDirs []string `toml:"cni_bin_dirs" json:"cni_bin_dirs" doc:"directories searched for CNI plugin binaries"`
 }
 
-// Runtime configures how containers are run.
+// Runtime configures how pods and containers are run.
 type Runtime struct {
 	CgroupDriver string `toml:"cgroup_driver" json:"cgroup_driver" doc:"cgroup manager: \"cgroupfs\" or \"systemd\" (must match kubelet's cgroupDriver)"`
+	CgroupParent string `toml:"cgroup_parent" json:"cgroup_parent" doc:"cgroup of pods whose request names none: a path for cgroupfs, a slice for systemd"`
+	Infra        string `toml:"infra" json:"infra" doc:"pause process per pod: \"when-needed\" (pods sharing one PID namespace) or \"always\""`
+	PodShmSize   int64  `toml:"pod_shm_size" json:"pod_shm_size" doc:"size in bytes of each pod's /dev/shm tmpfs"`
 }
 
 // Default returns the configuration used when neither file nor flags say otherwise.
@@ -64,6 +68,9 @@ func Default() Config {
 		},
 		Runtime: Runtime{
 			CgroupDriver: "cgroupfs",
+			CgroupParent: "/crid",
+			Infra:        "when-needed",
+			PodShmSize:   64 << 20,
 		},
 	}
 }
@@ -123,9 +130,24 @@ func (c *Config) Validate() error {
 		return errors.New("config: image.sandbox_image: must not be empty")
 	}
 	switch c.Runtime.CgroupDriver {
-	case "cgroupfs", "systemd":
+	case "cgroupfs":
+		if err := absPath("runtime.cgroup_parent", c.Runtime.CgroupParent); err != nil {
+			return err
+		}
+	case "systemd":
+		if !strings.HasSuffix(c.Runtime.CgroupParent, ".slice") || strings.Contains(c.Runtime.CgroupParent, "/") {
+			return fmt.Errorf("config: runtime.cgroup_parent: %q is not a systemd slice (the systemd driver needs one, like \"crid.slice\")", c.Runtime.CgroupParent)
+		}
 	default:
 		return fmt.Errorf("config: runtime.cgroup_driver: %q is not one of \"cgroupfs\", \"systemd\"", c.Runtime.CgroupDriver)
+	}
+	switch c.Runtime.Infra {
+	case "when-needed", "always":
+	default:
+		return fmt.Errorf("config: runtime.infra: %q is not one of \"when-needed\", \"always\"", c.Runtime.Infra)
+	}
+	if c.Runtime.PodShmSize < 4096 {
+		return fmt.Errorf("config: runtime.pod_shm_size: %d is below one page", c.Runtime.PodShmSize)
 	}
 	return nil
 }

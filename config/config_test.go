@@ -35,7 +35,7 @@ func TestRenderedDefaultsRoundTrip(t *testing.T) {
 	}
 	// Every leaf option is written out with a comment above it.
 	for _, key := range []string{"socket", "root_dir", "run_dir", "shutdown_timeout", "registries_conf",
-		"sandbox_image", "pull_progress_timeout", "cni_conf_dir", "cni_bin_dirs", "cgroup_driver"} {
+		"sandbox_image", "pull_progress_timeout", "cni_conf_dir", "cni_bin_dirs", "cgroup_driver", "cgroup_parent", "infra", "pod_shm_size"} {
 		i := strings.Index(string(out), "\n"+key+" = ")
 		if i < 0 {
 			t.Fatalf("option %s missing from rendered defaults:\n%s", key, out)
@@ -78,7 +78,7 @@ func TestLoad(t *testing.T) {
 		wantErr string
 		check   func(t *testing.T, c Config)
 	}{
-		{name: "override", body: "socket = \"/tmp/x.sock\"\n[runtime]\ncgroup_driver = \"systemd\"\n[image]\npull_progress_timeout = \"30s\"\n",
+		{name: "override", body: "socket = \"/tmp/x.sock\"\n[runtime]\ncgroup_driver = \"systemd\"\ncgroup_parent = \"crid.slice\"\n[image]\npull_progress_timeout = \"30s\"\n",
 			check: func(t *testing.T, c Config) {
 				if c.Socket != "/tmp/x.sock" || c.Runtime.CgroupDriver != "systemd" || c.Image.PullProgressTimeout.Std() != 30*time.Second {
 					t.Fatalf("overrides not applied: %+v", c)
@@ -137,6 +137,10 @@ func TestValidate(t *testing.T) {
 		{"network.cni_bin_dirs[1]", func(c *Config) { c.Network.CNIBinDirs = []string{"/opt/cni/bin", "bin"} }},
 		{"network.cni_bin_dirs", func(c *Config) { c.Network.CNIBinDirs = nil }},
 		{"runtime.cgroup_driver", func(c *Config) { c.Runtime.CgroupDriver = "cgroupv1" }},
+		{"runtime.cgroup_parent", func(c *Config) { c.Runtime.CgroupParent = "crid" }},
+		{"runtime.cgroup_parent", func(c *Config) { c.Runtime.CgroupDriver = "systemd" }},
+		{"runtime.infra", func(c *Config) { c.Runtime.Infra = "sometimes" }},
+		{"runtime.pod_shm_size", func(c *Config) { c.Runtime.PodShmSize = 0 }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.key, func(t *testing.T) {

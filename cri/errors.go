@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/crid-dev/crid/imageservice"
+	"github.com/crid-dev/crid/podsandbox"
 )
 
 // toStatus maps a domain error to the gRPC code a CRI client expects,
@@ -22,8 +23,13 @@ func toStatus(err error) error {
 	var badRef *imageservice.ErrInvalidReference
 	code := codes.Unknown
 	switch {
-	case errors.As(err, &badRef), errors.Is(err, imageservice.ErrAmbiguous):
+	case errors.As(err, &badRef), errors.Is(err, imageservice.ErrAmbiguous),
+		errors.Is(err, podsandbox.ErrInvalid), errors.Is(err, podsandbox.ErrAmbiguous):
 		code = codes.InvalidArgument
+	case errors.Is(err, podsandbox.ErrNotFound):
+		code = codes.NotFound
+	case errors.Is(err, podsandbox.ErrAlreadyExists):
+		code = codes.AlreadyExists
 	case errors.Is(err, imageservice.ErrUnauthorized):
 		code = codes.Unauthenticated
 	case errors.Is(err, imageservice.ErrPinned):

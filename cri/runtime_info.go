@@ -10,6 +10,7 @@ import (
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/crid-dev/crid/cgroupmgr"
+	"github.com/crid-dev/crid/podsandbox"
 )
 
 // kubeAPIVersion is the version of the kubelet runtime API crid speaks, as
@@ -40,11 +41,10 @@ func (s *runtimeService) Status(_ context.Context, req *runtime.StatusRequest) (
 			{Type: runtime.RuntimeReady, Status: true},
 			network,
 		}},
-		RuntimeHandlers: []*runtime.RuntimeHandler{{
-			Name:     "",
-			Features: &runtime.RuntimeHandlerFeatures{},
-		}},
 		Features: &runtime.RuntimeFeatures{},
+	}
+	for _, h := range podsandbox.Handlers() {
+		resp.RuntimeHandlers = append(resp.RuntimeHandlers, &runtime.RuntimeHandler{Name: h, Features: &runtime.RuntimeHandlerFeatures{}})
 	}
 	if req.Verbose {
 		cfg, err := json.Marshal(s.opts.Config)

@@ -15,6 +15,7 @@ import (
 	"github.com/crid-dev/crid/cni"
 	"github.com/crid-dev/crid/config"
 	"github.com/crid-dev/crid/imageservice"
+	"github.com/crid-dev/crid/podsandbox"
 )
 
 // Name is the runtime name reported by Version.
@@ -22,11 +23,12 @@ const Name = "crid"
 
 // Options are the daemon's parts the CRI server needs.
 type Options struct {
-	Config  config.Config
-	Version string
-	CNI     *cni.Manager
-	Cgroups *cgroupmgr.Manager
-	Images  *imageservice.Service
+	Config    config.Config
+	Version   string
+	CNI       *cni.Manager
+	Cgroups   *cgroupmgr.Manager
+	Images    *imageservice.Service
+	Sandboxes *podsandbox.Manager
 }
 
 // Server serves the CRI on a listener.

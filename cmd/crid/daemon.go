@@ -1,10 +1,12 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"time"
 
@@ -15,6 +17,7 @@ import (
 	"github.com/crid-dev/crid/config"
 	"github.com/crid-dev/crid/cri"
 	"github.com/crid-dev/crid/imageservice"
+	"github.com/crid-dev/crid/podsandbox"
 	"github.com/crid-dev/crid/records"
 )
 
@@ -22,6 +25,7 @@ import (
 // lets in-flight RPCs finish within the configured bound and closes the
 // records; it never touches pods or containers, which outlive the daemon.
 func serve(cfg config.Config) error {
+	ensureSbinPath()
 	cgroups, err := cgroupmgr.New(cfg.Runtime.CgroupDriver)
 	if err != nil {
 		return fmt.Errorf("config: runtime.cgroup_driver: %w", err)
@@ -55,12 +59,27 @@ func serve(cfg config.Config) error {
 		return err
 	}
 
+	network := cni.New(cfg.Network.CNIConfDir, cfg.Network.CNIBinDirs, filepath.Join(cfg.RootDir, "cni"))
+	sandboxes, err := podsandbox.New(context.Background(), podsandbox.Options{
+		RunDir:              filepath.Join(cfg.RunDir, "sandboxes"),
+		Records:             store,
+		CNI:                 network,
+		Cgroups:             cgroups,
+		DefaultCgroupParent: cfg.Runtime.CgroupParent,
+		ShmSize:             cfg.Runtime.PodShmSize,
+		InfraAlways:         cfg.Runtime.Infra == "always",
+	})
+	if err != nil {
+		return err
+	}
+
 	srv := cri.New(cri.Options{
-		Config:  cfg,
-		Version: buildVersion(),
-		CNI:     cni.New(cfg.Network.CNIConfDir, cfg.Network.CNIBinDirs, filepath.Join(cfg.RootDir, "cni")),
-		Cgroups: cgroups,
-		Images:  images,
+		Config:    cfg,
+		Version:   buildVersion(),
+		CNI:       network,
+		Cgroups:   cgroups,
+		Images:    images,
+		Sandboxes: sandboxes,
 	})
 	l, err := listenSocket(cfg.Socket)
 	if err != nil {
@@ -100,4 +119,16 @@ func serve(cfg config.Config) error {
 	}
 	klog.InfoS("crid stopped")
 	return nil
+}
+
+// ensureSbinPath puts the sbin directories on PATH: CNI plugins exec
+// iptables, and a daemon started from a user's shell may lack them.
+func ensureSbinPath() {
+	path := os.Getenv("PATH")
+	for _, dir := range []string{"/usr/local/sbin", "/usr/sbin", "/sbin"} {
+		if !slices.Contains(filepath.SplitList(path), dir) {
+			path += string(os.PathListSeparator) + dir
+		}
+	}
+	os.Setenv("PATH", path)
 }

@@ -1,0 +1,257 @@
+package podsandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"k8s.io/klog/v2"
+
+	"github.com/crid-dev/crid/cni"
+)
+
+// knownHandlers are the runtime handlers crid serves: the default one and
+// its name.
+var knownHandlers = map[string]bool{"": true, "runc": true}
+
+// Handlers lists the runtime handlers crid serves, for Status.
+func Handlers() []string { return []string{"", "runc"} }
+
+// Run creates a pod sandbox and returns its ID. A request with the
+// metadata of an existing pod fails with ErrAlreadyExists, unless that pod
+// is the result of an earlier request with the same config whose client
+// gave up: kubelet retries such a request and must get the pod.
+//
+// Creation runs to the end even when the client goes away, so a retry finds
+// a complete pod; every step that creates something is undone when a later
+// step fails.
+func (m *Manager) Run(ctx context.Context, cfg *runtime.PodSandboxConfig, handler string) (string, error) {
+	if err := m.validate(cfg, handler); err != nil {
+		return "", err
+	}
+	key := nameKey(cfg.Metadata)
+	for {
+		m.mu.Lock()
+		id, exists := m.names[key]
+		if !exists {
+			break
+		}
+		existing := m.sandboxes[id]
+		if wait, busy := m.busy[id]; busy {
+			m.mu.Unlock()
+			select {
+			case <-wait:
+				continue
+			case <-ctx.Done():
+				return "", ctx.Err()
+			}
+		}
+		if existing.TimedOut && proto.Equal(existing.Config, cfg) && existing.RuntimeHandler == handler {
+			existing.TimedOut = false
+			err := m.persist(existing)
+			m.mu.Unlock()
+			if err != nil {
+				return "", err
+			}
+			klog.InfoS("Returning the sandbox of an earlier, timed-out request", "podSandboxID", id)
+			return id, nil
+		}
+		m.mu.Unlock()
+		return "", fmt.Errorf("%w: pod %s/%s (uid %s, attempt %d) is sandbox %s", ErrAlreadyExists,
+			cfg.Metadata.Namespace, cfg.Metadata.Name, cfg.Metadata.Uid, cfg.Metadata.Attempt, id)
+	}
+	sb := &Sandbox{
+		ID:             newID(),
+		Config:         proto.Clone(cfg).(*runtime.PodSandboxConfig),
+		RuntimeHandler: handler,
+		State:          StateCreating,
+		CreatedAt:      time.Now().UnixNano(),
+		Namespaces:     map[string]string{},
+	}
+	done := make(chan struct{})
+	m.sandboxes[sb.ID] = sb
+	m.names[key] = sb.ID
+	m.busy[sb.ID] = done
+	m.mu.Unlock()
+	defer func() {
+		m.mu.Lock()
+		delete(m.busy, sb.ID)
+		m.mu.Unlock()
+		close(done)
+	}()
+
+	// The intent record comes first: whatever a crash interrupts below,
+	// the next start finds it and undoes it.
+	if err := m.persist(sb); err != nil {
+		m.forget(sb)
+		return "", err
+	}
+	err := m.create(context.WithoutCancel(ctx), sb)
+	if err != nil {
+		if undoErr := m.teardown(context.WithoutCancel(ctx), sb); undoErr != nil {
+			klog.ErrorS(undoErr, "Undoing failed sandbox creation", "podSandboxID", sb.ID)
+			err = errors.Join(err, undoErr)
+		} else {
+			m.forget(sb)
+		}
+		return "", err
+	}
+	m.mu.Lock()
+	sb.State = StateReady
+	sb.TimedOut = ctx.Err() != nil
+	m.mu.Unlock()
+	if err := m.persist(sb); err != nil {
+		return "", err
+	}
+	if sb.TimedOut {
+		klog.InfoS("Sandbox finished after its client gave up; kept for the retry", "podSandboxID", sb.ID)
+	}
+	return sb.ID, nil
+}
+
+func (m *Manager) create(ctx context.Context, sb *Sandbox) error {
+	dir := m.dir(sb.ID)
+	if err := os.MkdirAll(dir, 0o711); err != nil {
+		return fmt.Errorf("create sandbox dir: %w", err)
+	}
+	testHook("run:dir")
+
+	sb.CgroupParent = sb.Config.GetLinux().GetCgroupParent()
+	if sb.CgroupParent == "" {
+		sb.CgroupParent = m.opts.Cgroups.DefaultPodParent(m.opts.DefaultCgroupParent, sb.ID)
+		sb.OwnCgroup = true
+		if err := m.opts.Cgroups.Create(sb.CgroupParent); err != nil {
+			return err
+		}
+	}
+	testHook("run:cgroup")
+
+	sb.Hostname = sb.Config.Hostname
+	if sb.HostNetwork() {
+		h, err := os.Hostname()
+		if err != nil {
+			return fmt.Errorf("host name: %w", err)
+		}
+		sb.Hostname = h
+	}
+	var kinds []nsKind
+	if !sb.HostNetwork() {
+		kinds = append(kinds, nsNet, nsUTS)
+	}
+	if !sb.HostIPC() {
+		kinds = append(kinds, nsIPC)
+	}
+	pins, err := pinNamespaces(filepath.Join(dir, "ns"), kinds, nsSetup{hostname: sb.Hostname, sysctls: sb.Config.GetLinux().GetSysctls()})
+	for k, p := range pins {
+		sb.Namespaces[string(k)] = p
+	}
+	if err != nil {
+		return err
+	}
+	testHook("run:namespaces")
+
+	if err := writePodFiles(dir, sb.Config, sb.Hostname, sb.HostNetwork()); err != nil {
+		return err
+	}
+	if !sb.HostIPC() {
+		if sb.ShmPath, err = mountShm(dir, m.opts.ShmSize); err != nil {
+			return err
+		}
+	}
+	testHook("run:files")
+
+	// CNI ADD and the infra process need only the pinned namespaces: run
+	// them at the same time.
+	var netErr, infraErr error
+	netDone := make(chan struct{})
+	go func() {
+		defer close(netDone)
+		netErr = m.setupNetwork(ctx, sb)
+	}()
+	if m.needsInfra(sb) {
+		sb.InfraPid, infraErr = m.opts.Infra.Start(ctx, sb)
+	}
+	<-netDone
+	if err := errors.Join(netErr, infraErr); err != nil {
+		return err
+	}
+	testHook("run:started")
+	return nil
+}
+
+func (m *Manager) needsInfra(sb *Sandbox) bool {
+	return m.opts.Infra != nil && (m.opts.InfraAlways || sb.PidMode() == runtime.NamespaceMode_POD)
+}
+
+func (m *Manager) setupNetwork(ctx context.Context, sb *Sandbox) error {
+	if sb.HostNetwork() {
+		return nil
+	}
+	res, err := m.opts.CNI.Setup(ctx, m.attachment(sb))
+	if err != nil {
+		return err
+	}
+	sb.NetworkReady = true
+	for _, ip := range res.IPs {
+		sb.IPs = append(sb.IPs, ip.String())
+	}
+	testHook("run:network")
+	return nil
+}
+
+func (m *Manager) attachment(sb *Sandbox) cni.Attachment {
+	md := sb.Config.Metadata
+	a := cni.Attachment{SandboxID: sb.ID, NetNS: sb.NetNS(), PodName: md.Name, PodNamespace: md.Namespace, PodUID: md.Uid}
+	for _, pm := range sb.Config.PortMappings {
+		a.PortMappings = append(a.PortMappings, cni.PortMapping{
+			HostPort: pm.HostPort, ContainerPort: pm.ContainerPort, Protocol: pm.Protocol.String(), HostIP: pm.HostIp,
+		})
+	}
+	return a
+}
+
+// validate checks what only the sandbox manager can: handler, cgroup
+// parent, sysctls. Nothing has been created when it fails.
+func (m *Manager) validate(cfg *runtime.PodSandboxConfig, handler string) error {
+	if !knownHandlers[handler] {
+		return fmt.Errorf("%w: runtime_handler %q is not one of %q", ErrInvalid, handler, Handlers())
+	}
+	if p := cfg.GetLinux().GetCgroupParent(); p != "" {
+		if err := m.opts.Cgroups.ValidateParent(p); err != nil {
+			return fmt.Errorf("%w: config.linux.cgroup_parent: %w", ErrInvalid, err)
+		}
+	}
+	opts := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions()
+	for key, val := range cfg.GetLinux().GetSysctls() {
+		kind, ok := namespacedSysctl(key)
+		switch {
+		case !ok || !validSysctlName(key):
+			return fmt.Errorf("%w: config.linux.sysctls: %q is not a namespaced sysctl", ErrInvalid, key)
+		case kind == nsNet && opts.GetNetwork() == runtime.NamespaceMode_NODE:
+			return fmt.Errorf("%w: config.linux.sysctls: %q would change the node's network namespace", ErrInvalid, key)
+		case kind == nsIPC && opts.GetIpc() == runtime.NamespaceMode_NODE:
+			return fmt.Errorf("%w: config.linux.sysctls: %q would change the node's IPC namespace", ErrInvalid, key)
+		case val == "" || strings.ContainsAny(val, "\n\x00"):
+			return fmt.Errorf("%w: config.linux.sysctls: %q has an invalid value %q", ErrInvalid, key, val)
+		}
+	}
+	if opts.GetPid() == runtime.NamespaceMode_TARGET {
+		return fmt.Errorf("%w: config.linux.security_context.namespace_options.pid: TARGET applies to containers, not pods", ErrInvalid)
+	}
+	return nil
+}
+
+func validSysctlName(key string) bool {
+	for _, r := range key {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return key[0] != '.' && key[len(key)-1] != '.' && !strings.Contains(key, "..")
+}
