@@ -3,16 +3,27 @@ package podsandbox
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
+	"time"
 )
 
-// blockAt is the step at which testHook stops the daemon, for the crash
-// tests: CRID_TEST_BLOCK_AT=<step> makes crid write <step> into the file
-// named by CRID_TEST_BLOCK_FILE and wait to be killed there.
+// The crash and timeout tests stop the daemon at a named step:
+// CRID_TEST_BLOCK_AT=<step> makes crid write <step> into the file named by
+// CRID_TEST_BLOCK_FILE and wait there to be killed; <step>@<duration> only
+// delays the step. Unset, testHook costs one string comparison.
 var blockAt, blockFile = os.Getenv("CRID_TEST_BLOCK_AT"), os.Getenv("CRID_TEST_BLOCK_FILE")
 
 func testHook(step string) {
-	if blockAt == "" || step != blockAt {
+	if blockAt == "" {
+		return
+	}
+	at, delay, _ := strings.Cut(blockAt, "@")
+	if at != step {
+		return
+	}
+	if d, err := time.ParseDuration(delay); err == nil {
+		time.Sleep(d)
 		return
 	}
 	_ = os.WriteFile(filepath.Clean(blockFile), []byte(step), 0o600)

@@ -73,6 +73,13 @@ func (m *Manager) Run(ctx context.Context, cfg *runtime.PodSandboxConfig, handle
 		State:          StateCreating,
 		CreatedAt:      time.Now().UnixNano(),
 		Namespaces:     map[string]string{},
+		CgroupParent:   cfg.GetLinux().GetCgroupParent(),
+	}
+	if sb.CgroupParent == "" {
+		// Named before the intent record is written, so the cleanup after
+		// a crash knows which cgroup to remove.
+		sb.CgroupParent = m.opts.Cgroups.DefaultPodParent(m.opts.DefaultCgroupParent, sb.ID)
+		sb.OwnCgroup = true
 	}
 	done := make(chan struct{})
 	m.sandboxes[sb.ID] = sb
@@ -122,10 +129,7 @@ func (m *Manager) create(ctx context.Context, sb *Sandbox) error {
 	}
 	testHook("run:dir")
 
-	sb.CgroupParent = sb.Config.GetLinux().GetCgroupParent()
-	if sb.CgroupParent == "" {
-		sb.CgroupParent = m.opts.Cgroups.DefaultPodParent(m.opts.DefaultCgroupParent, sb.ID)
-		sb.OwnCgroup = true
+	if sb.OwnCgroup {
 		if err := m.opts.Cgroups.Create(sb.CgroupParent); err != nil {
 			return err
 		}

@@ -95,12 +95,19 @@ func baseArgs(dir string) []string {
 // and waits until its socket answers.
 func startDaemon(t *testing.T, dir string, extra ...string) *daemon {
 	t.Helper()
+	return startDaemonEnv(t, dir, nil, extra...)
+}
+
+// startDaemonEnv is startDaemon with extra environment variables.
+func startDaemonEnv(t *testing.T, dir string, env []string, extra ...string) *daemon {
+	t.Helper()
 	if _, err := os.Stat(filepath.Join(dir, "crid.toml")); os.IsNotExist(err) {
 		writeFile(t, filepath.Join(dir, "crid.toml"), "")
 	}
 	d := &daemon{t: t, dir: dir, socket: filepath.Join(dir, "crid.sock"), log: &bytes.Buffer{}, exited: make(chan struct{})}
 	d.cmd = exec.Command(cridBin, append(append(baseArgs(dir), "-v=2"), extra...)...)
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
+	d.cmd.Env = append(os.Environ(), env...)
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
