@@ -13,6 +13,7 @@ import (
 
 	"github.com/docker/distribution/registry/api/errcode"
 	digest "github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"go.podman.io/image/v5/docker"
 	"go.podman.io/image/v5/docker/reference"
 	"go.podman.io/image/v5/image"
@@ -77,6 +78,12 @@ func (s *Service) pull(ctx context.Context, named reference.Named, auth *Auth) (
 	defer stop()
 	img, err := s.fetch(ctx, named, auth, watch)
 	if err != nil {
+		// Layers this pull unpacked before it failed belong to no image:
+		// nothing stays from a failed pull. Layers other pulls hold or
+		// images and containers use are kept.
+		if gcErr := s.gcLayers(); gcErr != nil {
+			klog.ErrorS(gcErr, "Image layer GC after a failed pull", "image", named)
+		}
 		err = cause(ctx, err)
 		var (
 			badCreds docker.ErrUnauthorizedForCredentials
@@ -102,7 +109,7 @@ func (s *Service) fetch(ctx context.Context, named reference.Named, auth *Auth, 
 	}
 	defer src.Close()
 	unparsed := image.UnparsedInstance(src, nil)
-	topManifest, _, err := unparsed.Manifest(ctx)
+	topManifest, topMIME, err := unparsed.Manifest(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -111,28 +118,37 @@ func (s *Service) fetch(ctx context.Context, named reference.Named, auth *Auth, 
 	if err != nil {
 		return nil, err
 	}
-	// Resolves a manifest list or OCI index to the node's platform.
-	img, err := image.FromUnparsedImage(ctx, sys, unparsed)
-	if err != nil {
-		return nil, err
+	// A manifest list or OCI index resolves to the node's platform; the
+	// instance's manifest is verified against the digest the list names.
+	// (The resolved image's Manifest() would return the list itself.)
+	manifestDigest, instance := topDigest, unparsed
+	if mt := manifest.NormalizedMIMEType(topMIME); manifest.MIMETypeIsMultiImage(mt) {
+		list, err := manifest.ListFromBlob(topManifest, mt)
+		if err != nil {
+			return nil, err
+		}
+		if manifestDigest, err = list.ChooseInstance(sys); err != nil {
+			return nil, err
+		}
+		instance = image.UnparsedInstance(src, &manifestDigest)
 	}
-	configInfo := img.ConfigInfo()
-	configBlob, err := img.ConfigBlob(ctx) // verified against its digest
+	img, err := image.FromUnparsedImage(ctx, sys, instance)
 	if err != nil {
 		return nil, err
 	}
 	watch.touch()
-	config, err := img.OCIConfig(ctx)
+	configInfo := img.ConfigInfo()
+	// An image pulled before has its config in the store: pulling it again
+	// downloads no blob at all.
+	configBlob, config, err := s.storedConfig(configInfo)
 	if err != nil {
-		return nil, err
-	}
-	platformManifest, _, err := img.Manifest(ctx)
-	if err != nil {
-		return nil, err
-	}
-	manifestDigest, err := manifest.Digest(platformManifest)
-	if err != nil {
-		return nil, err
+		if configBlob, err = img.ConfigBlob(ctx); err != nil { // verified against its digest
+			return nil, err
+		}
+		watch.touch()
+		if config, err = img.OCIConfig(ctx); err != nil {
+			return nil, err
+		}
 	}
 
 	layers := img.LayerInfos()
@@ -267,6 +283,29 @@ func (s *Service) writeBlob(b []byte) error {
 		return err
 	}
 	return os.Rename(f.Name(), path)
+}
+
+// storedConfig returns the image config an earlier pull stored, verified
+// against its digest, or an error when there is none.
+func (s *Service) storedConfig(info types.BlobInfo) ([]byte, *ocispec.Image, error) {
+	if info.MediaType != manifest.DockerV2Schema2ConfigMediaType && info.MediaType != ocispec.MediaTypeImageConfig {
+		return nil, nil, fmt.Errorf("config media type %q", info.MediaType)
+	}
+	if err := info.Digest.Validate(); err != nil {
+		return nil, nil, err
+	}
+	b, err := os.ReadFile(s.blobPath(info.Digest))
+	if err != nil {
+		return nil, nil, err
+	}
+	if got := info.Digest.Algorithm().FromBytes(b); got != info.Digest {
+		return nil, nil, fmt.Errorf("stored config %s has digest %s", info.Digest, got)
+	}
+	var config ocispec.Image
+	if err := json.Unmarshal(b, &config); err != nil {
+		return nil, nil, fmt.Errorf("stored config %s: %w", info.Digest, err)
+	}
+	return b, &config, nil
 }
 
 func (s *Service) removeBlob(d digest.Digest) error {

@@ -255,8 +255,14 @@ func TestSandboxBadInput(t *testing.T) {
 		}},
 		{"config.linux.cgroup_parent", func(c *runtime.PodSandboxConfig) string { c.Linux.CgroupParent = "relative/parent"; return "" }},
 		{"runtime_handler", func(c *runtime.PodSandboxConfig) string { return "kata" }},
-		{"config.linux.sysctls", func(c *runtime.PodSandboxConfig) string { c.Linux.Sysctls = map[string]string{"kernel.hostname": "x"}; return "" }},
-		{"config.linux.sysctls", func(c *runtime.PodSandboxConfig) string { c.Linux.Sysctls = map[string]string{"net..bad": "1"}; return "" }},
+		{"config.linux.sysctls", func(c *runtime.PodSandboxConfig) string {
+			c.Linux.Sysctls = map[string]string{"kernel.hostname": "x"}
+			return ""
+		}},
+		{"config.linux.sysctls", func(c *runtime.PodSandboxConfig) string {
+			c.Linux.Sysctls = map[string]string{"net..bad": "1"}
+			return ""
+		}},
 		{"config.linux.sysctls", func(c *runtime.PodSandboxConfig) string {
 			c.Linux.Sysctls = map[string]string{"net.ipv4.ip_forward": "1"}
 			c.Linux.SecurityContext.NamespaceOptions.Network = runtime.NamespaceMode_NODE
@@ -316,7 +322,9 @@ func TestKilledDuringRunOrRemove(t *testing.T) {
 			n := newPodNode(t, "CRID_TEST_BLOCK_AT="+step, "CRID_TEST_BLOCK_FILE="+blockFile)
 			before := n.hostState(t)
 			if strings.HasPrefix(step, "run:") {
-				go func() { _, _ = n.runtime().RunPodSandbox(context.Background(), &runtime.RunPodSandboxRequest{Config: podConfig("victim")}) }()
+				go func() {
+					_, _ = n.runtime().RunPodSandbox(context.Background(), &runtime.RunPodSandboxRequest{Config: podConfig("victim")})
+				}()
 			} else {
 				id := n.run(t, podConfig("victim"))
 				go func() {
