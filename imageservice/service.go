@@ -28,6 +28,9 @@ const recordKind = "images"
 type Options struct {
 	// Root is the store's directory.
 	Root string
+	// RootfsDir holds the containers' root filesystems: their writable
+	// layers and overlay mounts.
+	RootfsDir string
 	// Records persists image records.
 	Records *records.Store
 	// RegistriesConf is the containers-registries.conf(5) file to honour.
@@ -137,6 +140,10 @@ func (s *Service) unindex(img *Image) {
 	}
 }
 
+// ErrImageNotFound is returned when a container names an image the store
+// does not have.
+var ErrImageNotFound = errors.New("image not found")
+
 // ErrAmbiguous is returned for an ID prefix that names several images.
 var ErrAmbiguous = errors.New("ambiguous image ID prefix")
 
@@ -245,6 +252,9 @@ func (s *Service) gcLayersLocked() error {
 		}
 	}
 	for l := range s.pulling {
+		used[l.Encoded()] = true
+	}
+	for _, l := range s.rootfsLayers() {
 		used[l.Encoded()] = true
 	}
 	if s.layerUsers != nil {

@@ -49,6 +49,7 @@ func serve(cfg config.Config) error {
 
 	images, err := imageservice.New(imageservice.Options{
 		Root:            filepath.Join(cfg.RootDir, "images"),
+		RootfsDir:       filepath.Join(cfg.RootDir, "rootfs"),
 		Records:         store,
 		RegistriesConf:  cfg.Image.RegistriesConf,
 		SandboxImage:    cfg.Image.SandboxImage,

@@ -1,0 +1,179 @@
+package imageservice
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+
+	digest "github.com/opencontainers/go-digest"
+	"golang.org/x/sys/unix"
+)
+
+// A container's root filesystem is an overlay mount: the image's layers,
+// read-only and shared, under a writable layer of its own, all in
+// <rootfs dir>/<container id>/. layers.json names the layers the mount
+// uses, written before the mount, so layer GC keeps them for as long as
+// the directory exists.
+const (
+	rootfsLayersFile = "layers.json"
+	rootfsMerged     = "merged"
+)
+
+func (s *Service) rootfsDir(id string) string { return filepath.Join(s.opts.RootfsDir, id) }
+
+// MountRootfs mounts the root filesystem of container id from image and
+// returns the path to give the runtime spec as Root.Path.
+func (s *Service) MountRootfs(id, image string) (string, error) {
+	if strings.ContainsAny(id, "/\x00") || id == "" || id == "." || id == ".." {
+		return "", fmt.Errorf("invalid container id %q", id)
+	}
+	s.mu.RLock()
+	img, err := s.lookup(image)
+	var layers []digest.Digest
+	if img != nil {
+		layers = append(layers, img.Layers...)
+	}
+	s.mu.RUnlock()
+	if err != nil {
+		return "", err
+	}
+	if img == nil {
+		return "", fmt.Errorf("%w: %s", ErrImageNotFound, image)
+	}
+	dir := s.rootfsDir(id)
+	for _, d := range []string{"upper", "work", rootfsMerged} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
+			return "", fmt.Errorf("rootfs of %s: %w", id, err)
+		}
+	}
+	b, err := json.Marshal(layers)
+	if err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(filepath.Join(dir, rootfsLayersFile), b, 0o600); err != nil {
+		return "", fmt.Errorf("rootfs of %s: %w", id, err)
+	}
+	merged := filepath.Join(dir, rootfsMerged)
+	if err := s.mountOverlay(dir, layers, merged); err != nil {
+		return "", fmt.Errorf("rootfs of %s: %w", id, err)
+	}
+	return merged, nil
+}
+
+// mountOverlay mounts the layers (bottom first) under dir's writable layer
+// at target. When absolute lower dirs would not fit the one page the kernel
+// accepts for mount options, the mount is made with short relative links,
+// from a thread whose working directory is its own.
+func (s *Service) mountOverlay(dir string, layers []digest.Digest, target string) error {
+	layersDir := filepath.Join(s.root, "layers")
+	var lowers []string
+	for i := len(layers) - 1; i >= 0; i-- {
+		lowers = append(lowers, filepath.Join(layersDir, layers[i].Encoded(), layerDiffDir))
+	}
+	if len(lowers) == 0 {
+		empty := filepath.Join(dir, "empty")
+		if err := os.MkdirAll(empty, 0o755); err != nil {
+			return err
+		}
+		lowers = []string{empty}
+	}
+	data := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", strings.Join(lowers, ":"), filepath.Join(dir, "upper"), filepath.Join(dir, "work"))
+	if len(data) < unix.Getpagesize()-1 {
+		if err := unix.Mount("overlay", target, "overlay", 0, data); err != nil {
+			return fmt.Errorf("mount overlay: %w", err)
+		}
+		return nil
+	}
+	// Short names for the layers: links l/0, l/1… in the rootfs dir,
+	// mounted from inside l/, as Docker's overlay2 does.
+	links := filepath.Join(dir, "l")
+	if err := os.MkdirAll(links, 0o700); err != nil {
+		return err
+	}
+	for i, l := range lowers {
+		name := strconv.Itoa(i)
+		if err := os.Symlink(l, filepath.Join(links, name)); err != nil && !errors.Is(err, os.ErrExist) {
+			return err
+		}
+		lowers[i] = name
+	}
+	data = fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", strings.Join(lowers, ":"), filepath.Join(dir, "upper"), filepath.Join(dir, "work"))
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread's cwd is changed
+		if err := unix.Unshare(unix.CLONE_FS); err != nil {
+			errc <- fmt.Errorf("unshare fs: %w", err)
+			return
+		}
+		if err := unix.Chdir(links); err != nil {
+			errc <- err
+			return
+		}
+		if err := unix.Mount("overlay", target, "overlay", 0, data); err != nil {
+			errc <- fmt.Errorf("mount overlay (%d layers): %w", len(layers), err)
+			return
+		}
+		errc <- nil
+	}()
+	return <-errc
+}
+
+// UnmountRootfs unmounts container id's root filesystem and deletes its
+// writable layer. It is idempotent.
+func (s *Service) UnmountRootfs(id string) error {
+	dir := s.rootfsDir(id)
+	if err := unix.Unmount(filepath.Join(dir, rootfsMerged), unix.MNT_DETACH); err != nil &&
+		!errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("unmount rootfs of %s: %w", id, err)
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("remove rootfs of %s: %w", id, err)
+	}
+	return nil
+}
+
+// rootfsLayers returns the layers every existing rootfs uses.
+func (s *Service) rootfsLayers() []digest.Digest {
+	entries, err := os.ReadDir(s.opts.RootfsDir)
+	if err != nil {
+		return nil
+	}
+	var out []digest.Digest
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(s.rootfsDir(e.Name()), rootfsLayersFile))
+		if err != nil {
+			continue
+		}
+		var layers []digest.Digest
+		if json.Unmarshal(b, &layers) == nil {
+			out = append(out, layers...)
+		}
+	}
+	return out
+}
+
+// ContainerFsUsage reports the space the writable layers use.
+func (s *Service) ContainerFsUsage() (FsUsage, error) {
+	u := FsUsage{Mountpoint: s.opts.RootfsDir}
+	entries, err := os.ReadDir(s.opts.RootfsDir)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return u, nil
+		}
+		return u, err
+	}
+	for _, e := range entries {
+		b, i, err := usage(filepath.Join(s.rootfsDir(e.Name()), "upper"))
+		if err != nil {
+			continue // being removed
+		}
+		u.Bytes += b
+		u.Inodes += i
+	}
+	return u, nil
+}

@@ -1,0 +1,138 @@
+package imageservice
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	digest "github.com/opencontainers/go-digest"
+	"golang.org/x/sys/unix"
+
+	"github.com/crid-dev/crid/records"
+)
+
+// fakeImage puts an image of n hand-made layers into a fresh store: layer
+// i holds /layer<i> and overwrites /top; the last one whites out /gone.
+func fakeImage(t *testing.T, n int) (*Service, *Image) {
+	t.Helper()
+	dir := t.TempDir()
+	rec, err := records.Open(filepath.Join(dir, "records"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(Options{Root: filepath.Join(dir, "images"), RootfsDir: filepath.Join(dir, "rootfs"), Records: rec, SandboxImage: "pause:test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := &Image{ID: digest.FromString(fmt.Sprint("config", n)), RepoTags: []string{"docker.io/library/fake:latest"}}
+	var diffs []digest.Digest
+	for i := range n {
+		diffs = append(diffs, digest.FromString(fmt.Sprint("layer", i)))
+	}
+	img.Layers = chainIDs(diffs)
+	for i, chain := range img.Layers {
+		d := s.LayerDiffDir(chain)
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		write := func(name, body string) {
+			if err := os.WriteFile(filepath.Join(d, name), []byte(body), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		write(fmt.Sprintf("layer%d", i), "x")
+		write("top", fmt.Sprint(i))
+		if i == 0 {
+			write("gone", "deleted above")
+		}
+		if i == n-1 && n > 1 {
+			if err := unix.Mknod(filepath.Join(d, "gone"), unix.S_IFCHR, 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+		meta, _ := json.Marshal(layerMeta{ChainID: chain, DiffID: diffs[i]})
+		if err := os.WriteFile(filepath.Join(s.layerDir(chain), layerMetaFile), meta, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.mu.Lock()
+	s.index(img)
+	s.mu.Unlock()
+	return s, img
+}
+
+func TestMountRootfs(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("needs root: mounts overlayfs")
+	}
+	for _, n := range []int{1, 3, 60} { // 60 layers do not fit one page of absolute paths
+		t.Run(fmt.Sprint(n, " layers"), func(t *testing.T) {
+			s, img := fakeImage(t, n)
+			root, err := s.MountRootfs("c1", "fake")
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = s.UnmountRootfs("c1") })
+			top, err := os.ReadFile(filepath.Join(root, "top"))
+			if err != nil || string(top) != fmt.Sprint(n-1) {
+				t.Fatalf("/top = %q, %v; want the topmost layer's", top, err)
+			}
+			for i := range n {
+				if _, err := os.Stat(filepath.Join(root, fmt.Sprintf("layer%d", i))); err != nil {
+					t.Fatalf("layer %d not visible: %v", i, err)
+				}
+			}
+			if _, err := os.Stat(filepath.Join(root, "gone")); n > 1 && !os.IsNotExist(err) {
+				t.Fatalf("whiteout did not hide /gone: %v", err)
+			}
+			// Writes go to the container's own layer, never to the image's.
+			if err := os.WriteFile(filepath.Join(root, "top"), []byte("mine"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if b, _ := os.ReadFile(filepath.Join(s.LayerDiffDir(img.Layers[n-1]), "top")); string(b) != fmt.Sprint(n-1) {
+				t.Fatalf("container write reached the image layer: %q", b)
+			}
+			u, err := s.ContainerFsUsage()
+			if err != nil || u.Inodes == 0 {
+				t.Fatalf("container fs usage: %+v %v", u, err)
+			}
+			// A mounted rootfs keeps its layers through GC even when its
+			// image goes away.
+			if err := s.Remove("fake"); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := os.Stat(s.LayerDiffDir(img.Layers[0])); err != nil {
+				t.Fatalf("layer used by a rootfs was collected: %v", err)
+			}
+			if err := s.UnmountRootfs("c1"); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.UnmountRootfs("c1"); err != nil {
+				t.Fatalf("second unmount: %v", err)
+			}
+			mi, _ := os.ReadFile("/proc/self/mountinfo")
+			if strings.Contains(string(mi), s.rootfsDir("c1")) {
+				t.Fatal("rootfs still mounted")
+			}
+			if err := s.gcLayers(); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := os.Stat(s.layerDir(img.Layers[0])); !os.IsNotExist(err) {
+				t.Fatalf("layer not collected once unused: %v", err)
+			}
+		})
+	}
+}
+
+func TestMountRootfsUnknownImage(t *testing.T) {
+	s, _ := fakeImage(t, 1)
+	if _, err := s.MountRootfs("c2", "nothing:here"); err == nil || !strings.Contains(err.Error(), "image not found") {
+		t.Fatalf("unknown image: %v", err)
+	}
+	if _, err := s.MountRootfs("../escape", "fake"); err == nil {
+		t.Fatal("an id with a slash was accepted")
+	}
+}
