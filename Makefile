@@ -35,7 +35,7 @@ unit:
 	$(GO) test -tags '$(GOTAGS)' -count=1 $$($(GO) list ./... | grep -v /test/e2e)
 
 e2e: build tools
-	CRID_BIN=$(BIN)/crid $(GO) test -tags '$(GOTAGS)' -count=1 -v ./test/e2e 2>&1 | tee _output/e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)' ; exit $${PIPESTATUS[0]}
+	CRID_BIN=$(BIN)/crid $(GO) test -tags '$(GOTAGS)' -count=1 -v ./test/e2e 2>&1 | tee _output/e2e.log | grep -E '^(=== RUN|--- |    |PASS|FAIL|ok|panic)' ; exit $${PIPESTATUS[0]}
 
 tools:
 	bash hack/build-tools.sh
