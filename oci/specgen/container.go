@@ -1,0 +1,233 @@
+package specgen
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+
+	securejoin "github.com/cyphar/filepath-securejoin"
+	"github.com/moby/sys/user"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// ErrInvalid marks a container config that cannot be turned into a spec.
+var ErrInvalid = errors.New("invalid container config")
+
+// Image is what a container takes from its image's config.
+type Image struct {
+	Entrypoint []string
+	Cmd        []string
+	Env        []string
+	WorkingDir string
+	User       string
+	StopSignal string
+}
+
+// Pod is what a container takes from its pod sandbox.
+type Pod struct {
+	// Namespace paths by type: a path to join, "host" for the node's.
+	// A PID entry of "" gives the container a namespace of its own.
+	Namespaces map[specs.LinuxNamespaceType]string
+	// Files are the pod's /etc/hosts, /etc/resolv.conf and /etc/hostname,
+	// bind-mounted unless the container mounts its own there.
+	Hosts, ResolvConf, Hostname string
+	// Shm is the pod's /dev/shm ("" for a private tmpfs).
+	Shm          string
+	CgroupParent string
+	Config       *runtime.PodSandboxConfig
+}
+
+// Input is everything Build needs for one container.
+type Input struct {
+	Config *runtime.ContainerConfig
+	Image  Image
+	Pod    Pod
+	// Rootfs is the mounted root filesystem.
+	Rootfs string
+	// CgroupsPath is the container's cgroup (its leaf ends in its ID).
+	CgroupsPath string
+	// HostCapabilities are the capabilities crid itself holds: what a
+	// privileged container or "ALL" gets.
+	HostCapabilities []string
+	// SeccompDefault returns the RuntimeDefault profile for a spec.
+	SeccompDefault func(*specs.Spec) (*specs.LinuxSeccomp, error)
+	// SeccompLocalhost reads a Localhost profile from the node.
+	SeccompLocalhost func(path string, s *specs.Spec) (*specs.LinuxSeccomp, error)
+}
+
+// Build returns the runtime spec of a container.
+func Build(in Input) (*specs.Spec, error) {
+	cfg := in.Config
+	sc := cfg.GetLinux().GetSecurityContext()
+	s := Base()
+	s.Root = &specs.Root{Path: in.Rootfs, Readonly: sc.GetReadonlyRootfs()}
+	s.Process.Terminal = cfg.Tty
+	s.Linux.CgroupsPath = in.CgroupsPath
+	s.Annotations = map[string]string{}
+	for k, v := range cfg.Annotations {
+		s.Annotations[k] = v
+	}
+
+	args, err := commandLine(cfg, in.Image)
+	if err != nil {
+		return nil, err
+	}
+	s.Process.Args = args
+	s.Process.Env = mergeEnv(in.Image.Env, cfg.Envs)
+	if cfg.WorkingDir != "" {
+		s.Process.Cwd = cfg.WorkingDir
+	} else if in.Image.WorkingDir != "" {
+		s.Process.Cwd = in.Image.WorkingDir
+	}
+	if !filepath.IsAbs(s.Process.Cwd) {
+		return nil, fmt.Errorf("%w: working_dir %q is not absolute", ErrInvalid, s.Process.Cwd)
+	}
+	if err := setUser(s, in); err != nil {
+		return nil, err
+	}
+	for ns, path := range in.Pod.Namespaces {
+		SetNamespace(s, ns, path)
+	}
+	if err := setSecurity(s, in); err != nil {
+		return nil, err
+	}
+	if err := setMounts(s, in); err != nil {
+		return nil, err
+	}
+	if err := setDevices(s, cfg.Devices, sc.GetPrivileged()); err != nil {
+		return nil, err
+	}
+	if err := setResources(s, cfg.GetLinux().GetResources()); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// commandLine merges the config's command and args with the image's
+// entrypoint and cmd as kubelet documents: a command replaces the
+// entrypoint and drops the image's cmd; args replace the cmd.
+func commandLine(cfg *runtime.ContainerConfig, img Image) ([]string, error) {
+	entrypoint, cmd := img.Entrypoint, img.Cmd
+	if len(cfg.Command) > 0 {
+		entrypoint, cmd = cfg.Command, nil
+	}
+	if len(cfg.Args) > 0 {
+		cmd = cfg.Args
+	}
+	args := append(append([]string(nil), entrypoint...), cmd...)
+	if len(args) == 0 {
+		return nil, fmt.Errorf("%w: no command: neither the config nor the image gives one", ErrInvalid)
+	}
+	return args, nil
+}
+
+// mergeEnv lays the config's variables over the image's, keeping order.
+func mergeEnv(image []string, cfg []*runtime.KeyValue) []string {
+	out := append([]string(nil), image...)
+	idx := map[string]int{}
+	for i, e := range out {
+		k, _, _ := strings.Cut(e, "=")
+		idx[k] = i
+	}
+	for _, kv := range cfg {
+		e := kv.Key + "=" + string(kv.Value)
+		if i, ok := idx[kv.Key]; ok {
+			out[i] = e
+			continue
+		}
+		idx[kv.Key] = len(out)
+		out = append(out, e)
+	}
+	if _, ok := idx["PATH"]; !ok {
+		out = append([]string{DefaultPath}, out...)
+	}
+	return out
+}
+
+// setUser resolves the user the process runs as: run_as_username or
+// run_as_user (with run_as_group), else the image's USER, looked up in the
+// container's own /etc/passwd and /etc/group.
+func setUser(s *specs.Spec, in Input) error {
+	sc := in.Config.GetLinux().GetSecurityContext()
+	spec := in.Image.User
+	switch {
+	case sc.GetRunAsUsername() != "":
+		spec = sc.GetRunAsUsername()
+	case sc.GetRunAsUser() != nil:
+		spec = strconv.FormatInt(sc.GetRunAsUser().GetValue(), 10)
+	}
+	if sc.GetRunAsGroup() != nil {
+		if sc.GetRunAsUser() == nil && sc.GetRunAsUsername() == "" {
+			return fmt.Errorf("%w: linux.security_context.run_as_group is set without run_as_user or run_as_username", ErrInvalid)
+		}
+		name, _, _ := strings.Cut(spec, ":")
+		spec = name + ":" + strconv.FormatInt(sc.GetRunAsGroup().GetValue(), 10)
+	}
+	if spec == "" {
+		spec = "0"
+	}
+	passwd, err := securejoin.SecureJoin(in.Rootfs, "/etc/passwd")
+	if err != nil {
+		return err
+	}
+	group, err := securejoin.SecureJoin(in.Rootfs, "/etc/group")
+	if err != nil {
+		return err
+	}
+	u, err := user.GetExecUserPath(spec, &user.ExecUser{Home: "/"}, passwd, group)
+	if err != nil {
+		return fmt.Errorf("%w: user %q: %v", ErrInvalid, spec, err)
+	}
+	gids := map[uint32]bool{}
+	var additional []uint32
+	add := func(g uint32) {
+		if !gids[g] {
+			gids[g] = true
+			additional = append(additional, g)
+		}
+	}
+	add(uint32(u.Gid))
+	if sc.GetSupplementalGroupsPolicy() != runtime.SupplementalGroupsPolicy_Strict {
+		for _, g := range u.Sgids {
+			add(uint32(g))
+		}
+	}
+	for _, g := range sc.GetSupplementalGroups() {
+		add(uint32(g))
+	}
+	s.Process.User = specs.User{UID: uint32(u.Uid), GID: uint32(u.Gid), AdditionalGids: additional}
+	if !hasEnv(s.Process.Env, "HOME") {
+		s.Process.Env = append(s.Process.Env, "HOME="+u.Home)
+	}
+	return nil
+}
+
+func hasEnv(env []string, key string) bool {
+	for _, e := range env {
+		if strings.HasPrefix(e, key+"=") {
+			return true
+		}
+	}
+	return false
+}
+
+// sortedKeys returns m's keys in order, for deterministic specs.
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// fileExists reports whether p exists on the host.
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
