@@ -24,6 +24,15 @@ type Image struct {
 	Pinned bool `json:"-"`
 }
 
+// clone copies the image's slices so callers cannot change the store.
+func (img *Image) clone() *Image {
+	c := *img
+	c.RepoTags = append([]string(nil), img.RepoTags...)
+	c.RepoDigests = append([]string(nil), img.RepoDigests...)
+	c.Layers = append([]digest.Digest(nil), img.Layers...)
+	return &c
+}
+
 // names returns every tag and digest reference of the image.
 func (img *Image) names() []string {
 	return append(append([]string(nil), img.RepoTags...), img.RepoDigests...)

@@ -157,8 +157,7 @@ func (s *Service) Get(name string) (*Image, error) {
 	if img == nil || err != nil {
 		return nil, err
 	}
-	c := *img
-	return &c, nil
+	return img.clone(), nil
 }
 
 func (s *Service) lookup(name string) (*Image, error) {
@@ -195,13 +194,11 @@ func (s *Service) List(filter string) ([]*Image, error) {
 		if img == nil || err != nil {
 			return nil, err
 		}
-		c := *img
-		return []*Image{&c}, nil
+		return []*Image{img.clone()}, nil
 	}
 	out := make([]*Image, 0, len(s.images))
 	for _, img := range s.images {
-		c := *img
-		out = append(out, &c)
+		out = append(out, img.clone())
 	}
 	slices.SortFunc(out, func(a, b *Image) int { return strings.Compare(string(a.ID), string(b.ID)) })
 	return out, nil
