@@ -91,6 +91,7 @@ func newEnv(t *testing.T) *testEnv {
 	}
 	e.opts = Options{
 		Root:            e.root,
+		RootfsDir:       filepath.Join(e.base, "rootfs"),
 		RegistriesConf:  e.reg.registriesConf(t),
 		SandboxImage:    e.reg.ref("pause:3.10"),
 		ProgressTimeout: testProgressTimeout,

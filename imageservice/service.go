@@ -43,22 +43,16 @@ type Options struct {
 	UserAgent string
 }
 
-// LayerUsers reports the chain IDs that containers use, so GC keeps them.
-// The daemon wires it to the container store; the image service does not
-// know containers.
-type LayerUsers func() []digest.Digest
-
 // Service is the image store and puller.
 type Service struct {
 	root    string
 	opts    Options
 	sandbox string // normalized name of the sandbox image
 
-	mu         sync.RWMutex
-	images     map[digest.Digest]*Image
-	byName     map[string]digest.Digest // tag or digest reference → image ID
-	layerUsers LayerUsers
-	pulling    map[digest.Digest]int // layers held by pulls in flight
+	mu      sync.RWMutex
+	images  map[digest.Digest]*Image
+	byName  map[string]digest.Digest // tag or digest reference → image ID
+	pulling map[digest.Digest]int    // layers held by pulls in flight
 
 	pulls flightGroup[*Image]
 }
@@ -67,6 +61,9 @@ type Service struct {
 // the debris of interrupted pulls and deletes, drops records whose layers
 // are gone and layers no image uses.
 func New(opts Options) (*Service, error) {
+	if !filepath.IsAbs(opts.Root) || !filepath.IsAbs(opts.RootfsDir) {
+		return nil, fmt.Errorf("image store: root %q and rootfs dir %q must be absolute", opts.Root, opts.RootfsDir)
+	}
 	s := &Service{root: opts.Root, opts: opts, images: map[digest.Digest]*Image{}, byName: map[string]digest.Digest{}}
 	if ref, err := parseReference(opts.SandboxImage); err == nil {
 		s.sandbox = ref.String()
@@ -103,13 +100,6 @@ func New(opts Options) (*Service, error) {
 		klog.ErrorS(err, "Image layer GC at start")
 	}
 	return s, nil
-}
-
-// SetLayerUsers wires the container side of layer GC.
-func (s *Service) SetLayerUsers(f LayerUsers) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.layerUsers = f
 }
 
 func (s *Service) missingLayer(img *Image) digest.Digest {
@@ -253,11 +243,6 @@ func (s *Service) gcLayersLocked() error {
 	}
 	for _, l := range s.rootfsLayers() {
 		used[l.Encoded()] = true
-	}
-	if s.layerUsers != nil {
-		for _, l := range s.layerUsers() {
-			used[l.Encoded()] = true
-		}
 	}
 	entries, err := os.ReadDir(filepath.Join(s.root, "layers"))
 	if err != nil {

@@ -139,17 +139,21 @@ func TestRemoveKeepsLayersContainersUse(t *testing.T) {
 	a, b := sharedPair(t, e)
 	e.mustPull(t, e.reg.ref("a:v1"))
 	e.mustPull(t, e.reg.ref("b:v1"))
-	// A container runs on A's top layer.
-	inUse := []digest.Digest{a.chains()[1]}
-	e.svc.SetLayerUsers(func() []digest.Digest { return inUse })
+	// A container runs on A.
+	if _, err := e.svc.MountRootfs("c1", e.reg.ref("a:v1")); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.svc.UnmountRootfs("c1") })
 	if err := e.svc.Remove(e.reg.ref("a:v1")); err != nil {
 		t.Fatal(err)
 	}
 	e.assertAbsent(t, e.reg.ref("a:v1"))
 	e.assertLayers(t, a.chains()[0], a.chains()[1], b.chains()[1])
 
-	// The container is gone: the next GC frees the layer.
-	inUse = nil
+	// The container is gone: the next GC frees the layers.
+	if err := e.svc.UnmountRootfs("c1"); err != nil {
+		t.Fatal(err)
+	}
 	if err := e.svc.Remove(e.reg.ref("b:v1")); err != nil {
 		t.Fatal(err)
 	}
