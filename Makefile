@@ -12,12 +12,13 @@ export CGO_ENABLED := 1
 # bridge/portmap exec iptables: the daemon needs the sbin dirs on PATH.
 export PATH := /usr/local/sbin:/usr/sbin:/sbin:$(PATH)
 
-.PHONY: all build run deps test unit e2e critest tools lint clean
+.PHONY: all build run deps test unit e2e critest tools lint clean testbed bench
 
 all: build
 
 build:
 	$(GO) build $(GOFLAGS_BUILD) -o $(BIN)/crid ./cmd/crid
+	$(GO) build $(GOFLAGS_BUILD) -o $(BIN)/crid-monitor ./cmd/crid-monitor
 
 # Installs what is missing, sets up the default pod network if the node has
 # none, and runs crid in the foreground with its defaults.
@@ -29,12 +30,19 @@ deps:
 	bash hack/install-deps.sh
 
 # Everything CI checks: lint, unit tests, end-to-end tests, conformance.
+# The test bed's registry, started on the way, is stopped at the end.
 test: deps lint unit e2e critest
+	bash hack/registry.sh stop
 
-unit:
+# The test images and their registry on 127.0.0.1:5000 (unit tests of oci
+# run containers from the busybox tree it stages).
+testbed:
+	bash hack/test-images.sh
+
+unit: testbed
 	$(GO) test -tags '$(GOTAGS)' -count=1 $$($(GO) list ./... | grep -v /test/e2e)
 
-e2e: build tools
+e2e: build tools testbed
 	CRID_BIN=$(BIN)/crid $(GO) test -tags '$(GOTAGS)' -count=1 -v ./test/e2e 2>&1 | tee _output/e2e.log | grep -E '^(=== RUN|--- |    |PASS|FAIL|ok|panic)' ; exit $${PIPESTATUS[0]}
 
 tools:
@@ -55,3 +63,10 @@ lint: $(BIN)/staticcheck-$(STATICCHECK_VERSION)
 
 clean:
 	rm -rf _output
+
+# crid and Debian's containerd measured side by side on this machine
+# (hack/bench/run.sh). Heavy: flock /tmp/crid-heavy.lock make bench.
+# Flags through BENCH_FLAGS, e.g. BENCH_FLAGS='-runtimes=crid -pods=20'.
+.PHONY: bench
+bench: build
+	bash hack/bench/run.sh $(BENCH_FLAGS)

@@ -48,6 +48,7 @@ type Runtime struct {
 	CgroupParent string `toml:"cgroup_parent" json:"cgroup_parent" doc:"cgroup of pods whose request names none: a path for cgroupfs, a slice for systemd"`
 	Infra        string `toml:"infra" json:"infra" doc:"pause process per pod: \"when-needed\" (pods sharing one PID namespace) or \"always\""`
 	PodShmSize   int64  `toml:"pod_shm_size" json:"pod_shm_size" doc:"size in bytes of each pod's /dev/shm tmpfs"`
+	MonitorPath  string `toml:"monitor_path" json:"monitor_path" doc:"the crid-monitor binary; empty means crid-monitor beside the crid binary"`
 }
 
 // Default returns the configuration used when neither file nor flags say otherwise.
@@ -145,6 +146,11 @@ func (c *Config) Validate() error {
 	case "when-needed", "always":
 	default:
 		return fmt.Errorf("config: runtime.infra: %q is not one of \"when-needed\", \"always\"", c.Runtime.Infra)
+	}
+	if c.Runtime.MonitorPath != "" {
+		if err := absPath("runtime.monitor_path", c.Runtime.MonitorPath); err != nil {
+			return err
+		}
 	}
 	if c.Runtime.PodShmSize < 4096 {
 		return fmt.Errorf("config: runtime.pod_shm_size: %d is below one page", c.Runtime.PodShmSize)

@@ -35,7 +35,7 @@ func TestRenderedDefaultsRoundTrip(t *testing.T) {
 	}
 	// Every leaf option is written out with a comment above it.
 	for _, key := range []string{"socket", "root_dir", "run_dir", "shutdown_timeout", "registries_conf",
-		"sandbox_image", "pull_progress_timeout", "cni_conf_dir", "cni_bin_dirs", "cgroup_driver", "cgroup_parent", "infra", "pod_shm_size"} {
+		"sandbox_image", "pull_progress_timeout", "cni_conf_dir", "cni_bin_dirs", "cgroup_driver", "cgroup_parent", "infra", "pod_shm_size", "monitor_path"} {
 		i := strings.Index(string(out), "\n"+key+" = ")
 		if i < 0 {
 			t.Fatalf("option %s missing from rendered defaults:\n%s", key, out)
@@ -141,6 +141,7 @@ func TestValidate(t *testing.T) {
 		{"runtime.cgroup_parent", func(c *Config) { c.Runtime.CgroupDriver = "systemd" }},
 		{"runtime.infra", func(c *Config) { c.Runtime.Infra = "sometimes" }},
 		{"runtime.pod_shm_size", func(c *Config) { c.Runtime.PodShmSize = 0 }},
+		{"runtime.monitor_path", func(c *Config) { c.Runtime.MonitorPath = "crid-monitor" }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.key, func(t *testing.T) {

@@ -46,8 +46,13 @@ func (s *Service) MountRootfs(id, image string) (string, error) {
 		return "", fmt.Errorf("%w: %s", ErrImageNotFound, image)
 	}
 	dir := s.rootfsDir(id)
+	// The container's / takes the upper dir's mode: 0755, so any user the
+	// image runs as can enter it. The directory above stays private.
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("rootfs of %s: %w", id, err)
+	}
 	for _, d := range []string{"upper", "work", rootfsMerged} {
-		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
+		if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil && !errors.Is(err, os.ErrExist) {
 			return "", fmt.Errorf("rootfs of %s: %w", id, err)
 		}
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/crid-dev/crid/config"
 	"github.com/crid-dev/crid/cri"
 	"github.com/crid-dev/crid/imageservice"
+	"github.com/crid-dev/crid/oci"
 	"github.com/crid-dev/crid/podsandbox"
 	"github.com/crid-dev/crid/records"
 )
@@ -60,6 +61,22 @@ func serve(cfg config.Config) error {
 		return err
 	}
 
+	monitorPath, err := monitorBinary(cfg)
+	if err != nil {
+		return err
+	}
+	containers, err := oci.New(context.Background(), oci.Options{
+		MonitorBinary: monitorPath,
+		RunDir:        filepath.Join(cfg.RunDir, "monitor"),
+		StateDir:      filepath.Join(cfg.RunDir, "containers"),
+	})
+	if err != nil {
+		return fmt.Errorf("container monitor: %w", err)
+	}
+	// The monitor and the containers outlive the daemon: Close only drops
+	// the connection.
+	defer containers.Close()
+
 	network := cni.New(cfg.Network.CNIConfDir, cfg.Network.CNIBinDirs, filepath.Join(cfg.RootDir, "cni"))
 	sandboxes, err := podsandbox.New(context.Background(), podsandbox.Options{
 		RunDir:              filepath.Join(cfg.RunDir, "sandboxes"),
@@ -69,6 +86,12 @@ func serve(cfg config.Config) error {
 		DefaultCgroupParent: cfg.Runtime.CgroupParent,
 		ShmSize:             cfg.Runtime.PodShmSize,
 		InfraAlways:         cfg.Runtime.Infra == "always",
+		Infra: &podsandbox.PauseRunner{
+			Runtime: containers,
+			Images:  images,
+			Cgroups: cgroups,
+			Image:   cfg.Image.SandboxImage,
+		},
 	})
 	if err != nil {
 		return err
@@ -132,4 +155,16 @@ func ensureSbinPath() {
 		}
 	}
 	os.Setenv("PATH", path)
+}
+
+// monitorBinary is the configured crid-monitor, or the one beside crid.
+func monitorBinary(cfg config.Config) (string, error) {
+	if cfg.Runtime.MonitorPath != "" {
+		return cfg.Runtime.MonitorPath, nil
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return "", fmt.Errorf("find crid-monitor: %w", err)
+	}
+	return filepath.Join(filepath.Dir(self), "crid-monitor"), nil
 }

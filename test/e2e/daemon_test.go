@@ -1,6 +1,6 @@
 // Package e2e drives a real crid binary over its socket, as kubelet and
 // crictl do. The tests need root (cgroups, namespaces) and build crid once,
-// unless CRID_BIN names a binary to test.
+// unless CRID_BIN names a binary to test (crid-monitor must sit beside it).
 package e2e
 
 import (
@@ -10,6 +10,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -40,11 +42,13 @@ func runTests(m *testing.M) int {
 		}
 		defer os.RemoveAll(dir)
 		cridBin = filepath.Join(dir, "crid")
-		build := exec.Command("go", "build", "-o", cridBin, "github.com/crid-dev/crid/cmd/crid")
-		build.Stdout, build.Stderr = os.Stderr, os.Stderr
-		if err := build.Run(); err != nil {
-			fmt.Fprintln(os.Stderr, "build crid:", err)
-			return 1
+		for _, cmd := range []string{"crid", "crid-monitor"} {
+			build := exec.Command("go", "build", "-tags", "containers_image_openpgp seccomp", "-o", filepath.Join(dir, cmd), "github.com/crid-dev/crid/cmd/"+cmd)
+			build.Stdout, build.Stderr = os.Stderr, os.Stderr
+			if err := build.Run(); err != nil {
+				fmt.Fprintln(os.Stderr, "build", cmd+":", err)
+				return 1
+			}
 		}
 	}
 	stopRegistry, err := ensureTestImages()
@@ -74,8 +78,37 @@ func newDirs(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	t.Cleanup(func() { cleanupDir(t, dir) })
 	return dir
+}
+
+// cleanupDir ends what a test's daemon left under dir: the monitor (it
+// outlives the daemon by design; found by its run dir in its command line,
+// so only monitors this test started), mounts, then the files.
+func cleanupDir(t *testing.T, dir string) {
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil || !strings.Contains(string(b), "crid-monitor") || !strings.Contains(string(b), dir+"/") {
+			continue
+		}
+		if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p))); err == nil {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	mi, _ := os.ReadFile("/proc/self/mountinfo")
+	var mounts []string
+	for _, l := range strings.Split(string(mi), "\n") {
+		if f := strings.Fields(l); len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
+			mounts = append(mounts, f[4])
+		}
+	}
+	sort.Sort(sort.Reverse(sort.StringSlice(mounts)))
+	for _, m := range mounts {
+		t.Logf("cleanup: unmounting leftover %s", m)
+		_ = syscall.Unmount(m, syscall.MNT_DETACH)
+	}
+	os.RemoveAll(dir)
 }
 
 // baseArgs points a daemon at dir for everything it writes.

@@ -30,7 +30,7 @@ func newPodNode(t *testing.T, env ...string) *podNode {
 	dir := newDirs(t)
 	n := &podNode{dir: dir}
 	n.writeConfig(t)
-	n.daemon = startDaemonEnv(t, dir, env, "--cni-bin-dirs", "/opt/cni/bin")
+	n.daemon = startDaemonEnv(t, dir, env, n.args()...)
 	return n
 }
 
@@ -60,7 +60,13 @@ func (n *podNode) writeConfig(t *testing.T) {
 func (n *podNode) restart(t *testing.T, env ...string) {
 	t.Helper()
 	n.daemon.stop(syscall.SIGTERM, 5*time.Second)
-	n.daemon = startDaemonEnv(t, n.dir, env, "--cni-bin-dirs", "/opt/cni/bin")
+	n.daemon = startDaemonEnv(t, n.dir, env, n.args()...)
+}
+
+// args point the daemon at the real CNI plugins and the test bed's
+// registry mirror (for the sandbox image).
+func (n *podNode) args() []string {
+	return []string{"--cni-bin-dirs", "/opt/cni/bin", "--registries-conf", filepath.Join(testbedDir, "registries.conf")}
 }
 
 func podConfig(name string) *runtime.PodSandboxConfig {
@@ -94,7 +100,7 @@ func (n *podNode) status(t *testing.T, id string) *runtime.PodSandboxStatus {
 
 // hostState is what pods can leave behind on the node.
 type hostState struct {
-	mounts, pins, cgroups, veths, leases, records, podDirs int
+	mounts, pins, cgroups, veths, leases, records, podDirs, rootfs int
 }
 
 func (n *podNode) hostState(t *testing.T) hostState {
@@ -122,6 +128,8 @@ func (n *podNode) hostState(t *testing.T) hostState {
 	s.records = len(recs)
 	dirs, _ := os.ReadDir(filepath.Join(n.dir, "run", "sandboxes"))
 	s.podDirs = len(dirs)
+	rootfs, _ := os.ReadDir(filepath.Join(n.dir, "root", "rootfs"))
+	s.rootfs = len(rootfs)
 	return s
 }
 
@@ -341,7 +349,7 @@ func TestKilledDuringRunOrRemove(t *testing.T) {
 				time.Sleep(25 * time.Millisecond)
 			}
 			n.daemon.stop(syscall.SIGKILL, 5*time.Second)
-			n.daemon = startDaemon(t, n.dir, "--cni-bin-dirs", "/opt/cni/bin")
+			n.daemon = startDaemon(t, n.dir, n.args()...)
 			resp, err := n.runtime().ListPodSandbox(context.Background(), &runtime.ListPodSandboxRequest{})
 			if err != nil || len(resp.Items) != 0 {
 				t.Fatalf("pods after the crash: %v, %v", resp, err)

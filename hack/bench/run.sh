@@ -1,0 +1,423 @@
+#!/usr/bin/env bash
+# `make bench`: crid and Debian's containerd (1.6) measured side by side, on
+# this machine, in one run, by hack/bench (crid-bench). For each runtime the
+# script generates a private configuration (socket, state dirs, CNI network,
+# cgroup parent, all under one temp dir), starts the daemon itself, runs
+# `crid-bench run` against its socket, removes every pod, stops the daemon
+# (only the PID it started), and finally prints one table with both runtimes
+# and design.md's targets.
+#
+#   hack/bench/run.sh [-runtimes=crid,containerd] [crid-bench run flags]
+#
+# crid-bench run flags, e.g.: -phases=pull,memory,seq,concurrent -pods=50
+# -concurrency=10 -concurrent-pods=100 -mem-pods=50 (`crid-bench run -h`).
+# Environment: BENCH_KEEP=1 keeps the temp dir (daemon logs, configs);
+# BENCH_TIMEOUT bounds each runtime's measurement (default 30m);
+# REGISTRY_ADDR is the local registry (default 127.0.0.1:5000).
+#
+# The two networks are bridge + host-local + portmap + loopback, as crid's
+# default, on their own bridges and subnets: crid-bench0 10.77.0.0/16 (crid)
+# and crid-bench1 10.78.0.0/16 (containerd). Results stay in _output/bench/.
+#
+# Heavy: run it alone on a shared machine, e.g.
+#   flock /tmp/crid-heavy.lock make bench
+set -euo pipefail
+umask 022
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+bin="$root/_output/bin"
+outdir="$root/_output/bench"
+registry="${REGISTRY_ADDR:-127.0.0.1:5000}"
+export PATH="/usr/local/sbin:/usr/sbin:/sbin:$PATH"
+
+die() {
+	echo "bench: $*" >&2
+	exit 1
+}
+log() { echo "bench: $*" >&2; }
+
+runtimes=crid,containerd
+pass=()
+while (($#)); do
+	case "$1" in
+	-runtimes=* | --runtimes=*) runtimes="${1#*=}" ;;
+	-runtimes | --runtimes)
+		(($# > 1)) || die "$1 needs a value"
+		runtimes="$2"
+		shift
+		;;
+	-h | -help | --help)
+		sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
+		exit 0
+		;;
+	*) pass+=("$1") ;;
+	esac
+	shift
+done
+IFS=, read -r -a rts <<<"$runtimes"
+for rt in "${rts[@]}"; do
+	case "$rt" in
+	crid | containerd) ;;
+	*) die "unknown runtime $rt (crid, containerd)" ;;
+	esac
+done
+
+# Per-runtime network: name, bridge, subnet.
+declare -A net_name=([crid]=crid-bench-crid [containerd]=crid-bench-containerd)
+declare -A net_bridge=([crid]=crid-bench0 [containerd]=crid-bench1)
+declare -A net_subnet=([crid]=10.77.0.0/16 [containerd]=10.78.0.0/16)
+
+[[ $(id -u) == 0 ]] || die "run as root (namespaces, cgroups, CNI)"
+exec 9>/tmp/crid-bench.lock
+flock -n 9 || die "another benchmark is running (/tmp/crid-bench.lock)"
+
+started=$(date +%s)
+
+# --- preflight --------------------------------------------------------------
+
+for rt in "${rts[@]}"; do
+	br="${net_bridge[$rt]}"
+	if ip link show "$br" >/dev/null 2>&1; then
+		die "bridge $br exists (left by an interrupted run?). If no pod uses it: ip link del $br"
+	fi
+	sub="${net_subnet[$rt]}"
+	if ip -4 route show | grep -q "^${sub%%.0.0/16}\."; then
+		die "a route into ${sub} exists on this node: the benchmark network would collide"
+	fi
+done
+for p in bridge host-local portmap loopback; do
+	[[ -x /opt/cni/bin/$p ]] || {
+		log "CNI plugins missing: hack/install-deps.sh"
+		bash "$root/hack/install-deps.sh"
+		break
+	}
+done
+command -v iptables-save >/dev/null || die "iptables missing: hack/install-deps.sh"
+if [[ " ${rts[*]} " == *" containerd "* ]] && ! command -v containerd >/dev/null; then
+	log "apt-get install -y containerd (Debian's, with its runc)"
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq containerd >/dev/null
+fi
+if [[ " ${rts[*]} " == *" crid "* ]]; then
+	[[ -x "$bin/crid" ]] || die "$bin/crid missing: make build"
+fi
+
+registry_was_up=0
+curl -fsS -o /dev/null --max-time 2 "http://$registry/v2/" 2>/dev/null && registry_was_up=1
+
+work="$(mktemp -d /tmp/crid-bench.XXXXXX)"
+cgroot="/$(basename "$work")" # the cgroup parent of every pod of this run
+mkdir -p "$work/results"
+netns_before="$(ls /run/netns 2>/dev/null || true)"
+run_containerd_existed=0
+[[ -e /run/containerd ]] && run_containerd_existed=1
+run_netns_existed=0
+[[ -e /run/netns ]] && run_netns_existed=1
+declare -A daemon_pid=()
+
+# --- cleanup, on every path ---------------------------------------------------
+
+# our_pids prints the processes of this run, or with $1 of one runtime's
+# part of it: carrying CRID_BENCH_RUN=$work/<runtime> (each daemon gets it;
+# its shims and monitor inherit it), naming that dir on their command line,
+# or in that part's cgroups.
+our_pids() {
+	local d pid base="$work/${1:-}" cg="$cgroot${1:+/$1}"
+	for d in /proc/[0-9]*; do
+		pid="${d#/proc/}"
+		[[ $pid == "$$" || $pid == "$BASHPID" ]] && continue
+		if grep -qz "^CRID_BENCH_RUN=$base" "$d/environ" 2>/dev/null ||
+			tr '\0' ' ' 2>/dev/null <"$d/cmdline" | grep -qF -- "$base" ||
+			grep -q ":$cg\(/\|$\)" "$d/cgroup" 2>/dev/null; then
+			echo "$pid"
+		fi
+	done
+}
+
+# stop_ours stops the processes our_pids "$1" names: SIGTERM, then SIGKILL.
+stop_ours() {
+	local i pids
+	for i in 1 2 3; do
+		mapfile -t pids < <(our_pids "${1:-}")
+		((${#pids[@]})) || return 0
+		if ((i < 3)); then
+			log "stopping what outlives ${1:-the run} (monitor, shims, pods): ${pids[*]}"
+			kill -TERM "${pids[@]}" 2>/dev/null
+			sleep 1
+		else
+			kill -KILL "${pids[@]}" 2>/dev/null
+			sleep 0.5
+		fi
+	done
+}
+
+# stop_runtime removes the runtime's pods through its socket, then stops the
+# daemon this script started, by PID.
+stop_runtime() {
+	local rt="$1" pid="${daemon_pid[$1]:-}" sock i
+	[[ -n $pid ]] || return 0
+	sock="$work/$rt/$rt.sock"
+	if kill -0 "$pid" 2>/dev/null; then
+		timeout 200 "$bench" cleanup -endpoint "$sock" -timeout 180s || log "$rt: removing its pods failed"
+		kill -TERM "$pid" 2>/dev/null || true
+		for ((i = 0; i < 150; i++)); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.1
+		done
+		if kill -0 "$pid" 2>/dev/null; then
+			log "$rt (pid $pid) ignored SIGTERM for 15 s: SIGKILL"
+			kill -KILL "$pid" 2>/dev/null || true
+		fi
+	fi
+	wait "$pid" 2>/dev/null || true
+	unset "daemon_pid[$rt]"
+	# crid-monitor outlives the daemon by design, containerd's shims may
+	# too: the next runtime must be measured alone.
+	stop_ours "$rt"
+}
+
+# sweep_iptables removes the nat rules and chains CNI left for network $1
+# (normally none: CNI DEL removes them).
+sweep_iptables() {
+	local rules chains line c
+	rules="$(iptables-save -t nat 2>/dev/null | grep -F -- "name: \\\"$1\\\"" || true)"
+	[[ -n $rules ]] || return 0
+	log "removing $(wc -l <<<"$rules") leftover iptables rules of $1"
+	chains="$(grep -o -- '-j CNI-[A-Za-z0-9-]*' <<<"$rules" | awk '{print $2}' | sort -u)"
+	while IFS= read -r line; do
+		eval "iptables -t nat ${line/#-A/-D}" 2>/dev/null || true
+	done <<<"$rules"
+	for c in $chains; do
+		iptables -t nat -F "$c" 2>/dev/null || true
+		iptables -t nat -X "$c" 2>/dev/null || true
+	done
+}
+
+cleanup() {
+	local rc=$? rt m d n
+	set +e
+	trap - EXIT INT TERM
+	for rt in "${!daemon_pid[@]}"; do
+		stop_runtime "$rt"
+	done
+	# What outlives a daemon: crid-monitor, containerd's shims, and pods a
+	# failed cleanup left. Only this run's processes, by PID.
+	stop_ours
+	# Mounts under the work dir (overlays, namespace pins, shm), deepest first.
+	awk -v w="$work/" 'index($5, w) == 1 { print $5 }' /proc/self/mountinfo | sort -r |
+		while read -r m; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null; done
+	# containerd 1.6 pins pod network namespaces under /run/netns/cni-*.
+	for n in /run/netns/cni-*; do
+		[[ -e $n ]] || continue
+		grep -qxF "${n#/run/netns/}" <<<"$netns_before" && continue
+		umount "$n" 2>/dev/null
+		rm -f "$n"
+	done
+	((run_netns_existed)) || rmdir /run/netns 2>/dev/null
+	for rt in "${rts[@]}"; do
+		sweep_iptables "${net_name[$rt]}"
+		rm -f /var/lib/cni/results/"${net_name[$rt]}"-*
+		ip link del "${net_bridge[$rt]}" 2>/dev/null
+	done
+	for d in /sys/fs/cgroup/*"$cgroot" /sys/fs/cgroup"$cgroot"; do
+		[[ -d $d ]] && find "$d" -depth -type d -exec rmdir {} + 2>/dev/null
+	done
+	((run_containerd_existed)) || rm -rf /run/containerd
+	if ((!registry_was_up)); then
+		bash "$root/hack/registry.sh" stop >/dev/null
+	fi
+	if [[ ${BENCH_KEEP:-0} == 1 ]]; then
+		log "kept $work"
+	elif awk -v w="$work/" 'index($5, w) == 1 { found = 1 } END { exit !found }' /proc/self/mountinfo; then
+		log "mounts remain under $work: not removing it"
+	else
+		rm -rf --one-file-system "$work"
+	fi
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# --- build, images, proxy port ------------------------------------------------
+
+log "building crid-bench"
+(cd "$root" && go build -o "$bin/crid-bench" ./hack/bench)
+bench="$bin/crid-bench"
+
+# The test images (busybox, pause) and the local registry; the bench images.
+REGISTRY_ADDR="$registry" bash "$root/hack/test-images.sh" >/dev/null ||
+	die "hack/test-images.sh failed"
+"$bench" run -check-flags -runtime check -endpoint none -daemon-pid 1 -log-dir none "${pass[@]}" ||
+	die "bad crid-bench run flags: ${pass[*]}"
+"$bench" image -registry "$registry"
+
+# A free port for the counting proxy the runtimes pull the bench images through.
+port=5099
+while ss -Hltn "sport = :$port" | grep -q .; do
+	port=$((port + 1))
+	((port < 5199)) || die "no free port in 5099-5198 for the registry proxy"
+done
+proxy="127.0.0.1:$port"
+
+
+# --- the runtimes ---------------------------------------------------------------
+
+write_conflist() {
+	local rt="$1" dir="$2"
+	mkdir -p "$dir/net.d" "$dir/ipam"
+	cat >"$dir/net.d/10-bench.conflist" <<EOF
+{
+  "cniVersion": "1.0.0",
+  "name": "${net_name[$rt]}",
+  "plugins": [
+    {
+      "type": "bridge",
+      "bridge": "${net_bridge[$rt]}",
+      "isGateway": true,
+      "ipMasq": true,
+      "hairpinMode": true,
+      "ipam": {
+        "type": "host-local",
+        "dataDir": "$dir/ipam",
+        "ranges": [[{ "subnet": "${net_subnet[$rt]}" }]],
+        "routes": [{ "dst": "0.0.0.0/0" }]
+      }
+    },
+    { "type": "portmap", "capabilities": { "portMappings": true } },
+    { "type": "loopback" }
+  ]
+}
+EOF
+}
+
+start_crid() {
+	local dir="$1"
+	{
+		cat "$root/_output/testbed/registries.conf"
+		printf '\n# crid-bench: the counting proxy in front of the local registry.\n[[registry]]\nlocation = "%s"\ninsecure = true\n' "$proxy"
+	} >"$dir/registries.conf"
+	cat >"$dir/crid.toml" <<EOF
+# Generated by hack/bench/run.sh.
+socket = "$dir/crid.sock"
+root_dir = "$dir/root"
+run_dir = "$dir/run"
+
+[image]
+registries_conf = "$dir/registries.conf"
+sandbox_image = "registry.k8s.io/pause:3.10"
+
+[network]
+cni_conf_dir = "$dir/net.d"
+cni_bin_dirs = ["/opt/cni/bin"]
+
+[runtime]
+cgroup_driver = "cgroupfs"
+cgroup_parent = "$cgroot/crid"
+EOF
+	# setsid: a ^C reaches this script (which removes the pods through the
+	# socket), not the daemon.
+	CRID_BENCH_RUN="$dir" setsid "$bin/crid" --config "$dir/crid.toml" >"$dir/daemon.log" 2>&1 </dev/null &
+	daemon_pid[crid]=$!
+}
+
+start_containerd() {
+	local dir="$1"
+	cat >"$dir/config.toml" <<EOF
+# Generated by hack/bench/run.sh: Debian's containerd with private state,
+# the benchmark's CNI network, cgroupfs, and the local registry as mirror.
+version = 2
+root = "$dir/root"
+state = "$dir/state"
+
+[grpc]
+  address = "$dir/containerd.sock"
+
+[debug]
+  level = "warn"
+
+[plugins]
+  [plugins."io.containerd.internal.v1.opt"]
+    path = "$dir/opt"
+
+  [plugins."io.containerd.grpc.v1.cri"]
+    sandbox_image = "registry.k8s.io/pause:3.10"
+    # No CAP_SYS_RESOURCE here: without this, the pause container fails
+    # writing oom_score_adj -998 (see platform-notes.md).
+    restrict_oom_score_adj = true
+    systemd_cgroup = false
+    stream_server_address = "127.0.0.1"
+    stream_server_port = "0"
+
+    [plugins."io.containerd.grpc.v1.cri".containerd]
+      snapshotter = "overlayfs"
+      default_runtime_name = "runc"
+
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+        runtime_type = "io.containerd.runc.v2"
+
+        [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+          SystemdCgroup = false
+          Root = "$dir/runc"
+
+    [plugins."io.containerd.grpc.v1.cri".cni]
+      bin_dir = "/opt/cni/bin"
+      conf_dir = "$dir/net.d"
+      max_conf_num = 1
+
+    [plugins."io.containerd.grpc.v1.cri".registry.mirrors."registry.k8s.io"]
+      endpoint = ["http://$registry"]
+    [plugins."io.containerd.grpc.v1.cri".registry.mirrors."gcr.io"]
+      endpoint = ["http://$registry"]
+    [plugins."io.containerd.grpc.v1.cri".registry.mirrors."$proxy"]
+      endpoint = ["http://$proxy"]
+EOF
+	CRID_BENCH_RUN="$dir" setsid containerd --config "$dir/config.toml" >"$dir/daemon.log" 2>&1 </dev/null &
+	daemon_pid[containerd]=$!
+}
+
+failed=()
+for rt in "${rts[@]}"; do
+	dir="$work/$rt"
+	mkdir -p "$dir/logs"
+	write_conflist "$rt" "$dir"
+	"start_$rt" "$dir"
+	pid="${daemon_pid[$rt]}"
+	sock="$dir/$rt.sock"
+	log "$rt: started pid $pid ($(readlink "/proc/$pid/exe" 2>/dev/null || echo exited)), socket $sock"
+	if ! version="$("$bench" wait -endpoint "$sock" -pid "$pid" -timeout 60s)"; then
+		log "$rt did not come up; last lines of $dir/daemon.log:"
+		tail -n 20 "$dir/daemon.log" >&2
+		failed+=("$rt")
+		stop_runtime "$rt"
+		continue
+	fi
+	log "$rt: $version"
+	if ! timeout --foreground -k 60s -s INT "${BENCH_TIMEOUT:-30m}" "$bench" run -runtime "$rt" -endpoint "$sock" -daemon-pid "$pid" \
+		-out "$work/results/$rt.json" -work-dir "$dir" -marker "$dir" -log-dir "$dir/logs" \
+		-cgroup-parent "$cgroot/$rt" -bridge "${net_bridge[$rt]}" -net-name "${net_name[$rt]}" -ipam-dir "$dir/ipam" \
+		-registry "$registry" -proxy "$proxy" "${pass[@]}"; then
+		log "$rt: crid-bench run failed; last lines of $dir/daemon.log:"
+		tail -n 20 "$dir/daemon.log" >&2
+		failed+=("$rt")
+	fi
+	stop_runtime "$rt"
+	if grep -qiE 'panic|fatal' "$dir/daemon.log"; then
+		log "$rt: its log mentions a panic or fatal error: $(grep -iE -m 3 'panic|fatal' "$dir/daemon.log")"
+	fi
+done
+
+results=()
+for rt in "${rts[@]}"; do
+	[[ -s "$work/results/$rt.json" ]] && results+=("$work/results/$rt.json")
+done
+((${#results[@]})) || die "no runtime was measured"
+mkdir -p "$outdir"
+stamp="$(date +%Y%m%d-%H%M%S)"
+for f in "${results[@]}"; do
+	cp "$f" "$outdir/$stamp-$(basename "$f")"
+done
+echo
+"$bench" report "${results[@]}" | tee "$outdir/$stamp-report.txt"
+echo
+log "make bench took $(($(date +%s) - started)) s; report and JSON in $outdir/$stamp-*"
+((${#failed[@]} == 0)) || die "not measured completely: ${failed[*]}"

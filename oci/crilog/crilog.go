@@ -1,0 +1,197 @@
+// Package crilog writes container output in the CRI log format kubelet and
+// crictl read:
+//
+//	<RFC3339Nano timestamp> <stdout|stderr> <P|F> <content>\n
+//
+// F ends a line; P marks a piece of a line longer than the maximum line size
+// (the rest follows in later entries). Both streams of a container share one
+// file, which kubelet rotates by renaming it and asking for a reopen.
+package crilog
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// DefaultMaxLine is containerd's default max_container_log_line_size.
+const DefaultMaxLine = 16 << 10
+
+const (
+	initialBuf = 4 << 10  // read buffer of a stream without long lines
+	maxKeptOut = 64 << 10 // output buffer kept between reads
+)
+
+// Stream names an output stream.
+type Stream string
+
+// Streams.
+const (
+	Stdout Stream = "stdout"
+	Stderr Stream = "stderr"
+)
+
+// File is one container's log file, shared by its streams. Each write is a
+// whole batch of entries under the lock, so entries never interleave.
+type File struct {
+	mu   sync.Mutex
+	path string
+	f    *os.File
+	err  error // the first write error since the last (re)open, reported once
+}
+
+// Open opens (creating it and its directory if needed) the log at path for
+// appending.
+func Open(path string) (*File, error) {
+	f, err := openAppend(path)
+	if err != nil {
+		return nil, err
+	}
+	return &File{path: path, f: f}, nil
+}
+
+func openAppend(path string) (*os.File, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("create log directory: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_CLOEXEC, 0o640)
+	if err != nil {
+		return nil, fmt.Errorf("open log: %w", err)
+	}
+	return f, nil
+}
+
+// Path returns the log's path.
+func (l *File) Path() string { return l.path }
+
+// Reopen opens the path again (after kubelet renamed the file to rotate it)
+// and switches writes to the new file.
+func (l *File) Reopen() error {
+	f, err := openAppend(l.path)
+	if err != nil {
+		return err
+	}
+	l.mu.Lock()
+	old := l.f
+	l.f, l.err = f, nil
+	l.mu.Unlock()
+	if old != nil {
+		old.Close()
+	}
+	return nil
+}
+
+// Close closes the file; later writes are dropped.
+func (l *File) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.f == nil {
+		return nil
+	}
+	err := l.f.Close()
+	l.f = nil
+	return err
+}
+
+// write appends p. A failing file (disk full, removed directory) must never
+// block the container, so the error is kept for the caller to report once
+// and the output is dropped until the next reopen.
+func (l *File) write(p []byte) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.f == nil || l.err != nil {
+		return nil
+	}
+	if _, err := l.f.Write(p); err != nil {
+		l.err = err
+		return err
+	}
+	return nil
+}
+
+// Copy reads r until EOF and writes its lines as entries of stream to dst
+// (nil discards them). Lines longer than maxLine bytes are split into P
+// entries of maxLine bytes; an unterminated last line becomes an F entry.
+// Every entry of one read shares one timestamp, taken when the read
+// returned. A write error is reported through onErr once per reopen and
+// copying goes on, so the container never blocks on its output.
+func Copy(dst *File, stream Stream, r io.Reader, maxLine int, now func() time.Time, onErr func(error)) error {
+	if maxLine <= 0 {
+		maxLine = DefaultMaxLine
+	}
+	if now == nil {
+		now = time.Now
+	}
+	// Up to one byte more than a line, so that a line of exactly maxLine
+	// bytes and its newline fit and make one F entry. The buffer starts
+	// small and grows only while a long line is pending: an idle container
+	// costs little.
+	limit := maxLine + 1
+	buf := make([]byte, min(initialBuf, limit))
+	n := 0
+	var out, ts []byte
+	flush := func() {
+		if dst != nil && len(out) > 0 {
+			if err := dst.write(out); err != nil && onErr != nil {
+				onErr(err)
+			}
+		}
+		out = out[:0]
+		if cap(out) > maxKeptOut {
+			out = nil // a burst's buffer is not kept for an idle stream
+		}
+	}
+	for {
+		if n == len(buf) && len(buf) < limit {
+			buf = append(buf, make([]byte, min(2*len(buf), limit)-len(buf))...)
+		}
+		m, err := r.Read(buf[n:])
+		if m > 0 {
+			n += m
+			ts = now().UTC().AppendFormat(ts[:0], time.RFC3339Nano)
+			start := 0
+			for {
+				i := bytes.IndexByte(buf[start:n], '\n')
+				if i < 0 {
+					break
+				}
+				out = appendEntry(out, ts, stream, 'F', buf[start:start+i])
+				start += i + 1
+			}
+			if n-start == limit {
+				out = appendEntry(out, ts, stream, 'P', buf[:maxLine])
+				start = maxLine
+			}
+			n = copy(buf, buf[start:n])
+			flush()
+		}
+		if err != nil {
+			if n > 0 {
+				ts = now().UTC().AppendFormat(ts[:0], time.RFC3339Nano)
+				out = appendEntry(out, ts, stream, 'F', buf[:n])
+				flush()
+			}
+			if errors.Is(err, io.EOF) || errors.Is(err, syscall.EIO) || errors.Is(err, os.ErrClosed) {
+				// EIO: a terminal's master once the slave side is
+				// closed; ErrClosed: the copier was told to stop.
+				return nil
+			}
+			return fmt.Errorf("read %s: %w", stream, err)
+		}
+	}
+}
+
+func appendEntry(out, ts []byte, stream Stream, tag byte, line []byte) []byte {
+	out = append(out, ts...)
+	out = append(out, ' ')
+	out = append(out, stream...)
+	out = append(out, ' ', tag, ' ')
+	out = append(out, line...)
+	return append(out, '\n')
+}

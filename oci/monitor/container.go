@@ -1,0 +1,200 @@
+package monitor
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/opencontainers/runc/libcontainer"
+
+	"github.com/crid-dev/crid/oci/crilog"
+	"github.com/crid-dev/crid/oci/protocol"
+)
+
+// drainGrace bounds how long an exit waits for the output pipes to reach
+// EOF: a process that escaped the container's PID namespace (or a shared
+// one) may hold them open forever. Copying goes on after it.
+const drainGrace = 2 * time.Second
+
+// container is one managed container. Its init is watched either by the
+// reaper (created by this monitor) or through a pidfd (reloaded after a
+// monitor restart, when the init is no longer our child).
+//
+// libcontainer's Container is not kept: it retains the whole start-time
+// state (config, command, bootstrap data), some tens of kB per container
+// that pin heap spans. It is loaded from its state.json for each operation
+// instead, as the runc CLI does; a load costs well under a millisecond.
+type container struct {
+	id string
+
+	mu      sync.Mutex
+	rec     protocol.Record
+	status  string // "" while being created, then protocol.Status*
+	exit    *protocol.Exit
+	stdio   map[string]*os.File // monitor-held ends, by role
+	log     *crilog.File
+	outDone chan struct{} // closed when every output copier ended; nil if none attached
+
+	ioReady chan struct{} // closed once Create has wired stdio, or adopt (or its grace) after a reload
+	ioOnce  sync.Once
+	exited  chan struct{} // closed once the exit is recorded and output drained
+}
+
+func newContainer(rec protocol.Record) *container {
+	return &container{
+		id:      rec.ID,
+		rec:     rec,
+		stdio:   map[string]*os.File{},
+		ioReady: make(chan struct{}),
+		exited:  make(chan struct{}),
+	}
+}
+
+func (c *container) state() protocol.State {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := protocol.State{
+		ID:            c.id,
+		Status:        c.status,
+		Pid:           c.rec.Pid,
+		InitStartTime: c.rec.InitStartTime,
+		CreatedAt:     c.rec.CreatedAt,
+		StartedAt:     c.rec.StartedAt,
+		LogPath:       c.rec.LogPath,
+	}
+	if c.exit != nil {
+		e := *c.exit
+		s.Exit = &e
+	}
+	return s
+}
+
+// attachOutput starts one log copier per output file; each ends at EOF
+// (every writer gone) or when Delete closes the file.
+func (m *Monitor) attachOutput(c *container, files map[string]*os.File) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for role, f := range files {
+		c.stdio[role] = f
+	}
+	streams := map[string]crilog.Stream{
+		protocol.StdioStdout: crilog.Stdout,
+		protocol.StdioPTY:    crilog.Stdout,
+		protocol.StdioStderr: crilog.Stderr,
+	}
+	log, maxLine := c.log, c.rec.MaxLogLine
+	done := make(chan struct{})
+	c.outDone = done
+	var remaining atomic.Int32 // the last copier to end closes done
+	for role := range files {
+		if _, ok := streams[role]; ok {
+			remaining.Add(1)
+		}
+	}
+	if remaining.Load() == 0 {
+		close(done)
+	}
+	for role, f := range files {
+		stream, ok := streams[role]
+		if !ok {
+			continue
+		}
+		go func() {
+			err := crilog.Copy(log, stream, f, maxLine, nil, func(err error) {
+				m.log.Warn("Writing container log failed; output dropped until reopen", "id", c.id, "err", err)
+			})
+			if err != nil {
+				m.log.Warn("Reading container output failed", "id", c.id, "stream", stream, "err", err)
+			}
+			// At EOF no writer is left: the pipe is done with (a pty's
+			// input too, once the container is gone).
+			c.mu.Lock()
+			if c.stdio[role] == f {
+				delete(c.stdio, role)
+				f.Close()
+			}
+			c.mu.Unlock()
+			if remaining.Add(-1) == 0 {
+				close(done)
+			}
+		}()
+	}
+}
+
+// finish records an exit: durably first (the first recorded exit wins, so a
+// daemon's earlier observation is kept), then, once the output has drained,
+// in memory for State and Wait.
+func (m *Monitor) finish(c *container, e protocol.Exit) {
+	if written, err := protocol.WriteExit(m.cfg.StateDir, c.id, e); err != nil {
+		m.log.Error("Recording exit failed", "id", c.id, "err", err)
+	} else if !written {
+		if prev, err := protocol.ReadExit(m.cfg.StateDir, c.id); err == nil && prev != nil {
+			e = *prev
+		}
+	}
+	m.log.Info("Container exited", "id", c.id, "code", e.Code, "signal", e.Signal, "oomKilled", e.OOMKilled, "unknown", e.Unknown)
+	<-c.ioReady
+	c.mu.Lock()
+	done := c.outDone
+	c.mu.Unlock()
+	if done != nil {
+		t := time.NewTimer(drainGrace)
+		select {
+		case <-done:
+		case <-t.C:
+			m.log.Warn("Container output still open after its exit; not waiting for it", "id", c.id)
+		}
+		t.Stop()
+	}
+	c.mu.Lock()
+	c.exit = &e
+	c.status = protocol.StatusStopped
+	c.rec.Finished = true
+	c.mu.Unlock()
+	if err := m.saveRecord(c); err != nil {
+		m.log.Warn("Saving finished record failed", "id", c.id, "err", err)
+	}
+	close(c.exited)
+}
+
+// stdioWired marks the container's stdio as wired (or given up on).
+func (c *container) stdioWired() { c.ioOnce.Do(func() { close(c.ioReady) }) }
+
+// release closes everything the monitor holds for the container.
+func (c *container) release() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for role, f := range c.stdio {
+		f.Close()
+		delete(c.stdio, role)
+	}
+	if c.log != nil {
+		c.log.Close()
+	}
+}
+
+func (m *Monitor) containerDir(id string) string { return protocol.ContainerDir(m.cfg.StateDir, id) }
+
+func (m *Monitor) saveRecord(c *container) error {
+	c.mu.Lock()
+	rec := c.rec
+	c.mu.Unlock()
+	return protocol.WriteJSON(filepath.Join(m.containerDir(c.id), protocol.RecordFile), rec, false)
+}
+
+// load returns libcontainer's view of the container, or nil when its state
+// is gone (a monitor killed mid-create, a reboot of a tmpfs run dir).
+func (m *Monitor) load(id string) (*libcontainer.Container, error) {
+	lc, err := libcontainer.Load(m.root, id)
+	if errors.Is(err, libcontainer.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load libcontainer state of %s: %w", id, err)
+	}
+	return lc, nil
+}

@@ -1,0 +1,232 @@
+package monitor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/opencontainers/cgroups"
+	"github.com/opencontainers/cgroups/manager"
+	"github.com/opencontainers/runc/libcontainer"
+	"golang.org/x/sys/unix"
+
+	"github.com/crid-dev/crid/oci/crilog"
+	"github.com/crid-dev/crid/oci/protocol"
+)
+
+// exitFileWait bounds how long a reloaded container whose init has gone
+// waits for its reaper (the daemon, our parent and a child subreaper) to
+// record the exit before it is recorded as unknown.
+const exitFileWait = 10 * time.Second
+
+// adoptGrace bounds how long a reloaded container's exit waits for the
+// daemon to hand its stdio back (it does so as soon as it connects).
+const adoptGrace = 5 * time.Second
+
+// reload rebuilds the container table from the state dir when the monitor
+// starts, so a restarted monitor manages what its predecessor did. Inits
+// still running are no longer our children: their exits are watched
+// through pidfds and their status read from the file their reaper writes.
+// Their stdio comes back when the daemon adopts it.
+func (m *Monitor) reload() error {
+	entries, err := os.ReadDir(m.cfg.StateDir)
+	if err != nil {
+		return fmt.Errorf("reload: %w", err)
+	}
+	for _, e := range entries {
+		id := e.Name()
+		if !e.IsDir() || protocol.ValidID(id) != nil {
+			continue
+		}
+		rec, err := protocol.ReadRecord(m.cfg.StateDir, id)
+		if err != nil || rec == nil || rec.ID != id {
+			m.log.Warn("Skipping unreadable container record", "id", id, "err", err)
+			continue
+		}
+		if !rec.Complete {
+			m.log.Info("Cleaning up a container whose creation was interrupted", "id", id)
+			if err := m.cleanupIncomplete(*rec); err != nil {
+				m.log.Warn("Cleanup of interrupted creation failed", "id", id, "err", err)
+			}
+			continue
+		}
+		m.containers[id] = m.reloadOne(*rec)
+	}
+	return nil
+}
+
+func (m *Monitor) reloadOne(rec protocol.Record) *container {
+	c := newContainer(rec)
+	lc, err := m.load(rec.ID)
+	if err != nil {
+		m.log.Warn("Loading libcontainer state failed", "id", rec.ID, "err", err)
+	}
+	exit, err := protocol.ReadExit(m.cfg.StateDir, rec.ID)
+	if err != nil {
+		m.log.Warn("Reading exit record failed", "id", rec.ID, "err", err)
+	}
+	if exit != nil && rec.Finished {
+		c.exit, c.status = exit, protocol.StatusStopped
+		c.stdioWired()
+		close(c.exited)
+		return c
+	}
+	c.status = protocol.StatusCreated
+	if !rec.StartedAt.IsZero() {
+		c.status = protocol.StatusRunning
+	} else if lc != nil {
+		// A start in flight when the monitor died may have released it.
+		if st, err := lc.Status(); err == nil && st == libcontainer.Running {
+			c.status = protocol.StatusRunning
+			c.rec.StartedAt = time.Now().UTC()
+		}
+	}
+	if rec.LogPath != "" {
+		if c.log, err = crilog.Open(rec.LogPath); err != nil {
+			m.log.Warn("Reopening log failed; output is discarded", "id", rec.ID, "err", err)
+		}
+	}
+	// The exit waits for the daemon to hand the pipes back, so the
+	// output still in them reaches the log first; not forever.
+	m.bg.Add(2)
+	go func() {
+		defer m.bg.Done()
+		t := time.NewTimer(adoptGrace)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			c.stdioWired()
+		case <-c.ioReady:
+		case <-m.ctx.Done():
+		}
+	}()
+	go func() {
+		defer m.bg.Done()
+		m.watchReloaded(c)
+	}()
+	return c
+}
+
+// watchReloaded waits for a reloaded init to end, then for its exit record.
+func (m *Monitor) watchReloaded(c *container) {
+	c.mu.Lock()
+	pid, start, mem := c.rec.Pid, c.rec.InitStartTime, c.rec.MemoryCgroup
+	c.mu.Unlock()
+	if err := waitPidExit(m.ctx, pid, start); err != nil {
+		return // shutting down
+	}
+	deadline := time.Now().Add(exitFileWait)
+	for {
+		e, err := protocol.ReadExit(m.cfg.StateDir, c.id)
+		if err == nil && e != nil {
+			m.finish(c, *e)
+			return
+		}
+		if time.Now().After(deadline) {
+			m.log.Warn("Init exited while the monitor was down and no reaper recorded its status", "id", c.id, "pid", pid)
+			m.finish(c, protocol.Exit{
+				Code: 255, Unknown: true, At: time.Now().UTC(), ReapedBy: "monitor",
+				OOMKilled: mem != "" && protocol.OOMKills(mem) > 0,
+			})
+			return
+		}
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// waitPidExit returns when the process (pid, start) has exited — at once if
+// it is already gone, a zombie, or another process. A pidfd becomes
+// readable when its process exits, for any waiter, not only the parent; Go's
+// poller waits on it without a thread.
+func waitPidExit(ctx context.Context, pid int, start uint64) error {
+	fd, err := unix.PidfdOpen(pid, unix.PIDFD_NONBLOCK)
+	if err != nil {
+		return nil // gone already
+	}
+	f := os.NewFile(uintptr(fd), "pidfd")
+	defer f.Close()
+	// Checked after opening: the pidfd pins the process we verify.
+	if st, state, err := protocol.ProcStartTime(pid); err != nil || st != start || state == 'Z' || state == 'X' {
+		return nil
+	}
+	stop := context.AfterFunc(ctx, func() { f.Close() })
+	defer stop()
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	first := true
+	err = rc.Read(func(uintptr) bool {
+		if first {
+			first = false
+			return false // wait for readability
+		}
+		return true
+	})
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if err == nil {
+		return nil
+	}
+	// Not pollable after all: fall back to looking.
+	for {
+		if st, state, err := protocol.ProcStartTime(pid); err != nil || st != start || state == 'Z' || state == 'X' {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// cleanupIncomplete removes what an interrupted create left: libcontainer
+// state (possibly without state.json), the cgroup and its processes, files.
+func (m *Monitor) cleanupIncomplete(rec protocol.Record) error {
+	var errs []error
+	if lc, err := libcontainer.Load(m.root, rec.ID); err == nil {
+		_ = lc.Signal(unix.SIGKILL)
+		if err := m.destroyWhenGone(lc); err != nil {
+			errs = append(errs, err)
+		}
+	} else {
+		if err := os.RemoveAll(filepath.Join(m.root, rec.ID)); err != nil {
+			errs = append(errs, err)
+		}
+		if rec.CgroupsPath != "" {
+			if err := destroyCgroup(rec.CgroupsPath); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err // keep the record: the daemon's delete retries
+	}
+	return os.RemoveAll(m.containerDir(rec.ID))
+}
+
+// destroyCgroup kills what runs in a cgroup and removes it.
+func destroyCgroup(path string) error {
+	mgr, err := manager.New(&cgroups.Cgroup{Path: path, Resources: &cgroups.Resources{}})
+	if err != nil {
+		return fmt.Errorf("cgroup %s: %w", path, err)
+	}
+	if pids, err := mgr.GetAllPids(); err == nil {
+		for _, pid := range pids {
+			_ = unix.Kill(pid, unix.SIGKILL)
+		}
+	}
+	if err := mgr.Destroy(); err != nil {
+		return fmt.Errorf("remove cgroup %s: %w", path, err)
+	}
+	return nil
+}

@@ -1,0 +1,79 @@
+package protocol
+
+import (
+	"bufio"
+	"bytes"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+)
+
+// ExitFromStatus turns a wait status into an Exit. memoryCgroup, when set, is
+// the container's memory cgroup directory: a non-zero OOM-kill counter there
+// marks the exit as OOMKilled, as containerd reports any OOM kill in the
+// container's cgroup. Reading a counter is cheaper than an eventfd and a
+// goroutine per container, and it is right whoever reaps the init.
+func ExitFromStatus(ws syscall.WaitStatus, at time.Time, memoryCgroup, reapedBy string) Exit {
+	e := Exit{At: at.UTC(), ReapedBy: reapedBy}
+	switch {
+	case ws.Exited():
+		e.Code = ws.ExitStatus()
+	case ws.Signaled():
+		e.Signal = int(ws.Signal())
+		e.Code = 128 + e.Signal
+	default:
+		e.Code = 255
+		e.Unknown = true
+	}
+	if memoryCgroup != "" && OOMKills(memoryCgroup) > 0 {
+		e.OOMKilled = true
+	}
+	return e
+}
+
+// OOMKills returns the OOM-kill counter of a memory cgroup (v1
+// memory.oom_control or v2 memory.events), 0 when it cannot be read.
+func OOMKills(dir string) uint64 {
+	for _, name := range []string{"memory.events", "memory.oom_control"} {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			continue
+		}
+		sc := bufio.NewScanner(bytes.NewReader(b))
+		for sc.Scan() {
+			k, v, ok := bytes.Cut(sc.Bytes(), []byte{' '})
+			if ok && string(k) == "oom_kill" {
+				n, _ := strconv.ParseUint(string(v), 10, 64)
+				return n
+			}
+		}
+	}
+	return 0
+}
+
+// ProcStartTime returns a process's start time in clock ticks since boot
+// (field 22 of /proc/<pid>/stat), which with the pid identifies a process
+// across pid reuse, and its state letter (Z for a zombie).
+func ProcStartTime(pid int) (start uint64, state byte, err error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, 0, err
+	}
+	// comm (field 2) may hold spaces and parentheses: parse after the last ')'.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 >= len(b) {
+		return 0, 0, syscall.EINVAL
+	}
+	fields := bytes.Fields(b[i+2:])
+	// fields[0] is field 3 (state); field 22 is fields[19].
+	if len(fields) < 20 || len(fields[0]) != 1 {
+		return 0, 0, syscall.EINVAL
+	}
+	start, err = strconv.ParseUint(string(fields[19]), 10, 64)
+	if err != nil {
+		return 0, 0, syscall.EINVAL
+	}
+	return start, fields[0][0], nil
+}

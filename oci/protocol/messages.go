@@ -1,0 +1,193 @@
+package protocol
+
+import (
+	"encoding/json"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// Version changes whenever a message changes incompatibly; the daemon checks
+// it in the hello reply and refuses a monitor that speaks another version.
+const Version = 1
+
+// Methods. Every request gets exactly one reply with the same ID; replies may
+// come in any order, so a blocking wait never holds up other calls.
+const (
+	MethodHello      = "hello"       // → HelloReply
+	MethodCreate     = "create"      // CreateRequest → CreateReply + stdio fds
+	MethodStart      = "start"       // IDRequest → StartReply
+	MethodKill       = "kill"        // KillRequest → {}
+	MethodWait       = "wait"        // IDRequest → Exit, when the container has exited and its output is drained
+	MethodState      = "state"       // IDRequest → State
+	MethodDelete     = "delete"      // IDRequest → {}; kills a live container first; unknown IDs succeed
+	MethodList       = "list"        // {} → ListReply
+	MethodReopenLog  = "reopen_log"  // IDRequest → {}
+	MethodAdopt      = "adopt"       // AdoptRequest + fds → {}: hands stdio back to a restarted monitor
+	MethodStdio      = "stdio"       // IDRequest → StdioReply + fds: duplicates for a restarted daemon
+	MethodCloseStdin = "close_stdin" // IDRequest → {}
+	MethodExec       = "exec"        // ExecRequest → ExecReply
+)
+
+// Stdio roles name the descriptors that travel with create, adopt and stdio
+// messages, in order. The daemon keeps the read ends of the output pipes (and
+// the write end of stdin) so that the pipes outlive a crashed monitor and no
+// byte is lost: the container blocks on a full pipe until a new monitor
+// drains it.
+const (
+	StdioStdin  = "stdin"  // write end of the container's stdin pipe
+	StdioStdout = "stdout" // read end of the container's stdout pipe
+	StdioStderr = "stderr" // read end of the container's stderr pipe
+	StdioPTY    = "pty"    // the terminal's master side (output and input)
+)
+
+// Message is the envelope of every frame. A request has a Method; a reply
+// has the request's ID and either a Body or an Error.
+type Message struct {
+	ID     uint64          `json:"id"`
+	Method string          `json:"method,omitempty"`
+	Body   json.RawMessage `json:"body,omitempty"`
+	Error  *Error          `json:"error,omitempty"`
+}
+
+// Code classifies an error so the daemon can map it to a gRPC code.
+type Code string
+
+// Error codes.
+const (
+	CodeNotFound           Code = "not_found"
+	CodeAlreadyExists      Code = "already_exists"
+	CodeInvalidArgument    Code = "invalid_argument"
+	CodeFailedPrecondition Code = "failed_precondition"
+	CodeInternal           Code = "internal"
+)
+
+// Error is a failed reply.
+type Error struct {
+	Code    Code   `json:"code"`
+	Message string `json:"message"`
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// HelloReply identifies the monitor.
+type HelloReply struct {
+	Version   int       `json:"version"`
+	Pid       int       `json:"pid"`
+	StartedAt time.Time `json:"startedAt"`
+}
+
+// CreateRequest creates a container whose init stops before the user
+// process (CRI CreateContainer).
+type CreateRequest struct {
+	ID   string      `json:"id"`
+	Spec *specs.Spec `json:"spec"`
+	// LogPath is the CRI log file; empty discards the output.
+	LogPath string `json:"logPath,omitempty"`
+	// MaxLogLine splits longer lines into partial (P) entries; 0 means
+	// the monitor's default.
+	MaxLogLine int  `json:"maxLogLine,omitempty"`
+	Stdin      bool `json:"stdin,omitempty"`
+	StdinOnce  bool `json:"stdinOnce,omitempty"`
+	TTY        bool `json:"tty,omitempty"`
+}
+
+// CreateReply carries the init's pid; the frame carries duplicates of the
+// stdio descriptors named by Stdio, for the daemon to keep.
+type CreateReply struct {
+	Pid           int      `json:"pid"`
+	InitStartTime uint64   `json:"initStartTime"`
+	Stdio         []string `json:"stdio,omitempty"`
+}
+
+// IDRequest names a container.
+type IDRequest struct {
+	ID string `json:"id"`
+}
+
+// StartReply says when the user process was released.
+type StartReply struct {
+	StartedAt time.Time `json:"startedAt"`
+}
+
+// KillRequest signals the container's init, or every process of its cgroup
+// when All is set.
+type KillRequest struct {
+	ID     string `json:"id"`
+	Signal int    `json:"signal"`
+	All    bool   `json:"all,omitempty"`
+}
+
+// Container states.
+const (
+	StatusCreated = "created"
+	StatusRunning = "running"
+	StatusStopped = "stopped"
+)
+
+// State describes one container.
+type State struct {
+	ID            string    `json:"id"`
+	Status        string    `json:"status"`
+	Pid           int       `json:"pid,omitempty"`
+	InitStartTime uint64    `json:"initStartTime,omitempty"`
+	CreatedAt     time.Time `json:"createdAt"`
+	StartedAt     time.Time `json:"startedAt,omitzero"`
+	LogPath       string    `json:"logPath,omitempty"`
+	// Exit is set once the container has stopped.
+	Exit *Exit `json:"exit,omitempty"`
+}
+
+// Exit is how a container ended. It is also the durable exit file.
+type Exit struct {
+	// Code follows the shell convention containerd and CRI-O use:
+	// the exit status, or 128+signal for a process killed by a signal.
+	Code      int       `json:"code"`
+	Signal    int       `json:"signal,omitempty"`
+	OOMKilled bool      `json:"oomKilled,omitempty"`
+	At        time.Time `json:"at"`
+	// Unknown says the exit could not be observed (the init was reaped
+	// by someone that did not record it); Code is then 255.
+	Unknown bool `json:"unknown,omitempty"`
+	// ReapedBy says which process recorded it: "monitor" or "daemon".
+	ReapedBy string `json:"reapedBy,omitempty"`
+}
+
+// ListReply lists every container the monitor manages.
+type ListReply struct {
+	Containers []State `json:"containers"`
+}
+
+// AdoptRequest hands stdio descriptors (named by Stdio, in frame order) back
+// to a monitor that lost them in a crash.
+type AdoptRequest struct {
+	ID    string   `json:"id"`
+	Stdio []string `json:"stdio"`
+}
+
+// StdioReply names the duplicated descriptors that travel with it.
+type StdioReply struct {
+	Stdio []string `json:"stdio,omitempty"`
+}
+
+// ExecRequest runs a process in a running container (setns) and waits for
+// it (CRI ExecSync).
+type ExecRequest struct {
+	ID      string         `json:"id"`
+	Process *specs.Process `json:"process"`
+	Stdin   []byte         `json:"stdin,omitempty"`
+	// Timeout kills the process when it runs longer; 0 means no timeout.
+	Timeout time.Duration `json:"timeout,omitempty"`
+	// MaxOutput bounds each of stdout and stderr; 0 means the default
+	// (16 MiB, kubelet's cap).
+	MaxOutput int `json:"maxOutput,omitempty"`
+}
+
+// ExecReply is the exec's outcome.
+type ExecReply struct {
+	Exit      Exit   `json:"exit"`
+	Stdout    []byte `json:"stdout,omitempty"`
+	Stderr    []byte `json:"stderr,omitempty"`
+	TimedOut  bool   `json:"timedOut,omitempty"`
+	Truncated bool   `json:"truncated,omitempty"`
+}

@@ -1,0 +1,64 @@
+package oci
+
+import (
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"k8s.io/klog/v2"
+
+	"github.com/crid-dev/crid/oci/protocol"
+)
+
+// execReplyMargin is the time an exec's reply needs after its timeout.
+const execReplyMargin = 500 * time.Millisecond
+
+func timeUntil(t time.Time) time.Duration { return time.Until(t) }
+
+// Reap reaps the container inits that became the daemon's children when
+// their monitor died, and records their exits where the next monitor reads
+// them. Only known inits are waited for — by pid, after checking the pid
+// is still that init (start time) and a zombie — so the exec.Cmd children
+// of the daemon keep their statuses. New runs it on every SIGCHLD; calling
+// it more often is harmless.
+func (r *Runtime) Reap() {
+	type cand struct {
+		id    string
+		pid   int
+		start uint64
+	}
+	var cands []cand
+	r.mu.Lock()
+	for id, t := range r.tracked {
+		if !t.exited && t.pid > 0 {
+			cands = append(cands, cand{id, t.pid, t.start})
+		}
+	}
+	r.mu.Unlock()
+	for _, c := range cands {
+		start, state, err := protocol.ProcStartTime(c.pid)
+		if err != nil || start != c.start || state != 'Z' {
+			continue
+		}
+		var ws unix.WaitStatus
+		pid, err := unix.Wait4(c.pid, &ws, unix.WNOHANG, nil)
+		if err != nil || pid != c.pid {
+			continue // not our child: its monitor lives and reaps it
+		}
+		var mem string
+		if rec, err := protocol.ReadRecord(r.opts.StateDir, c.id); err == nil && rec != nil {
+			mem = rec.MemoryCgroup
+		}
+		e := protocol.ExitFromStatus(syscall.WaitStatus(ws), time.Now(), mem, "daemon")
+		if _, err := protocol.WriteExit(r.opts.StateDir, c.id, e); err != nil {
+			klog.ErrorS(err, "Recording the exit of a container reaped by the daemon failed", "id", c.id, "code", e.Code)
+		} else {
+			klog.InfoS("Reaped container init while the monitor was down", "id", c.id, "pid", c.pid, "code", e.Code)
+		}
+		r.mu.Lock()
+		if t := r.tracked[c.id]; t != nil && t.pid == c.pid {
+			t.exited = true // its stdio still goes to the new monitor to drain
+		}
+		r.mu.Unlock()
+	}
+}

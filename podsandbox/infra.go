@@ -1,0 +1,131 @@
+package podsandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"syscall"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/crid-dev/crid/cgroupmgr"
+	"github.com/crid-dev/crid/imageservice"
+	"github.com/crid-dev/crid/oci"
+	"github.com/crid-dev/crid/oci/specgen"
+)
+
+// infraOOMScoreAdj keeps the pause process among the last to be killed;
+// the monitor raises it to its own score where the node forbids lowering.
+const infraOOMScoreAdj = -998
+
+// PauseRunner runs a pod's infra process: the sandbox image's pause
+// binary, as a container holding the pod's PID namespace, in the pinned
+// network, IPC and UTS namespaces. Its container ID is the sandbox ID.
+type PauseRunner struct {
+	Runtime *oci.Runtime
+	Images  *imageservice.Service
+	Cgroups *cgroupmgr.Manager
+	// Image is the sandbox image, pulled when missing and pinned.
+	Image string
+}
+
+// Start pulls the sandbox image if needed, mounts its rootfs and runs it.
+func (p *PauseRunner) Start(ctx context.Context, sb *Sandbox) (int, error) {
+	img, err := p.Images.Get(p.Image)
+	if err != nil {
+		return 0, err
+	}
+	if img == nil {
+		if img, err = p.Images.Pull(ctx, p.Image, nil); err != nil {
+			return 0, fmt.Errorf("pull sandbox image: %w", err)
+		}
+	}
+	rootfs, err := p.Images.MountRootfs(sb.ID, img.ID.String())
+	if err != nil {
+		return 0, err
+	}
+	ns := map[specs.LinuxNamespaceType]string{specs.PIDNamespace: ""}
+	for kind, typ := range map[nsKind]specs.LinuxNamespaceType{nsNet: specs.NetworkNamespace, nsIPC: specs.IPCNamespace, nsUTS: specs.UTSNamespace} {
+		ns[typ] = "host"
+		if pin := sb.Namespaces[string(kind)]; pin != "" {
+			ns[typ] = pin
+		}
+	}
+	cfg := img.Config.Config
+	spec, err := specgen.Build(specgen.Input{
+		Config: &runtime.ContainerConfig{
+			Metadata: &runtime.ContainerMetadata{Name: "POD"},
+			Linux: &runtime.LinuxContainerConfig{
+				Resources: &runtime.LinuxContainerResources{OomScoreAdj: infraOOMScoreAdj},
+				SecurityContext: &runtime.LinuxContainerSecurityContext{
+					ReadonlyRootfs: true,
+					NoNewPrivs:     true,
+					Capabilities:   &runtime.Capability{DropCapabilities: []string{"ALL"}},
+				},
+			},
+		},
+		Image:       specgen.Image{Entrypoint: cfg.Entrypoint, Cmd: cfg.Cmd, Env: cfg.Env, WorkingDir: cfg.WorkingDir, User: cfg.User},
+		Pod:         specgen.Pod{Namespaces: ns},
+		Rootfs:      rootfs,
+		CgroupsPath: p.Cgroups.ContainerPath(sb.CgroupParent, sb.ID),
+	})
+	if err != nil {
+		return 0, fmt.Errorf("infra spec: %w", err)
+	}
+	pid, err := p.Runtime.Create(ctx, oci.CreateRequest{ID: sb.ID, Spec: spec})
+	if err != nil {
+		return 0, fmt.Errorf("create infra container: %w", err)
+	}
+	if err := p.Runtime.Start(ctx, sb.ID); err != nil {
+		return 0, fmt.Errorf("start infra container: %w", err)
+	}
+	return pid, nil
+}
+
+// Stop kills the infra process and waits until it is gone.
+func (p *PauseRunner) Stop(ctx context.Context, sb *Sandbox) error {
+	st, err := p.Runtime.State(ctx, sb.ID)
+	if errors.Is(err, oci.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if st.Status == oci.Stopped {
+		return nil
+	}
+	if err := p.Runtime.Kill(ctx, sb.ID, syscall.SIGKILL); err != nil && !errors.Is(err, oci.ErrNotFound) {
+		return err
+	}
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if _, err := p.Runtime.Wait(wctx, sb.ID); err != nil && !errors.Is(err, oci.ErrNotFound) {
+		return fmt.Errorf("wait for infra process: %w", err)
+	}
+	return nil
+}
+
+// Remove deletes the infra container and its rootfs.
+func (p *PauseRunner) Remove(ctx context.Context, sb *Sandbox) error {
+	if err := p.Runtime.Delete(ctx, sb.ID); err != nil && !errors.Is(err, oci.ErrNotFound) {
+		return err
+	}
+	return p.Images.UnmountRootfs(sb.ID)
+}
+
+// Running reports whether the infra process lives.
+func (p *PauseRunner) Running(ctx context.Context, sb *Sandbox) bool {
+	st, err := p.Runtime.State(ctx, sb.ID)
+	return err == nil && st.Status == oci.Running
+}
+
+// PidNamespace returns the path of the pod's shared PID namespace, held by
+// its infra process.
+func (sb *Sandbox) PidNamespace() string {
+	if sb.InfraPid == 0 {
+		return ""
+	}
+	return fmt.Sprintf("/proc/%d/ns/pid", sb.InfraPid)
+}

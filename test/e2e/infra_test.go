@@ -1,0 +1,136 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// infraPid reads the pod's infra process from its verbose status.
+func (n *podNode) infraPid(t *testing.T, id string) int {
+	t.Helper()
+	resp, err := n.runtime().PodSandboxStatus(context.Background(), &runtime.PodSandboxStatusRequest{PodSandboxId: id, Verbose: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var info struct {
+		InfraPid int `json:"infra_pid"`
+	}
+	if err := json.Unmarshal([]byte(resp.Info["info"]), &info); err != nil {
+		t.Fatal(err)
+	}
+	return info.InfraPid
+}
+
+// monitorPids finds the monitors serving this node's run dir.
+func (n *podNode) monitorPids() []int {
+	var pids []int
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err == nil && strings.Contains(string(b), "crid-monitor") && strings.Contains(string(b), n.dir+"/") {
+			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	f := strings.Fields(string(b))
+	return len(f) > 2 && f[2] != "Z"
+}
+
+func nsInode(t *testing.T, path string) uint64 {
+	t.Helper()
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Ino
+}
+
+// A pod sharing one PID namespace gets an infra (pause) process, which
+// lives in the pod's namespaces and survives restarts of the daemon and of
+// the monitor.
+func TestInfraProcess(t *testing.T) {
+	n := newPodNode(t)
+	cfg := podConfig("infra")
+	cfg.Linux.SecurityContext.NamespaceOptions.Pid = runtime.NamespaceMode_POD
+	id := n.run(t, cfg)
+	pid := n.infraPid(t, id)
+	if pid == 0 || !alive(pid) {
+		t.Fatalf("no live infra process (pid %d)\n%s", pid, n.log)
+	}
+	comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+	if strings.TrimSpace(string(comm)) != "pause" {
+		t.Fatalf("infra process is %q, want pause", comm)
+	}
+	status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	mustContain(t, "infra status", string(status), "Uid:\t65535")
+	pins := filepath.Join(n.dir, "run", "sandboxes", id, "ns")
+	for _, kind := range []string{"net", "ipc", "uts"} {
+		if got, want := nsInode(t, fmt.Sprintf("/proc/%d/ns/%s", pid, kind)), nsInode(t, filepath.Join(pins, kind)); got != want {
+			t.Fatalf("infra %s namespace %d is not the pod's %d", kind, got, want)
+		}
+	}
+	cgroup, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	mustContain(t, "infra cgroup", string(cgroup), n.cgroupParent+"/pod-"+id+"/"+id)
+
+	// The daemon restarts: the pod keeps running.
+	n.restart(t)
+	if st := n.status(t, id); st.State != runtime.PodSandboxState_SANDBOX_READY || !alive(pid) {
+		t.Fatalf("after daemon restart: %v, infra alive %v", st.State, alive(pid))
+	}
+	// The monitor is killed: the daemon starts another, the pod lives on.
+	mons := n.monitorPids()
+	if len(mons) != 1 {
+		t.Fatalf("monitors for this node: %v", mons)
+	}
+	if err := syscall.Kill(mons[0], syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if m := n.monitorPids(); len(m) == 1 && m[0] != mons[0] && alive(m[0]) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no new monitor after killing %d: %v\n%s", mons[0], n.monitorPids(), n.log)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if st := n.status(t, id); st.State != runtime.PodSandboxState_SANDBOX_READY || !alive(pid) {
+		t.Fatalf("after monitor restart: %v, infra alive %v", st.State, alive(pid))
+	}
+
+	ctx := context.Background()
+	if _, err := n.runtime().StopPodSandbox(ctx, &runtime.StopPodSandboxRequest{PodSandboxId: id}); err != nil {
+		t.Fatal(err)
+	}
+	if alive(pid) {
+		t.Fatal("infra process survived StopPodSandbox")
+	}
+	if _, err := n.runtime().RemovePodSandbox(ctx, &runtime.RemovePodSandboxRequest{PodSandboxId: id}); err != nil {
+		t.Fatal(err)
+	}
+	if s := n.hostState(t); s != (hostState{}) {
+		t.Fatalf("left behind: %+v", s)
+	}
+	if _, err := os.Stat(filepath.Join(n.dir, "root", "rootfs", id)); !os.IsNotExist(err) {
+		t.Fatalf("infra rootfs left: %v", err)
+	}
+}
