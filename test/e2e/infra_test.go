@@ -134,3 +134,39 @@ func TestInfraProcess(t *testing.T) {
 		t.Fatalf("infra rootfs left: %v", err)
 	}
 }
+
+func TestCrictlPodCommands(t *testing.T) {
+	n := newPodNode(t)
+	pod := filepath.Join(n.dir, "pod.json")
+	writeFile(t, pod, `{"metadata": {"name": "crictl-pod", "namespace": "e2e", "uid": "crictl-uid"}, "hostname": "crictl-pod",
+  "labels": {"via": "crictl"}, "linux": {"cgroup_parent": "`+n.cgroupParent+`/crictl"}}`)
+	id := strings.TrimSpace(crictl(t, n.daemon, "runp", pod))
+	if len(id) != 64 {
+		t.Fatalf("crictl runp printed %q, want a sandbox ID", id)
+	}
+	mustContain(t, "crictl pods", crictl(t, n.daemon, "pods"), id[:13], "crictl-pod", "Ready")
+	out := crictl(t, n.daemon, "inspectp", id[:13])
+	mustContain(t, "crictl inspectp", out, `"state": "SANDBOX_READY"`, `"ip": "10.241.`, `"via": "crictl"`, `"infra_pid"`)
+	crictl(t, n.daemon, "stopp", id[:13])
+	mustContain(t, "crictl pods after stopp", crictl(t, n.daemon, "pods", "--id", id), "NotReady")
+	crictl(t, n.daemon, "rmp", id[:13])
+	if out := crictl(t, n.daemon, "pods", "-q"); strings.TrimSpace(out) != "" {
+		t.Fatalf("pods left after rmp: %q", out)
+	}
+	// The pod cgroup named in the config is the caller's (kubelet creates
+	// and removes its pod cgroups); crid removed only its leaf in it.
+	for _, h := range []string{"memory", "cpu", "cpuacct", "pids", "cpuset", "blkio", "devices", "freezer", "systemd"} {
+		p := filepath.Join("/sys/fs/cgroup", h, n.cgroupParent, "crictl")
+		if entries, _ := os.ReadDir(p); len(entries) > 0 {
+			for _, e := range entries {
+				if e.IsDir() {
+					t.Errorf("container cgroup left: %s/%s", p, e.Name())
+				}
+			}
+		}
+		_ = os.Remove(p)
+	}
+	if s := n.hostState(t); s != (hostState{}) {
+		t.Fatalf("left behind: %+v", s)
+	}
+}
