@@ -23,6 +23,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/crid-dev/crid/oci/protocol"
+	"github.com/crid-dev/crid/oci/specgen"
 )
 
 // These tests run real containers through a real crid-monitor: they need
@@ -221,7 +222,7 @@ func removeCgroupTree(t *testing.T, parent string) {
 
 // spec is a default container spec for args on the test rootfs.
 func (e *env) spec(id string, args ...string) *specs.Spec {
-	s := DefaultSpec()
+	s := specgen.Base()
 	s.Root.Path = e.rootfs
 	s.Process.Args = args
 	s.Hostname = "crid-test"
@@ -375,7 +376,7 @@ func TestCreateStopsBeforeUserProcess(t *testing.T) {
 func TestKillSIGTERMIsExit143(t *testing.T) {
 	e := newEnv(t)
 	s := e.spec("term", "sleep", "100")
-	RemoveNamespace(s, specs.PIDNamespace)
+	specgen.SetNamespace(s, specs.PIDNamespace, "host")
 	e.create("term", s)
 	if err := e.r.Start(ctx(t), "term"); err != nil {
 		t.Fatal(err)

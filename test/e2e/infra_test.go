@@ -4,14 +4,20 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	goruntime "runtime"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -168,5 +174,74 @@ func TestCrictlPodCommands(t *testing.T) {
 	}
 	if s := n.hostState(t); s != (hostState{}) {
 		t.Fatalf("left behind: %+v", s)
+	}
+}
+
+// listenInNetns opens a TCP listener inside the network namespace at pin:
+// a socket keeps the namespace it was created in.
+func listenInNetns(t *testing.T, pin string, port int) net.Listener {
+	t.Helper()
+	type result struct {
+		l   net.Listener
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		goruntime.LockOSThread() // never unlocked: the thread dies with the goroutine
+		f, err := os.Open(pin)
+		if err != nil {
+			done <- result{nil, err}
+			return
+		}
+		defer f.Close()
+		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+			done <- result{nil, err}
+			return
+		}
+		l, err := net.Listen("tcp4", fmt.Sprintf("0.0.0.0:%d", port))
+		done <- result{l, err}
+	}()
+	r := <-done
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	t.Cleanup(func() { r.l.Close() })
+	return r.l
+}
+
+// A pod's port mapping forwards the host port to the pod.
+func TestPortMappingReachesPod(t *testing.T) {
+	n := newPodNode(t)
+	hostPort := int32(42000 + rand.IntN(2000))
+	cfg := podConfig("ports")
+	cfg.PortMappings = []*runtime.PortMapping{{ContainerPort: 8080, HostPort: hostPort, Protocol: runtime.Protocol_TCP}}
+	id := n.run(t, cfg)
+	l := listenInNetns(t, filepath.Join(n.dir, "run", "sandboxes", id, "ns", "net"), 8080)
+	go func() {
+		c, err := l.Accept()
+		if err == nil {
+			_, _ = c.Write([]byte("hello from the pod\n"))
+			c.Close()
+		}
+	}()
+	// The bridge's gateway is a host address: portmap's DNAT for locally
+	// generated traffic sends host:hostPort to the pod.
+	gw := strings.TrimSuffix(n.subnet, "0/24") + "1"
+	c, err := net.DialTimeout("tcp4", fmt.Sprintf("%s:%d", gw, hostPort), 5*time.Second)
+	if err != nil {
+		t.Fatalf("dial host port %d: %v", hostPort, err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	b, _ := io.ReadAll(c)
+	if string(b) != "hello from the pod\n" {
+		t.Fatalf("through the host port: %q", b)
+	}
+	if _, err := n.runtime().RemovePodSandbox(context.Background(), &runtime.RemovePodSandboxRequest{PodSandboxId: id}); err != nil {
+		t.Fatal(err)
+	}
+	out, _ := exec.Command("iptables-save", "-t", "nat").Output()
+	if strings.Contains(string(out), id) {
+		t.Fatal("port-forwarding rules left after removal")
 	}
 }

@@ -82,8 +82,8 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
-// startAuthRegistry runs a second docker-registry, requiring basic auth,
-// over a copy of the test bed's storage.
+// startAuthRegistry runs a second docker-registry that requires basic auth
+// and serves the test bed's images as a pull-through cache of it.
 func startAuthRegistry(t *testing.T, user, pass string) string {
 	t.Helper()
 	dir := newDirs(t)
@@ -92,9 +92,6 @@ func startAuthRegistry(t *testing.T, user, pass string) string {
 		t.Fatalf("htpasswd: %v", err)
 	}
 	writeFile(t, filepath.Join(dir, "htpasswd"), string(htpasswd))
-	if out, err := exec.Command("cp", "-a", filepath.Join(testbedDir, "registry", "data"), filepath.Join(dir, "data")).CombinedOutput(); err != nil {
-		t.Fatalf("copy registry storage: %v\n%s", err, out)
-	}
 	addr := freeAddr(t)
 	writeFile(t, filepath.Join(dir, "config.yml"), fmt.Sprintf(`version: 0.1
 log:
@@ -108,7 +105,9 @@ auth:
   htpasswd:
     realm: crid-e2e
     path: %s/htpasswd
-`, dir, addr, dir))
+proxy:
+  remoteurl: http://%s
+`, dir, addr, dir, testRegistry))
 	cmd := exec.Command("docker-registry", "serve", filepath.Join(dir, "config.yml"))
 	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
 	if err := cmd.Start(); err != nil {
