@@ -814,6 +814,8 @@ func TestMonitorSurvivesDaemonExit(t *testing.T) {
 	if err != nil || st.Status != Running {
 		t.Fatalf("state %+v %v", st, err)
 	}
+	// Running says the process started, not that its echo ran yet.
+	waitUntil(t, "the container's first line", func() bool { return len(readLog(t, e.logPath("outlives"))) == 1 })
 	if err := r.Kill(ctx(t), "outlives", syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
