@@ -8,6 +8,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/crid-dev/crid/imageservice"
+	"github.com/crid-dev/crid/oci"
+	"github.com/crid-dev/crid/oci/specgen"
 	"github.com/crid-dev/crid/podsandbox"
 )
 
@@ -24,12 +26,15 @@ func toStatus(err error) error {
 	code := codes.Unknown
 	switch {
 	case errors.As(err, &badRef), errors.Is(err, imageservice.ErrAmbiguous),
-		errors.Is(err, podsandbox.ErrInvalid), errors.Is(err, podsandbox.ErrAmbiguous):
+		errors.Is(err, podsandbox.ErrInvalid), errors.Is(err, podsandbox.ErrAmbiguous),
+		errors.Is(err, specgen.ErrInvalid), errors.Is(err, oci.ErrInvalidArgument), errors.Is(err, oci.ErrAmbiguous):
 		code = codes.InvalidArgument
-	case errors.Is(err, podsandbox.ErrNotFound):
+	case errors.Is(err, podsandbox.ErrNotFound), errors.Is(err, oci.ErrNotFound), errors.Is(err, imageservice.ErrImageNotFound):
 		code = codes.NotFound
-	case errors.Is(err, podsandbox.ErrAlreadyExists):
+	case errors.Is(err, podsandbox.ErrAlreadyExists), errors.Is(err, oci.ErrAlreadyExists):
 		code = codes.AlreadyExists
+	case errors.Is(err, oci.ErrFailedPrecondition):
+		code = codes.FailedPrecondition
 	case errors.Is(err, imageservice.ErrUnauthorized):
 		code = codes.Unauthenticated
 	case errors.Is(err, imageservice.ErrPinned):

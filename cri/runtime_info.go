@@ -41,10 +41,15 @@ func (s *runtimeService) Status(_ context.Context, req *runtime.StatusRequest) (
 			{Type: runtime.RuntimeReady, Status: true},
 			network,
 		}},
-		Features: &runtime.RuntimeFeatures{},
+		// Both built in oci/specgen: the Strict and Merge policies, and
+		// "rro" mounts (runc's mount_setattr, kernels from 5.12).
+		Features: &runtime.RuntimeFeatures{SupplementalGroupsPolicy: true},
 	}
 	for _, h := range podsandbox.Handlers() {
-		resp.RuntimeHandlers = append(resp.RuntimeHandlers, &runtime.RuntimeHandler{Name: h, Features: &runtime.RuntimeHandlerFeatures{}})
+		resp.RuntimeHandlers = append(resp.RuntimeHandlers, &runtime.RuntimeHandler{
+			Name:     h,
+			Features: &runtime.RuntimeHandlerFeatures{RecursiveReadOnlyMounts: true},
+		})
 	}
 	if req.Verbose {
 		cfg, err := json.Marshal(s.opts.Config)

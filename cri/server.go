@@ -10,11 +10,14 @@ import (
 
 	"google.golang.org/grpc"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"k8s.io/klog/v2"
 
 	"github.com/crid-dev/crid/cgroupmgr"
 	"github.com/crid-dev/crid/cni"
 	"github.com/crid-dev/crid/config"
 	"github.com/crid-dev/crid/imageservice"
+	"github.com/crid-dev/crid/oci"
+	"github.com/crid-dev/crid/oci/specgen"
 	"github.com/crid-dev/crid/podsandbox"
 )
 
@@ -23,18 +26,22 @@ const Name = "crid"
 
 // Options are the daemon's parts the CRI server needs.
 type Options struct {
-	Config    config.Config
-	Version   string
-	CNI       *cni.Manager
-	Cgroups   *cgroupmgr.Manager
-	Images    *imageservice.Service
-	Sandboxes *podsandbox.Manager
+	Config     config.Config
+	Version    string
+	CNI        *cni.Manager
+	Cgroups    *cgroupmgr.Manager
+	Images     *imageservice.Service
+	Sandboxes  *podsandbox.Manager
+	Containers *oci.Containers
 }
 
 // Server serves the CRI on a listener.
 type Server struct {
 	opts Options
 	grpc *grpc.Server
+	// hostCaps are crid's own capabilities: what privileged containers
+	// and "ALL" get.
+	hostCaps []string
 }
 
 // runtimeService and imageService are separate types because the two
@@ -52,6 +59,12 @@ type imageService struct {
 // New builds the gRPC server with crid's interceptors and both services.
 func New(opts Options) *Server {
 	s := &Server{opts: opts}
+	if caps, err := oci.HostCapabilities(); err == nil {
+		s.hostCaps = caps
+	} else {
+		klog.ErrorS(err, "Reading crid's capabilities; privileged containers get the default set")
+		s.hostCaps = specgen.DefaultCapabilities
+	}
 	s.grpc = grpc.NewServer(
 		grpc.ChainUnaryInterceptor(unaryInterceptor),
 		grpc.ChainStreamInterceptor(streamInterceptor),

@@ -48,6 +48,15 @@ type Options struct {
 	// InfraAlways gives every pod an infra process, not only those that
 	// share a PID namespace.
 	InfraAlways bool
+	// Containers stops and removes a pod's containers with it.
+	Containers PodContainers
+}
+
+// PodContainers are the containers of pods, as the sandbox manager needs
+// them: stopped with their pod, removed with it.
+type PodContainers interface {
+	StopAll(ctx context.Context, sandboxID string) error
+	RemoveAll(ctx context.Context, sandboxID string) error
 }
 
 // Infra starts and stops the infra (pause) process of a pod. The daemon

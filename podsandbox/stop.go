@@ -10,11 +10,14 @@ import (
 	"k8s.io/klog/v2"
 )
 
-// Stop stops the pod: its infra process, its network (CNI DEL, so the IP
+// Stop stops the pod: its containers, its infra process, its network (CNI DEL, so the IP
 // lease is released) and its namespaces. The record stays until Remove.
 // Stopping a stopped pod does nothing.
 func (m *Manager) Stop(ctx context.Context, idOrPrefix string) error {
 	sb, unlock, err := m.lock(ctx, idOrPrefix)
+	if errors.Is(err, ErrNotFound) {
+		return nil // CRI: stopping an unknown pod is not an error
+	}
 	if err != nil {
 		return err
 	}
@@ -37,6 +40,11 @@ func (m *Manager) stop(ctx context.Context, sb *Sandbox) error {
 // record: infra process, network, namespaces, /dev/shm. Each step is
 // idempotent and is recorded as done, so a crash in the middle resumes.
 func (m *Manager) release(ctx context.Context, sb *Sandbox) error {
+	if m.opts.Containers != nil {
+		if err := m.opts.Containers.StopAll(ctx, sb.ID); err != nil {
+			return fmt.Errorf("stop the pod's containers: %w", err)
+		}
+	}
 	if m.opts.Infra != nil && sb.InfraPid != 0 {
 		if err := m.opts.Infra.Stop(ctx, sb); err != nil {
 			return fmt.Errorf("stop infra process: %w", err)
@@ -100,6 +108,11 @@ func (m *Manager) Remove(ctx context.Context, idOrPrefix string) error {
 func (m *Manager) teardown(ctx context.Context, sb *Sandbox) error {
 	if err := m.release(ctx, sb); err != nil {
 		return err
+	}
+	if m.opts.Containers != nil {
+		if err := m.opts.Containers.RemoveAll(ctx, sb.ID); err != nil {
+			return fmt.Errorf("remove the pod's containers: %w", err)
+		}
 	}
 	if m.opts.Infra != nil {
 		if err := m.opts.Infra.Remove(ctx, sb); err != nil {

@@ -77,6 +77,11 @@ func serve(cfg config.Config) error {
 	// the connection.
 	defer containers.Close()
 
+	ctrs, err := oci.NewContainers(context.Background(), containers, store, images.UnmountRootfs)
+	if err != nil {
+		return err
+	}
+
 	network := cni.New(cfg.Network.CNIConfDir, cfg.Network.CNIBinDirs, filepath.Join(cfg.RootDir, "cni"))
 	sandboxes, err := podsandbox.New(context.Background(), podsandbox.Options{
 		RunDir:              filepath.Join(cfg.RunDir, "sandboxes"),
@@ -86,6 +91,7 @@ func serve(cfg config.Config) error {
 		DefaultCgroupParent: cfg.Runtime.CgroupParent,
 		ShmSize:             cfg.Runtime.PodShmSize,
 		InfraAlways:         cfg.Runtime.Infra == "always",
+		Containers:          ctrs,
 		Infra: &podsandbox.PauseRunner{
 			Runtime: containers,
 			Images:  images,
@@ -98,12 +104,13 @@ func serve(cfg config.Config) error {
 	}
 
 	srv := cri.New(cri.Options{
-		Config:    cfg,
-		Version:   buildVersion(),
-		CNI:       network,
-		Cgroups:   cgroups,
-		Images:    images,
-		Sandboxes: sandboxes,
+		Config:     cfg,
+		Version:    buildVersion(),
+		CNI:        network,
+		Cgroups:    cgroups,
+		Images:     images,
+		Sandboxes:  sandboxes,
+		Containers: ctrs,
 	})
 	l, err := listenSocket(cfg.Socket)
 	if err != nil {

@@ -1,0 +1,523 @@
+package oci
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/protobuf/encoding/protojson"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"k8s.io/klog/v2"
+
+	"github.com/crid-dev/crid/records"
+)
+
+const containerKind = "containers"
+
+// Errors of the container manager, beside the Runtime's.
+var (
+	ErrAmbiguous = errors.New("ambiguous container ID prefix")
+)
+
+// Container is one CRI container and what crid remembers of it.
+type Container struct {
+	ID        string                   `json:"id"`
+	SandboxID string                   `json:"sandbox_id"`
+	Config    *runtime.ContainerConfig `json:"-"`
+	// ImageID is the image's ID; ImageName the name the config gave.
+	ImageID   string `json:"image_id"`
+	ImageName string `json:"image_name"`
+	// ImageRef is what kubelet shows as the image: a repo digest when the
+	// image has one, else its ID.
+	ImageRef   string                           `json:"image_ref"`
+	LogPath    string                           `json:"log_path"`
+	CreatedAt  int64                            `json:"created_at"`
+	StartedAt  int64                            `json:"started_at,omitempty"`
+	FinishedAt int64                            `json:"finished_at,omitempty"`
+	ExitCode   int32                            `json:"exit_code"`
+	Reason     string                           `json:"reason,omitempty"`
+	Message    string                           `json:"message,omitempty"`
+	State      string                           `json:"state"` // created, running, exited
+	User       specs.User                       `json:"user"`
+	Process    *specs.Process                   `json:"process"` // for exec: env, cwd, user
+	StopSignal string                           `json:"stop_signal,omitempty"`
+	Resources  *runtime.LinuxContainerResources `json:"-"`
+	// CgroupsPath is the container's cgroup.
+	CgroupsPath string `json:"cgroups_path"`
+}
+
+// Container states, as CRI names them.
+const (
+	StateCreated = "created"
+	StateRunning = "running"
+	StateExited  = "exited"
+)
+
+type containerRecord struct {
+	Container
+	Config    json.RawMessage `json:"config"`
+	Resources json.RawMessage `json:"resources,omitempty"`
+}
+
+// Containers manages CRI containers on top of the monitor.
+type Containers struct {
+	rt      *Runtime
+	records *records.Store
+	// release undoes what the daemon prepared for a container (its rootfs)
+	// when it is removed.
+	release func(id string) error
+
+	mu    sync.Mutex
+	m     map[string]*Container
+	names map[string]string // sandbox/name/attempt → ID
+	busy  map[string]bool   // being created or removed
+}
+
+// NewContainers loads the container records and reconciles them with the
+// monitor: a container the monitor does not know is marked exited.
+func NewContainers(ctx context.Context, rt *Runtime, store *records.Store, release func(id string) error) (*Containers, error) {
+	c := &Containers{rt: rt, records: store, release: release, m: map[string]*Container{}, names: map[string]string{}, busy: map[string]bool{}}
+	recs, errs := store.Load(containerKind)
+	for _, err := range errs {
+		klog.ErrorS(err, "Skipping unreadable container record")
+	}
+	for _, r := range recs {
+		rec, err := records.Decode[containerRecord](r)
+		if err != nil {
+			klog.ErrorS(err, "Skipping unreadable container record", "containerID", r.ID)
+			continue
+		}
+		ctr := rec.Container
+		ctr.Config = &runtime.ContainerConfig{}
+		if err := protojson.Unmarshal(rec.Config, ctr.Config); err != nil || ctr.Config.Metadata == nil {
+			klog.ErrorS(err, "Skipping unreadable container record", "containerID", r.ID)
+			continue
+		}
+		if len(rec.Resources) > 0 {
+			ctr.Resources = &runtime.LinuxContainerResources{}
+			_ = protojson.Unmarshal(rec.Resources, ctr.Resources)
+		}
+		c.m[ctr.ID] = &ctr
+		c.names[nameKey(ctr.SandboxID, ctr.Config.Metadata)] = ctr.ID
+		if _, err := c.refresh(ctx, &ctr); err != nil {
+			klog.ErrorS(err, "Reading container state", "containerID", ctr.ID)
+		}
+	}
+	return c, nil
+}
+
+func nameKey(sandboxID string, md *runtime.ContainerMetadata) string {
+	return fmt.Sprintf("%s/%s/%d", sandboxID, md.Name, md.Attempt)
+}
+
+// NewID returns a fresh container ID: 64 hex digits.
+func NewID() string {
+	var b [32]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func (c *Containers) persist(ctr *Container) error {
+	cfg, err := protojson.Marshal(ctr.Config)
+	if err != nil {
+		return err
+	}
+	rec := containerRecord{Container: *ctr, Config: cfg}
+	if ctr.Resources != nil {
+		if rec.Resources, err = protojson.Marshal(ctr.Resources); err != nil {
+			return err
+		}
+	}
+	return c.records.Put(containerKind, ctr.ID, rec)
+}
+
+// CreateParams describe a container whose rootfs is mounted and spec built.
+type CreateParams struct {
+	ID        string
+	SandboxID string
+	Config    *runtime.ContainerConfig
+	ImageID   string
+	ImageName string
+	ImageRef  string
+	LogPath   string
+	Spec      *specs.Spec
+	// StopSignal is the config's, else the image's (empty: SIGTERM).
+	StopSignal string
+}
+
+// Create creates a container that stops before its process runs.
+func (c *Containers) Create(ctx context.Context, p CreateParams) error {
+	key := nameKey(p.SandboxID, p.Config.Metadata)
+	c.mu.Lock()
+	if other, ok := c.names[key]; ok {
+		c.mu.Unlock()
+		return fmt.Errorf("%w: container %q (attempt %d) of pod %s is %s", ErrAlreadyExists, p.Config.Metadata.Name, p.Config.Metadata.Attempt, p.SandboxID, other)
+	}
+	ctr := &Container{
+		ID: p.ID, SandboxID: p.SandboxID, Config: p.Config, ImageID: p.ImageID, ImageName: p.ImageName, ImageRef: p.ImageRef,
+		LogPath: p.LogPath, CreatedAt: time.Now().UnixNano(), State: StateCreated, User: p.Spec.Process.User,
+		Process: p.Spec.Process, StopSignal: p.StopSignal, Resources: p.Config.GetLinux().GetResources(),
+		CgroupsPath: p.Spec.Linux.CgroupsPath,
+	}
+	c.names[key] = p.ID
+	c.busy[p.ID] = true
+	c.mu.Unlock()
+	fail := func(err error) error {
+		c.mu.Lock()
+		delete(c.names, key)
+		delete(c.busy, p.ID)
+		c.mu.Unlock()
+		return err
+	}
+	if err := c.persist(ctr); err != nil {
+		return fail(err)
+	}
+	_, err := c.rt.Create(ctx, CreateRequest{
+		ID: p.ID, Spec: p.Spec, LogPath: p.LogPath,
+		Stdin: p.Config.Stdin, StdinOnce: p.Config.StdinOnce, TTY: p.Config.Tty,
+	})
+	if err != nil {
+		_ = c.rt.Delete(context.WithoutCancel(ctx), p.ID)
+		_ = c.records.Delete(containerKind, p.ID)
+		return fail(err)
+	}
+	c.mu.Lock()
+	c.m[p.ID] = ctr
+	delete(c.busy, p.ID)
+	c.mu.Unlock()
+	return nil
+}
+
+// resolve finds a container by ID or unique prefix.
+func (c *Containers) resolve(idOrPrefix string) (*Container, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if ctr, ok := c.m[idOrPrefix]; ok {
+		return ctr, nil
+	}
+	var found *Container
+	if idOrPrefix != "" && strings.Trim(idOrPrefix, "0123456789abcdef") == "" {
+		for id, ctr := range c.m {
+			if strings.HasPrefix(id, idOrPrefix) {
+				if found != nil {
+					return nil, fmt.Errorf("%w: %q names more than one container", ErrAmbiguous, idOrPrefix)
+				}
+				found = ctr
+			}
+		}
+	}
+	if found == nil {
+		return nil, fmt.Errorf("%w: container %q", ErrNotFound, idOrPrefix)
+	}
+	return found, nil
+}
+
+// Start runs a created container's process.
+func (c *Containers) Start(ctx context.Context, idOrPrefix string) error {
+	ctr, err := c.resolve(idOrPrefix)
+	if err != nil {
+		return err
+	}
+	if ctr.State != StateCreated {
+		return fmt.Errorf("%w: container %s is %s, not created", ErrFailedPrecondition, ctr.ID, ctr.State)
+	}
+	if err := c.rt.Start(ctx, ctr.ID); err != nil {
+		c.mu.Lock()
+		ctr.State, ctr.FinishedAt, ctr.ExitCode = StateExited, time.Now().UnixNano(), 128
+		ctr.Reason, ctr.Message = "StartError", err.Error()
+		c.mu.Unlock()
+		_ = c.persist(ctr)
+		return err
+	}
+	c.mu.Lock()
+	ctr.State, ctr.StartedAt = StateRunning, time.Now().UnixNano()
+	c.mu.Unlock()
+	return c.persist(ctr)
+}
+
+// refresh updates a container's state from the monitor and reports it.
+func (c *Containers) refresh(ctx context.Context, ctr *Container) (*Container, error) {
+	c.mu.Lock()
+	state := ctr.State
+	c.mu.Unlock()
+	if state == StateExited {
+		return c.snapshot(ctr), nil
+	}
+	st, err := c.rt.State(ctx, ctr.ID)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		c.setExit(ctr, &Exit{Code: 255, Unknown: true, FinishedAt: time.Now()})
+	case err != nil:
+		return c.snapshot(ctr), err
+	case st.Status == Stopped && st.Exit != nil:
+		c.setExit(ctr, st.Exit)
+	case st.Status == Running && state == StateCreated:
+		c.mu.Lock()
+		ctr.State = StateRunning
+		if !st.StartedAt.IsZero() {
+			ctr.StartedAt = st.StartedAt.UnixNano()
+		}
+		c.mu.Unlock()
+	}
+	return c.snapshot(ctr), nil
+}
+
+func (c *Containers) setExit(ctr *Container, x *Exit) {
+	c.mu.Lock()
+	ctr.State = StateExited
+	ctr.ExitCode = int32(x.Code)
+	ctr.FinishedAt = x.FinishedAt.UnixNano()
+	switch {
+	case x.OOMKilled:
+		ctr.Reason = "OOMKilled"
+	case x.Unknown:
+		ctr.Reason, ctr.Message = "Unknown", "the container's exit could not be observed"
+	case x.Code == 0:
+		ctr.Reason = "Completed"
+	default:
+		ctr.Reason = "Error"
+	}
+	c.mu.Unlock()
+	if err := c.persist(ctr); err != nil {
+		klog.ErrorS(err, "Recording container exit", "containerID", ctr.ID)
+	}
+}
+
+func (c *Containers) snapshot(ctr *Container) *Container {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := *ctr
+	return &s
+}
+
+// Get returns a container's current state.
+func (c *Containers) Get(ctx context.Context, idOrPrefix string) (*Container, error) {
+	ctr, err := c.resolve(idOrPrefix)
+	if err != nil {
+		return nil, err
+	}
+	return c.refresh(ctx, ctr)
+}
+
+// Filter selects containers for List.
+type Filter struct {
+	ID, SandboxID string
+	State         string
+	Selector      map[string]string
+}
+
+// List returns the containers matching f, oldest first.
+func (c *Containers) List(ctx context.Context, f Filter) []*Container {
+	c.mu.Lock()
+	var all []*Container
+	for id, ctr := range c.m {
+		if c.busy[id] || (f.ID != "" && !strings.HasPrefix(id, f.ID)) || (f.SandboxID != "" && !strings.HasPrefix(ctr.SandboxID, f.SandboxID)) {
+			continue
+		}
+		all = append(all, ctr)
+	}
+	c.mu.Unlock()
+	var out []*Container
+	for _, ctr := range all {
+		s, _ := c.refresh(ctx, ctr)
+		if f.State != "" && s.State != f.State {
+			continue
+		}
+		match := true
+		for k, v := range f.Selector {
+			if s.Config.Labels[k] != v {
+				match = false
+			}
+		}
+		if match {
+			out = append(out, s)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt < out[j].CreatedAt })
+	return out
+}
+
+// Stop sends the stop signal, waits up to timeout, then kills. It returns
+// once the process is gone; stopping a stopped container does nothing.
+func (c *Containers) Stop(ctx context.Context, idOrPrefix string, timeout time.Duration) error {
+	ctr, err := c.resolve(idOrPrefix)
+	if errors.Is(err, ErrNotFound) {
+		return nil // CRI: stopping an unknown container is not an error
+	}
+	if err != nil {
+		return err
+	}
+	return c.stop(ctx, ctr, timeout)
+}
+
+func (c *Containers) stop(ctx context.Context, ctr *Container, timeout time.Duration) error {
+	s, err := c.refresh(ctx, ctr)
+	if err != nil {
+		return err
+	}
+	if s.State == StateExited {
+		return nil
+	}
+	if s.State == StateCreated {
+		// Never started: there is no user process to signal.
+		if err := c.rt.Delete(ctx, ctr.ID); err != nil && !errors.Is(err, ErrNotFound) {
+			return err
+		}
+		c.setExit(ctr, &Exit{Code: 0, FinishedAt: time.Now()})
+		return nil
+	}
+	if timeout > 0 {
+		sig := parseSignal(ctr.StopSignal)
+		if err := c.rt.Kill(ctx, ctr.ID, sig); err != nil && !errors.Is(err, ErrNotFound) {
+			return err
+		}
+		wctx, cancel := context.WithTimeout(ctx, timeout)
+		x, err := c.rt.Wait(wctx, ctr.ID)
+		cancel()
+		if err == nil {
+			c.setExit(ctr, &x)
+			return nil
+		}
+	}
+	if err := c.rt.KillAll(ctx, ctr.ID, syscall.SIGKILL); err != nil && !errors.Is(err, ErrNotFound) {
+		return err
+	}
+	x, err := c.rt.Wait(ctx, ctr.ID)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return err
+	}
+	if err == nil {
+		c.setExit(ctr, &x)
+	}
+	return nil
+}
+
+// Remove kills the container if it runs, deletes it, its rootfs and its
+// record. Removing an unknown container is not an error.
+func (c *Containers) Remove(ctx context.Context, idOrPrefix string) error {
+	ctr, err := c.resolve(idOrPrefix)
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := c.stop(ctx, ctr, 0); err != nil {
+		return err
+	}
+	if err := c.rt.Delete(ctx, ctr.ID); err != nil && !errors.Is(err, ErrNotFound) {
+		return err
+	}
+	if c.release != nil {
+		if err := c.release(ctr.ID); err != nil {
+			return err
+		}
+	}
+	if err := c.records.Delete(containerKind, ctr.ID); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	delete(c.m, ctr.ID)
+	if c.names[nameKey(ctr.SandboxID, ctr.Config.Metadata)] == ctr.ID {
+		delete(c.names, nameKey(ctr.SandboxID, ctr.Config.Metadata))
+	}
+	c.mu.Unlock()
+	return nil
+}
+
+// InSandbox lists the IDs of a pod's containers.
+func (c *Containers) InSandbox(sandboxID string) []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var ids []string
+	for id, ctr := range c.m {
+		if ctr.SandboxID == sandboxID {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+// StopAll stops every container of a pod (podsandbox.Stop).
+func (c *Containers) StopAll(ctx context.Context, sandboxID string) error {
+	var errs []error
+	for _, id := range c.InSandbox(sandboxID) {
+		errs = append(errs, c.Stop(ctx, id, 0))
+	}
+	return errors.Join(errs...)
+}
+
+// RemoveAll removes every container of a pod (podsandbox.Remove).
+func (c *Containers) RemoveAll(ctx context.Context, sandboxID string) error {
+	var errs []error
+	for _, id := range c.InSandbox(sandboxID) {
+		errs = append(errs, c.Remove(ctx, id))
+	}
+	return errors.Join(errs...)
+}
+
+// ExecSync runs cmd in a running container and returns its output.
+func (c *Containers) ExecSync(ctx context.Context, idOrPrefix string, cmd []string, timeout time.Duration) (ExecResult, error) {
+	ctr, err := c.Get(ctx, idOrPrefix)
+	if err != nil {
+		return ExecResult{}, err
+	}
+	if ctr.State != StateRunning {
+		return ExecResult{}, fmt.Errorf("%w: container %s is %s, not running", ErrFailedPrecondition, ctr.ID, ctr.State)
+	}
+	p := *ctr.Process
+	p.Args = cmd
+	p.Terminal = false
+	return c.rt.Exec(ctx, ExecRequest{ID: ctr.ID, Process: &p, Timeout: timeout})
+}
+
+// ReopenLog reopens a running container's log file (kubelet's rotation).
+func (c *Containers) ReopenLog(ctx context.Context, idOrPrefix string) error {
+	ctr, err := c.Get(ctx, idOrPrefix)
+	if err != nil {
+		return err
+	}
+	if ctr.State != StateRunning {
+		return fmt.Errorf("%w: container %s is not running", ErrFailedPrecondition, ctr.ID)
+	}
+	return c.rt.ReopenLog(ctx, ctr.ID)
+}
+
+// parseSignal reads "SIGTERM", "TERM", "15"; anything else is SIGTERM.
+func parseSignal(s string) syscall.Signal {
+	s = strings.TrimPrefix(strings.ToUpper(s), "SIG")
+	if s == "" {
+		return syscall.SIGTERM
+	}
+	var n int
+	if _, err := fmt.Sscanf(s, "%d", &n); err == nil && n > 0 && n < 65 {
+		return syscall.Signal(n)
+	}
+	for sig := syscall.Signal(1); sig < 65; sig++ {
+		if strings.TrimPrefix(strings.ToUpper(unixSignalName(sig)), "SIG") == s {
+			return sig
+		}
+	}
+	return syscall.SIGTERM
+}
+
+// Pid returns the pid of a running container's init, 0 when not running.
+func (c *Containers) Pid(ctx context.Context, id string) (int, error) {
+	st, err := c.rt.State(ctx, id)
+	if err != nil {
+		return 0, err
+	}
+	if st.Status != Running {
+		return 0, nil
+	}
+	return st.Pid, nil
+}
