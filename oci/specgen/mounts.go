@@ -46,11 +46,17 @@ func setMounts(s *specs.Spec, in Input) error {
 				return fmt.Errorf("%w: %s.propagation: %v", ErrInvalid, field, err)
 			}
 			opts = append(opts, "rslave")
+			// Host mounts reach the container only if its root is a
+			// slave (or shared) mount too.
+			if s.Linux.RootfsPropagation != "rshared" {
+				s.Linux.RootfsPropagation = "rslave"
+			}
 		case runtime.MountPropagation_PROPAGATION_BIDIRECTIONAL:
 			if err := needPropagation(src, "shared"); err != nil {
 				return fmt.Errorf("%w: %s.propagation: %v", ErrInvalid, field, err)
 			}
 			opts = append(opts, "rshared")
+			s.Linux.RootfsPropagation = "rshared"
 		default:
 			return fmt.Errorf("%w: %s.propagation: unknown mode %d", ErrInvalid, field, m.Propagation)
 		}
