@@ -118,11 +118,9 @@ func (s *runtimeService) podInput(sb *podsandbox.Sandbox, cfg *runtime.Container
 	opts := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions()
 	switch opts.GetPid() {
 	case runtime.NamespaceMode_POD:
-		p := sb.PidNamespace()
-		if p == "" {
-			return specgen.Pod{}, status.Errorf(codes.FailedPrecondition, "pod %s has no shared PID namespace (its config does not ask for one)", sb.ID)
-		}
-		ns[specs.PIDNamespace] = p
+		// A pod that does not share one PID namespace (kubelet's default)
+		// has none to join: the container gets its own, as the pod asked.
+		ns[specs.PIDNamespace] = sb.PidNamespace()
 	case runtime.NamespaceMode_CONTAINER:
 		ns[specs.PIDNamespace] = ""
 	case runtime.NamespaceMode_NODE:

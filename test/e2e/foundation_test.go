@@ -82,8 +82,8 @@ func TestUnbuiltAndMalformedRequests(t *testing.T) {
 	d := startDaemon(t, newDirs(t))
 	ctx := context.Background()
 
-	if _, err := d.runtime().ListContainers(ctx, &runtime.ListContainersRequest{}); status.Code(err) != codes.Unimplemented {
-		t.Fatalf("ListContainers: %v, want Unimplemented", err)
+	if _, err := d.runtime().ListContainerStats(ctx, &runtime.ListContainerStatsRequest{}); status.Code(err) != codes.Unimplemented {
+		t.Fatalf("ListContainerStats: %v, want Unimplemented", err)
 	}
 	_, err := d.runtime().RunPodSandbox(ctx, &runtime.RunPodSandboxRequest{Config: &runtime.PodSandboxConfig{
 		Metadata: &runtime.PodSandboxMetadata{Name: "p", Uid: "u"}}})
