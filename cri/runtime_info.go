@@ -10,6 +10,7 @@ import (
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/crid-dev/crid/cgroupmgr"
+	"github.com/crid-dev/crid/oci/specgen"
 	"github.com/crid-dev/crid/podsandbox"
 )
 
@@ -56,7 +57,7 @@ func (s *runtimeService) Status(_ context.Context, req *runtime.StatusRequest) (
 		if err != nil {
 			return nil, status.Errorf(codes.Internal, "encode config: %v", err)
 		}
-		resp.Info = map[string]string{"config": string(cfg)}
+		resp.Info = map[string]string{"config": string(cfg), "apparmor": appArmorStatus()}
 	}
 	return resp, nil
 }
@@ -68,4 +69,13 @@ func (s *runtimeService) RuntimeConfig(context.Context, *runtime.RuntimeConfigRe
 		driver = runtime.CgroupDriver_SYSTEMD
 	}
 	return &runtime.RuntimeConfigResponse{Linux: &runtime.LinuxRuntimeConfiguration{CgroupDriver: driver}}, nil
+}
+
+// appArmorStatus says whether containers can be confined by AppArmor: on a
+// kernel without it, Localhost profiles are refused at CreateContainer.
+func appArmorStatus() string {
+	if specgen.AppArmorEnabled {
+		return "enabled in the kernel; Localhost profiles are not supported by crid yet and are refused"
+	}
+	return "not enabled in this kernel: RuntimeDefault and Unconfined run unconfined, Localhost profiles are refused"
 }

@@ -121,6 +121,12 @@ func (m *Monitor) create(req protocol.CreateRequest) (_ *protocol.CreateReply, _
 		config.OomScoreAdj = adj
 	}
 	m.limits.filterCaps(config.Capabilities)
+	if len(config.Cgroups.Resources.HugetlbLimit) > 0 && !hugetlbAvailable() {
+		// kubelet sends a 0 limit per page size; without a hugetlb
+		// controller libcontainer would refuse them all.
+		clamped = append(clamped, "hugepage limits dropped: no hugetlb cgroup controller")
+		config.Cgroups.Resources.HugetlbLimit = nil
+	}
 	process, more, err := m.limits.newProcess(spec.Process)
 	if err != nil {
 		return nil, nil, fmt.Errorf("create %s: %w", req.ID, err)

@@ -113,3 +113,35 @@ func TestHostNetworkContainerSeesHostInterfaces(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// kubelet sends a zero hugepage limit for every page size the node has; on
+// a node without a hugetlb controller the limit is dropped, not an error.
+func TestHugepageLimitWithoutController(t *testing.T) {
+	n := newPodNode(t)
+	cfg := podConfig("huge")
+	id := n.run(t, cfg)
+	ctx := context.Background()
+	if _, err := n.images().PullImage(ctx, &runtime.PullImageRequest{Image: &runtime.ImageSpec{Image: busybox}}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := n.runtime().CreateContainer(ctx, &runtime.CreateContainerRequest{PodSandboxId: id, SandboxConfig: cfg, Config: &runtime.ContainerConfig{
+		Metadata: &runtime.ContainerMetadata{Name: "huge"},
+		Image:    &runtime.ImageSpec{Image: busybox},
+		Command:  []string{"sleep", "3600"},
+		Linux: &runtime.LinuxContainerConfig{Resources: &runtime.LinuxContainerResources{
+			HugepageLimits: []*runtime.HugepageLimit{{PageSize: "2MB", Limit: 0}},
+		}},
+	}})
+	if err != nil {
+		t.Fatalf("CreateContainer with a zero hugepage limit: %v", err)
+	}
+	if _, err := n.runtime().StartContainer(ctx, &runtime.StartContainerRequest{ContainerId: resp.ContainerId}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.runtime().RemovePodSandbox(ctx, &runtime.RemovePodSandboxRequest{PodSandboxId: id}); err != nil {
+		t.Fatal(err)
+	}
+	if s := n.hostState(t); s != (hostState{}) {
+		t.Fatalf("left behind: %+v", s)
+	}
+}
