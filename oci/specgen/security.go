@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/moby/sys/capability"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -106,17 +107,17 @@ func capName(c string) string {
 	return c
 }
 
-func validCap(name string) bool {
-	if len(name) <= len("CAP_") {
-		return false
+// knownCaps are the capabilities the kernel headers crid was built with
+// know; a name outside them is a typo, refused rather than ignored.
+var knownCaps = func() map[string]bool {
+	m := map[string]bool{}
+	for _, c := range capability.ListKnown() {
+		m["CAP_"+strings.ToUpper(c.String())] = true
 	}
-	for _, r := range name[len("CAP_"):] {
-		if !(r >= 'A' && r <= 'Z' || r == '_' || r >= '0' && r <= '9') {
-			return false
-		}
-	}
-	return true
-}
+	return m
+}()
+
+func validCap(name string) bool { return knownCaps[name] }
 
 // setSeccomp applies the container's seccomp profile: RuntimeDefault from
 // the maintained default profile, Localhost from a file on the node,
