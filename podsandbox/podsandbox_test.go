@@ -1,0 +1,105 @@
+package podsandbox
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/crid-dev/crid/cgroupmgr"
+)
+
+func testManager(t *testing.T) *Manager {
+	t.Helper()
+	cg, err := cgroupmgr.New("cgroupfs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Manager{opts: Options{Cgroups: cg}, sandboxes: map[string]*Sandbox{}, names: map[string]string{}, busy: map[string]chan struct{}{}}
+}
+
+func TestValidate(t *testing.T) {
+	m := testManager(t)
+	base := func() *runtime.PodSandboxConfig {
+		return &runtime.PodSandboxConfig{Metadata: &runtime.PodSandboxMetadata{Name: "p", Namespace: "n", Uid: "u"},
+			Linux: &runtime.LinuxPodSandboxConfig{SecurityContext: &runtime.LinuxSandboxSecurityContext{NamespaceOptions: &runtime.NamespaceOption{}}}}
+	}
+	for _, tc := range []struct {
+		name, handler, want string
+		mutate              func(c *runtime.PodSandboxConfig)
+	}{
+		{name: "ok", mutate: func(c *runtime.PodSandboxConfig) {
+			c.Linux.Sysctls = map[string]string{"net.ipv4.ip_forward": "1", "kernel.shmmax": "1024"}
+		}},
+		{name: "runc handler", handler: "runc", mutate: func(*runtime.PodSandboxConfig) {}},
+		{name: "unknown handler", handler: "kata", want: "runtime_handler", mutate: func(*runtime.PodSandboxConfig) {}},
+		{name: "relative parent", want: "cgroup_parent", mutate: func(c *runtime.PodSandboxConfig) { c.Linux.CgroupParent = "kubepods" }},
+		{name: "node sysctl", want: "sysctls", mutate: func(c *runtime.PodSandboxConfig) { c.Linux.Sysctls = map[string]string{"vm.swappiness": "1"} }},
+		{name: "bad name", want: "sysctls", mutate: func(c *runtime.PodSandboxConfig) { c.Linux.Sysctls = map[string]string{"net.ipv4/../x": "1"} }},
+		{name: "empty value", want: "sysctls", mutate: func(c *runtime.PodSandboxConfig) { c.Linux.Sysctls = map[string]string{"net.ipv4.ip_forward": ""} }},
+		{name: "host ipc sysctl", want: "IPC", mutate: func(c *runtime.PodSandboxConfig) {
+			c.Linux.Sysctls = map[string]string{"kernel.msgmax": "1"}
+			c.Linux.SecurityContext.NamespaceOptions.Ipc = runtime.NamespaceMode_NODE
+		}},
+		{name: "target pid", want: "TARGET", mutate: func(c *runtime.PodSandboxConfig) {
+			c.Linux.SecurityContext.NamespaceOptions.Pid = runtime.NamespaceMode_TARGET
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := base()
+			tc.mutate(cfg)
+			err := m.validate(cfg, tc.handler)
+			if tc.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want ErrInvalid mentioning %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestResolvePrefixes(t *testing.T) {
+	m := testManager(t)
+	for _, id := range []string{"abc123", "abd456", "ffff00"} {
+		m.sandboxes[id] = &Sandbox{ID: id, State: StateReady, Config: &runtime.PodSandboxConfig{Metadata: &runtime.PodSandboxMetadata{}}}
+	}
+	if sb, err := m.resolveLocked("abc"); err != nil || sb.ID != "abc123" {
+		t.Fatalf("unique prefix: %v %v", sb, err)
+	}
+	if _, err := m.resolveLocked("ab"); !errors.Is(err, ErrAmbiguous) {
+		t.Fatalf("ambiguous prefix: %v", err)
+	}
+	if _, err := m.resolveLocked("0000"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("unknown prefix: %v", err)
+	}
+	if _, err := m.resolveLocked("not-hex"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("non-hex: %v", err)
+	}
+}
+
+func TestPodFiles(t *testing.T) {
+	b, err := resolvConf(&runtime.DNSConfig{Servers: []string{"1.1.1.1", "8.8.8.8"}, Searches: []string{"a.svc", "b"}, Options: []string{"ndots:5"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(b) != "search a.svc b\nnameserver 1.1.1.1\nnameserver 8.8.8.8\noptions ndots:5\n" {
+		t.Fatalf("resolv.conf:\n%s", b)
+	}
+	h, err := hostsContent("mypod", false)
+	if err != nil || !strings.Contains(string(h), "127.0.0.1\tlocalhost") || !strings.HasSuffix(string(h), "\tmypod\n") {
+		t.Fatalf("hosts:\n%s", h)
+	}
+	for key, want := range map[string]nsKind{"net.core.somaxconn": nsNet, "kernel.shmmni": nsIPC, "kernel.sem": nsIPC, "fs.mqueue.msg_max": nsIPC} {
+		if got, ok := namespacedSysctl(key); !ok || got != want {
+			t.Errorf("%s: %v %v", key, got, ok)
+		}
+	}
+	if _, ok := namespacedSysctl("kernel.pid_max"); ok {
+		t.Error("kernel.pid_max is not namespaced")
+	}
+}
