@@ -18,6 +18,7 @@ import (
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/klog/v2"
 
+	"github.com/crid-dev/crid/idprefix"
 	"github.com/crid-dev/crid/records"
 )
 
@@ -201,24 +202,14 @@ func (c *Containers) Create(ctx context.Context, p CreateParams) error {
 func (c *Containers) resolve(idOrPrefix string) (*Container, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if ctr, ok := c.m[idOrPrefix]; ok {
-		return ctr, nil
-	}
-	var found *Container
-	if idOrPrefix != "" && strings.Trim(idOrPrefix, "0123456789abcdef") == "" {
-		for id, ctr := range c.m {
-			if strings.HasPrefix(id, idOrPrefix) {
-				if found != nil {
-					return nil, fmt.Errorf("%w: %q names more than one container", ErrAmbiguous, idOrPrefix)
-				}
-				found = ctr
-			}
-		}
-	}
-	if found == nil {
+	switch ctr, n := idprefix.Find(c.m, idOrPrefix); n {
+	case 0:
 		return nil, fmt.Errorf("%w: container %q", ErrNotFound, idOrPrefix)
+	case 1:
+		return ctr, nil
+	default:
+		return nil, fmt.Errorf("%w: %q names %d containers", ErrAmbiguous, idOrPrefix, n)
 	}
-	return found, nil
 }
 
 // Start runs a created container's process.

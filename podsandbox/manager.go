@@ -18,6 +18,7 @@ import (
 
 	"github.com/crid-dev/crid/cgroupmgr"
 	"github.com/crid-dev/crid/cni"
+	"github.com/crid-dev/crid/idprefix"
 	"github.com/crid-dev/crid/records"
 )
 
@@ -200,24 +201,14 @@ func newID() string {
 
 // resolveLocked finds a sandbox by full ID or unique ID prefix. m.mu held.
 func (m *Manager) resolveLocked(idOrPrefix string) (*Sandbox, error) {
-	if sb, ok := m.sandboxes[idOrPrefix]; ok {
-		return sb, nil
-	}
-	var found *Sandbox
-	if isHex(idOrPrefix) {
-		for id, sb := range m.sandboxes {
-			if strings.HasPrefix(id, idOrPrefix) {
-				if found != nil {
-					return nil, fmt.Errorf("%w: %q names more than one pod sandbox", ErrAmbiguous, idOrPrefix)
-				}
-				found = sb
-			}
-		}
-	}
-	if found == nil {
+	switch sb, n := idprefix.Find(m.sandboxes, idOrPrefix); n {
+	case 0:
 		return nil, fmt.Errorf("%w: %q", ErrNotFound, idOrPrefix)
+	case 1:
+		return sb, nil
+	default:
+		return nil, fmt.Errorf("%w: %q names %d pod sandboxes", ErrAmbiguous, idOrPrefix, n)
 	}
-	return found, nil
 }
 
 // lock serialises operations on one sandbox; it returns the sandbox and

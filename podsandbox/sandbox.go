@@ -6,7 +6,6 @@ package podsandbox
 
 import (
 	"fmt"
-	"strings"
 
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -101,5 +100,3 @@ func matchesLabels(labels, selector map[string]string) bool {
 	}
 	return true
 }
-
-func isHex(s string) bool { return s != "" && strings.Trim(s, "0123456789abcdef") == "" }

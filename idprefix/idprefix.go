@@ -1,0 +1,33 @@
+// Package idprefix resolves the short IDs crictl prints (and people type):
+// every RPC accepts a unique prefix of a 64-hex ID, as containerd and CRI-O
+// do.
+package idprefix
+
+import "strings"
+
+// Find returns the item whose key is id, or else the one whose key starts
+// with id, and how many keys matched: 0 (not found), 1, or more (ambiguous,
+// with no item). Only lowercase hex counts as a prefix.
+func Find[T any](items map[string]T, id string) (T, int) {
+	if it, ok := items[id]; ok {
+		return it, 1
+	}
+	var (
+		found T
+		n     int
+	)
+	if id == "" || strings.Trim(id, "0123456789abcdef") != "" {
+		return found, 0
+	}
+	for key, it := range items {
+		if strings.HasPrefix(key, id) {
+			found = it
+			n++
+		}
+	}
+	if n > 1 {
+		var zero T
+		return zero, n
+	}
+	return found, n
+}
