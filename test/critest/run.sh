@@ -152,6 +152,28 @@ end_left_processes() {
 	sleep 0.2
 }
 
+# remove_cgroup_tree: end whatever still runs in this run's cgroup parent
+# (only pods of the crid this script started live there) and remove its
+# cgroups, deepest first, in every hierarchy.
+cgroup_parent="/crid-critest-$$"
+remove_cgroup_tree() {
+	local h pids
+	for h in /sys/fs/cgroup/*/ /sys/fs/cgroup/; do
+		[[ -d "$h${cgroup_parent#/}" ]] || continue
+		pids="$(find "$h${cgroup_parent#/}" -name cgroup.procs -exec cat {} + 2>/dev/null | sort -un | tr '\n' ' ')"
+		if [[ -n "${pids// /}" ]]; then
+			log "ending processes left in $h${cgroup_parent#/}: $pids"
+			# shellcheck disable=SC2086
+			kill -KILL $pids 2>/dev/null
+		fi
+	done
+	sleep 0.2
+	for h in /sys/fs/cgroup/*/ /sys/fs/cgroup/; do
+		[[ -d "$h${cgroup_parent#/}" ]] || continue
+		find "$h${cgroup_parent#/}" -depth -type d -exec rmdir {} \; 2>/dev/null
+	done
+}
+
 # teardown: undo everything this run set up; safe to call twice.
 teardown() {
 	[[ $cleaned -eq 1 ]] && return 0
@@ -160,6 +182,7 @@ teardown() {
 	set +e
 	stop_crid
 	end_left_processes
+	remove_cgroup_tree
 	if [[ -n "$tmp" && -d "$tmp" ]]; then
 		local m
 		while read -r m; do
@@ -283,6 +306,9 @@ sandbox_image = "registry.k8s.io/pause:3.10"
 [network]
 cni_conf_dir = "$tmp/net.d"
 cni_bin_dirs = [$cni_bin_dirs]
+
+[runtime]
+cgroup_parent = "$cgroup_parent"
 EOF
 
 # critest's host-port spec connects to 127.0.0.1:<hostPort>: DNAT from

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -51,9 +52,7 @@ func (n *podNode) writeConfig(t *testing.T) {
 	writeFile(t, filepath.Join(n.dir, "crid.toml"), fmt.Sprintf("[runtime]\ncgroup_parent = %q\n", n.cgroupParent))
 	t.Cleanup(func() {
 		_ = exec.Command("ip", "link", "del", n.bridge).Run()
-		for _, h := range []string{"memory", "cpu", "cpuacct", "pids", "cpuset", "blkio", "devices", "freezer", "systemd"} {
-			_ = os.Remove(filepath.Join("/sys/fs/cgroup", h, n.cgroupParent))
-		}
+		removeCgroupTree(t, n.cgroupParent)
 	})
 }
 
@@ -399,5 +398,36 @@ func TestSandboxesSurviveRestart(t *testing.T) {
 	}
 	if s := n.hostState(t); s != (hostState{}) {
 		t.Fatalf("left behind: %+v", s)
+	}
+}
+
+// removeCgroupTree ends what a failed test left running in its private
+// cgroup parent (only its own pods live there) and removes the cgroups,
+// deepest first, in every hierarchy.
+func removeCgroupTree(t *testing.T, parent string) {
+	roots, _ := filepath.Glob("/sys/fs/cgroup/*")
+	var dirs []string
+	for _, r := range roots {
+		_ = filepath.WalkDir(filepath.Join(r, parent), func(p string, d os.DirEntry, err error) error {
+			if err != nil || !d.IsDir() {
+				return nil
+			}
+			dirs = append(dirs, p)
+			procs, _ := os.ReadFile(filepath.Join(p, "cgroup.procs"))
+			for _, f := range strings.Fields(string(procs)) {
+				if pid, err := strconv.Atoi(f); err == nil {
+					t.Logf("cleanup: killing %d left in %s", pid, p)
+					_ = syscall.Kill(pid, syscall.SIGKILL)
+				}
+			}
+			return nil
+		})
+	}
+	if len(dirs) > 0 {
+		time.Sleep(100 * time.Millisecond)
+	}
+	sort.Slice(dirs, func(i, j int) bool { return len(dirs[i]) > len(dirs[j]) })
+	for _, d := range dirs {
+		_ = os.Remove(d)
 	}
 }
