@@ -23,8 +23,8 @@ func (s *runtimeService) ContainerStatus(ctx context.Context, req *runtime.Conta
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	groups := make([]int64, 0, len(c.User.AdditionalGids))
-	for _, g := range c.User.AdditionalGids {
+	groups := make([]int64, 0, len(c.Process.User.AdditionalGids))
+	for _, g := range c.Process.User.AdditionalGids {
 		groups = append(groups, int64(g))
 	}
 	st := &runtime.ContainerStatus{
@@ -46,7 +46,7 @@ func (s *runtimeService) ContainerStatus(ctx context.Context, req *runtime.Conta
 		LogPath:     c.LogPath,
 		StopSignal:  c.Config.StopSignal,
 		User: &runtime.ContainerUser{Linux: &runtime.LinuxContainerUser{
-			Uid: int64(c.User.UID), Gid: int64(c.User.GID), SupplementalGroups: groups,
+			Uid: int64(c.Process.User.UID), Gid: int64(c.Process.User.GID), SupplementalGroups: groups,
 		}},
 	}
 	if c.Resources != nil {

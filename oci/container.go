@@ -14,6 +14,7 @@ import (
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/encoding/protojson"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/klog/v2"
@@ -47,8 +48,7 @@ type Container struct {
 	ExitCode   int32                            `json:"exit_code"`
 	Reason     string                           `json:"reason,omitempty"`
 	Message    string                           `json:"message,omitempty"`
-	State      string                           `json:"state"` // created, running, exited
-	User       specs.User                       `json:"user"`
+	State      string                           `json:"state"`   // created, running, exited
 	Process    *specs.Process                   `json:"process"` // for exec: env, cwd, user
 	StopSignal string                           `json:"stop_signal,omitempty"`
 	Resources  *runtime.LinuxContainerResources `json:"-"`
@@ -165,7 +165,7 @@ func (c *Containers) Create(ctx context.Context, p CreateParams) error {
 	}
 	ctr := &Container{
 		ID: p.ID, SandboxID: p.SandboxID, Config: p.Config, ImageID: p.ImageID, ImageName: p.ImageName, ImageRef: p.ImageRef,
-		LogPath: p.LogPath, CreatedAt: time.Now().UnixNano(), State: StateCreated, User: p.Spec.Process.User,
+		LogPath: p.LogPath, CreatedAt: time.Now().UnixNano(), State: StateCreated,
 		Process: p.Spec.Process, StopSignal: p.StopSignal, Resources: p.Config.GetLinux().GetResources(),
 		CgroupsPath: p.Spec.Linux.CgroupsPath,
 	}
@@ -494,7 +494,7 @@ func parseSignal(s string) syscall.Signal {
 		return syscall.Signal(n)
 	}
 	for sig := syscall.Signal(1); sig < 65; sig++ {
-		if strings.TrimPrefix(strings.ToUpper(unixSignalName(sig)), "SIG") == s {
+		if strings.TrimPrefix(strings.ToUpper(unix.SignalName(sig)), "SIG") == s {
 			return sig
 		}
 	}
