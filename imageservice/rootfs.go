@@ -182,3 +182,35 @@ func (s *Service) ContainerFsUsage() (FsUsage, error) {
 	}
 	return u, nil
 }
+
+// ContainerUsage reports the bytes and inodes container id's writable
+// layer uses; Mountpoint is the directory of the filesystem it lives on
+// (the one ImageFsInfo reports for container filesystems).
+func (s *Service) ContainerUsage(id string) (FsUsage, error) {
+	u := FsUsage{Mountpoint: s.opts.RootfsDir}
+	if strings.ContainsAny(id, "/\x00") || id == "" || id == "." || id == ".." {
+		return u, fmt.Errorf("invalid container id %q", id)
+	}
+	b, i, err := usage(filepath.Join(s.rootfsDir(id), "upper"))
+	if err != nil {
+		return u, err
+	}
+	u.Bytes, u.Inodes = b, i
+	return u, nil
+}
+
+// FsCapacity is the size of a filesystem.
+type FsCapacity struct {
+	Bytes, AvailableBytes, Inodes, FreeInodes uint64
+}
+
+// ContainerFsCapacity reports the size of the filesystem holding the
+// writable layers.
+func (s *Service) ContainerFsCapacity() (FsCapacity, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(s.opts.RootfsDir, &st); err != nil {
+		return FsCapacity{}, fmt.Errorf("statfs %s: %w", s.opts.RootfsDir, err)
+	}
+	bs := uint64(st.Bsize)
+	return FsCapacity{Bytes: st.Blocks * bs, AvailableBytes: st.Bavail * bs, Inodes: st.Files, FreeInodes: st.Ffree}, nil
+}
