@@ -193,8 +193,9 @@ var seqShapes = []shape{
 func (b *bench) seqPhase(ctx context.Context, s shape) *SeqResult {
 	res := &SeqResult{Name: s.String(), HostNetwork: s.hostNetwork, Pid: s.pid.String(), Pods: b.o.pods}
 	sbOut, ctrOut := ok(), ok()
-	var sbTimes, totalTimes []time.Duration
+	var sbTimes, totalTimes, ctrTimes []time.Duration
 	var pods []*pod
+	b.takeRPCTimes() // the probe's and earlier phases'
 	for i := range b.o.pods {
 		if ctx.Err() != nil {
 			res.Errors++
@@ -222,6 +223,7 @@ func (b *bench) seqPhase(ctx context.Context, s shape) *SeqResult {
 		if !ctrOut.usable() {
 			continue
 		}
+		ctrStart := time.Now()
 		if err := b.runContainer(ctx, p); err != nil {
 			if len(totalTimes) == 0 && res.Errors == 0 {
 				ctrOut = outcomeOf(err)
@@ -233,8 +235,10 @@ func (b *bench) seqPhase(ctx context.Context, s shape) *SeqResult {
 			}
 			continue
 		}
+		ctrTimes = append(ctrTimes, time.Since(ctrStart))
 		totalTimes = append(totalTimes, time.Since(start))
 	}
+	rpcs := b.takeRPCTimes()
 	if kinds, _, err := runtimeProcs(b.o, b.ownContainer); err == nil {
 		for _, k := range kinds {
 			if k == kindInfra {
@@ -244,8 +248,14 @@ func (b *bench) seqPhase(ctx context.Context, s shape) *SeqResult {
 	}
 	res.Sandbox = newDist(sbOut, sbTimes)
 	res.Total = newDist(ctrOut, totalTimes)
+	res.Container = newDist(ctrOut, ctrTimes)
+	res.Create, res.Start = rpcs["CreateContainer"], rpcs["StartContainer"]
+	if !ctrOut.usable() {
+		res.Create, res.Start = Dist{Outcome: ctrOut}, Dist{Outcome: ctrOut}
+	}
 	if !sbOut.usable() {
 		res.Total = Dist{Outcome: sbOut}
+		res.Create, res.Start, res.Container = res.Total, res.Total, res.Total
 	}
 	_, n, err := b.teardownAll(ctx, pods)
 	res.TeardownErrors = n
@@ -253,8 +263,8 @@ func (b *bench) seqPhase(ctx context.Context, s shape) *SeqResult {
 		b.logf("seq teardown: %d pods failed: %v", n, err)
 	}
 	res.Leaks = b.host.leaks(ctx, 10*time.Second)
-	b.logf("seq %s: sandbox p50 %.0f ms (%s), pod p50 %.0f ms (%s), %d errors, leaks: %s",
-		s, res.Sandbox.P50, res.Sandbox.State, res.Total.P50, res.Total.State, res.Errors, res.Leaks)
+	b.logf("seq %s: sandbox p50 %.0f ms (%s), create+start p50 %.0f ms, pod p50 %.0f ms (%s), %d errors, leaks: %s",
+		s, res.Sandbox.P50, res.Sandbox.State, res.Container.P50, res.Total.P50, res.Total.State, res.Errors, res.Leaks)
 	return res
 }
 

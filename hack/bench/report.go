@@ -365,6 +365,25 @@ func (t *table) seqRows() {
 		t.row("pod (run+create+start) p99 (ms)", dist(true, true), &target{factor: 0.5, bar: math.NaN(), format: "%.0f"})
 		t.row("RunPodSandbox p50 (ms)", dist(false, false), nil)
 		t.row("RunPodSandbox p99 (ms)", dist(false, true), nil)
+		pair := func(get func(*SeqResult) Dist) func(r *Result) cell {
+			return func(r *Result) cell {
+				s := seq(r)
+				if s == nil {
+					return text("not run")
+				}
+				d := get(s)
+				if d.State == "" {
+					return text("-") // a result from before these were measured
+				}
+				if !d.usable() {
+					return text(t.outcomeCell(r, d.Outcome))
+				}
+				return text(fmt.Sprintf("%.0f / %.0f", d.P50, d.P99))
+			}
+		}
+		t.row("CreateContainer p50 / p99 (ms)", pair(func(s *SeqResult) Dist { return s.Create }), nil)
+		t.row("StartContainer p50 / p99 (ms)", pair(func(s *SeqResult) Dist { return s.Start }), nil)
+		t.row("create+start p50 / p99 (ms)", pair(func(s *SeqResult) Dist { return s.Container }), nil)
 		t.row("pause/infra processes, all pods running", func(r *Result) cell {
 			s := seq(r)
 			if s == nil || !s.Sandbox.usable() {

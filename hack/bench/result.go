@@ -133,6 +133,11 @@ type SeqResult struct {
 	Pods        int    `json:"pods"`
 	Sandbox     Dist   `json:"sandbox"` // RunPodSandbox alone
 	Total       Dist   `json:"total"`   // RunPodSandbox + CreateContainer + StartContainer
+	// Create and Start are CreateContainer and StartContainer alone;
+	// Container their sum per pod.
+	Create    Dist `json:"create"`
+	Start     Dist `json:"start"`
+	Container Dist `json:"container"`
 	// Errors counts pods that failed after the first one worked.
 	Errors         int         `json:"errors"`
 	FirstErr       string      `json:"first_err,omitempty"`

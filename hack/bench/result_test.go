@@ -67,10 +67,11 @@ func TestLeafContains(t *testing.T) {
 // sandboxes and phases that did not run, and round-trips them through JSON.
 func TestReport(t *testing.T) {
 	unsupported := Outcome{State: stateUnsupported, Err: "CreateContainer in bench-seq-0006: rpc error: code = Unimplemented desc = method CreateContainer not implemented"}
-	var sb, total []time.Duration
+	var sb, total, create []time.Duration
 	for i := range 50 {
 		sb = append(sb, time.Duration(100+i)*time.Millisecond)
 		total = append(total, time.Duration(300+i)*time.Millisecond)
+		create = append(create, time.Duration(20+i)*time.Millisecond)
 	}
 	crid := &Result{Runtime: "crid", Version: "crid dev", Params: Params{Pods: 50, Concurrency: 10, ConcurrentPods: 100, MemPods: 50},
 		Pull: &PullResult{Outcome: ok(), First: PullOne{Outcome: ok(), Seconds: 0.2, SizeBytes: 106e6, BytesFetched: 106e6},
@@ -93,7 +94,8 @@ func TestReport(t *testing.T) {
 		Concurrent: &ConcurrentResult{Outcome: ok(), Pods: 100, Concurrency: 10, Containers: ok(), StartSeconds: 40, StopSeconds: 30, DaemonPSSAtAll: 60000, Leaks: &LeakReport{Clean: true}},
 	}
 	for _, s := range seqShapes {
-		peer.Seq = append(peer.Seq, &SeqResult{Name: s.String(), Pods: 50, Sandbox: newDist(ok(), sb), Total: newDist(ok(), total), Leaks: &LeakReport{Clean: true}})
+		peer.Seq = append(peer.Seq, &SeqResult{Name: s.String(), Pods: 50, Sandbox: newDist(ok(), sb), Total: newDist(ok(), total),
+			Create: newDist(ok(), create), Start: newDist(ok(), create), Container: newDist(ok(), create), Leaks: &LeakReport{Clean: true}})
 	}
 	dir := t.TempDir()
 	var results []*Result
@@ -125,6 +127,9 @@ func TestReport(t *testing.T) {
 		"1 veths on the bridge",
 		"CreateContainer in <pod>: rpc error", // pod names left out of footnotes
 		"create container <id>: boom",         // and long IDs
+		"CreateContainer p50 / p99 (ms)",
+		"create+start p50 / p99 (ms)",
+		"44 / 69", // the peer's sequential CreateContainer
 	} {
 		if !strings.Contains(report, want) {
 			t.Errorf("report lacks %q:\n%s", want, report)
