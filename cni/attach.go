@@ -65,6 +65,13 @@ func (m *Manager) runtimeConf(a Attachment) *libcni.RuntimeConf {
 	if len(pms) > 0 {
 		rt.CapabilityArgs = map[string]any{"portMappings": pms}
 	}
+	// libcni passes it only to plugins declaring "ipRanges": true.
+	if r := m.ipRanges(); r != nil {
+		if rt.CapabilityArgs == nil {
+			rt.CapabilityArgs = map[string]any{}
+		}
+		rt.CapabilityArgs["ipRanges"] = r
+	}
 	return rt
 }
 

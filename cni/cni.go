@@ -6,6 +6,7 @@ package cni
 import (
 	"fmt"
 	"sort"
+	"sync"
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/invoke"
@@ -16,6 +17,12 @@ type Manager struct {
 	confDir  string
 	binDirs  []string
 	cacheDir string
+
+	// podCIDR is kubelet's pod CIDR (UpdateRuntimeConfig), loaded from
+	// cacheDir once.
+	cidrOnce sync.Once
+	cidrMu   sync.Mutex
+	podCIDR  string
 }
 
 // New returns a manager for the network configs in confDir whose plugins are

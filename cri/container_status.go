@@ -23,6 +23,19 @@ func (s *runtimeService) ContainerStatus(ctx context.Context, req *runtime.Conta
 	if err != nil {
 		return nil, toStatus(err)
 	}
+	resp := &runtime.ContainerStatusResponse{Status: containerStatus(c)}
+	if req.Verbose {
+		info, err := json.Marshal(c)
+		if err != nil {
+			return nil, status.Errorf(codes.Internal, "encode container info: %v", err)
+		}
+		resp.Info = map[string]string{"info": string(info)}
+	}
+	return resp, nil
+}
+
+// containerStatus is the CRI view of a container record.
+func containerStatus(c *oci.Container) *runtime.ContainerStatus {
 	groups := make([]int64, 0, len(c.Process.User.AdditionalGids))
 	for _, g := range c.Process.User.AdditionalGids {
 		groups = append(groups, int64(g))
@@ -52,15 +65,7 @@ func (s *runtimeService) ContainerStatus(ctx context.Context, req *runtime.Conta
 	if c.Resources != nil {
 		st.Resources = &runtime.ContainerResources{Linux: c.Resources}
 	}
-	resp := &runtime.ContainerStatusResponse{Status: st}
-	if req.Verbose {
-		info, err := json.Marshal(c)
-		if err != nil {
-			return nil, status.Errorf(codes.Internal, "encode container info: %v", err)
-		}
-		resp.Info = map[string]string{"info": string(info)}
-	}
-	return resp, nil
+	return st
 }
 
 // ListContainers lists containers by ID (or prefix), pod, state and labels.

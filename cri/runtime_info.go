@@ -3,6 +3,7 @@ package cri
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 
 	"google.golang.org/grpc/codes"
@@ -10,6 +11,7 @@ import (
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/crid-dev/crid/cgroupmgr"
+	"github.com/crid-dev/crid/cni"
 	"github.com/crid-dev/crid/oci/specgen"
 	"github.com/crid-dev/crid/podsandbox"
 )
@@ -57,9 +59,31 @@ func (s *runtimeService) Status(_ context.Context, req *runtime.StatusRequest) (
 		if err != nil {
 			return nil, status.Errorf(codes.Internal, "encode config: %v", err)
 		}
-		resp.Info = map[string]string{"config": string(cfg), "apparmor": appArmorStatus()}
+		rc, err := json.Marshal(map[string]string{"podCIDR": s.opts.CNI.PodCIDR()})
+		if err != nil {
+			return nil, status.Errorf(codes.Internal, "encode runtime config: %v", err)
+		}
+		resp.Info = map[string]string{"config": string(cfg), "apparmor": appArmorStatus(), "runtimeConfig": string(rc)}
 	}
 	return resp, nil
+}
+
+// UpdateRuntimeConfig takes the node's pod CIDR from kubelet: stored across
+// restarts, shown in Status (verbose, "runtimeConfig") and handed to CNI
+// plugins that declare the ipRanges capability. An empty CIDR changes
+// nothing.
+func (s *runtimeService) UpdateRuntimeConfig(_ context.Context, req *runtime.UpdateRuntimeConfigRequest) (*runtime.UpdateRuntimeConfigResponse, error) {
+	cidr := req.GetRuntimeConfig().GetNetworkConfig().GetPodCidr()
+	if cidr == "" {
+		return &runtime.UpdateRuntimeConfigResponse{}, nil
+	}
+	if err := s.opts.CNI.SetPodCIDR(cidr); err != nil {
+		if errors.Is(err, cni.ErrInvalidPodCIDR) {
+			return nil, invalidArgument("runtime_config.network_config.pod_cidr: %v", err)
+		}
+		return nil, status.Errorf(codes.Internal, "%v", err)
+	}
+	return &runtime.UpdateRuntimeConfigResponse{}, nil
 }
 
 // RuntimeConfig reports the cgroup driver kubelet must match.

@@ -18,6 +18,19 @@ func (s *runtimeService) PodSandboxStatus(_ context.Context, req *runtime.PodSan
 	if err != nil {
 		return nil, toStatus(err)
 	}
+	resp := &runtime.PodSandboxStatusResponse{Status: sandboxStatus(sb), Timestamp: time.Now().UnixNano()}
+	if req.Verbose {
+		info, err := json.Marshal(sb)
+		if err != nil {
+			return nil, status.Errorf(codes.Internal, "encode sandbox info: %v", err)
+		}
+		resp.Info = map[string]string{"info": string(info)}
+	}
+	return resp, nil
+}
+
+// sandboxStatus is the CRI view of a sandbox record.
+func sandboxStatus(sb *podsandbox.Sandbox) *runtime.PodSandboxStatus {
 	st := &runtime.PodSandboxStatus{
 		Id:             sb.ID,
 		Metadata:       sb.Config.Metadata,
@@ -35,15 +48,7 @@ func (s *runtimeService) PodSandboxStatus(_ context.Context, req *runtime.PodSan
 			st.Network.AdditionalIps = append(st.Network.AdditionalIps, &runtime.PodIP{Ip: ip})
 		}
 	}
-	resp := &runtime.PodSandboxStatusResponse{Status: st, Timestamp: time.Now().UnixNano()}
-	if req.Verbose {
-		info, err := json.Marshal(sb)
-		if err != nil {
-			return nil, status.Errorf(codes.Internal, "encode sandbox info: %v", err)
-		}
-		resp.Info = map[string]string{"info": string(info)}
-	}
-	return resp, nil
+	return st
 }
 
 // ListPodSandbox lists pods, filtered by ID (or prefix), state and labels.

@@ -15,6 +15,7 @@ import (
 	"github.com/crid-dev/crid/cgroupmgr"
 	"github.com/crid-dev/crid/cni"
 	"github.com/crid-dev/crid/config"
+	"github.com/crid-dev/crid/events"
 	"github.com/crid-dev/crid/imageservice"
 	"github.com/crid-dev/crid/oci"
 	"github.com/crid-dev/crid/oci/specgen"
@@ -33,6 +34,8 @@ type Options struct {
 	Images     *imageservice.Service
 	Sandboxes  *podsandbox.Manager
 	Containers *oci.Containers
+	// Events feeds GetContainerEvents; nil answers Unimplemented.
+	Events *events.Broadcaster
 }
 
 // Server serves the CRI on a listener.

@@ -19,6 +19,7 @@ import (
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/klog/v2"
 
+	"github.com/crid-dev/crid/events"
 	"github.com/crid-dev/crid/idprefix"
 	"github.com/crid-dev/crid/records"
 )
@@ -54,6 +55,11 @@ type Container struct {
 	Resources  *runtime.LinuxContainerResources `json:"-"`
 	// CgroupsPath is the container's cgroup.
 	CgroupsPath string `json:"cgroups_path"`
+
+	// starting is set while Start runs; an exit seen meanwhile waits in
+	// pendingExit, so STARTED is always published before STOPPED.
+	starting    bool
+	pendingExit *Exit
 }
 
 // Container states, as CRI names them.
@@ -77,6 +83,13 @@ type Containers struct {
 	// when it is removed.
 	release func(id string) error
 
+	// events receives every state change, published under mu so they
+	// come out in the order they happened; nil publishes nothing.
+	events events.Publisher
+	// cancel and wg end the exit watcher (Close).
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
 	mu    sync.Mutex
 	m     map[string]*Container
 	names map[string]string // sandbox/name/attempt → ID
@@ -84,9 +97,11 @@ type Containers struct {
 }
 
 // NewContainers loads the container records and reconciles them with the
-// monitor: a container the monitor does not know is marked exited.
-func NewContainers(ctx context.Context, rt *Runtime, store *records.Store, release func(id string) error) (*Containers, error) {
-	c := &Containers{rt: rt, records: store, release: release, m: map[string]*Container{}, names: map[string]string{}, busy: map[string]bool{}}
+// monitor: a container the monitor does not know is marked exited. It then
+// watches for exits (see watchExits) until Close; pub, which may be nil,
+// gets every container's lifecycle events.
+func NewContainers(ctx context.Context, rt *Runtime, store *records.Store, release func(id string) error, pub events.Publisher) (*Containers, error) {
+	c := &Containers{rt: rt, records: store, release: release, events: pub, m: map[string]*Container{}, names: map[string]string{}, busy: map[string]bool{}}
 	recs, errs := store.Load(containerKind)
 	for _, err := range errs {
 		klog.ErrorS(err, "Skipping unreadable container record")
@@ -113,7 +128,27 @@ func NewContainers(ctx context.Context, rt *Runtime, store *records.Store, relea
 			klog.ErrorS(err, "Reading container state", "containerID", ctr.ID)
 		}
 	}
+	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	c.cancel = cancel
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		c.watchExits(wctx)
+	}()
 	return c, nil
+}
+
+// Close ends the exit watcher. Containers keep running.
+func (c *Containers) Close() {
+	c.cancel()
+	c.wg.Wait()
+}
+
+// publishLocked sends an event about ctr; c.mu is held.
+func (c *Containers) publishLocked(t events.Type, ctr *Container) {
+	if c.events != nil {
+		c.events.Publish(events.Event{Type: t, ContainerID: ctr.ID, SandboxID: ctr.SandboxID, At: time.Now()})
+	}
 }
 
 func nameKey(sandboxID string, md *runtime.ContainerMetadata) string {
@@ -194,6 +229,7 @@ func (c *Containers) Create(ctx context.Context, p CreateParams) error {
 	c.mu.Lock()
 	c.m[p.ID] = ctr
 	delete(c.busy, p.ID)
+	c.publishLocked(events.ContainerCreated, ctr)
 	c.mu.Unlock()
 	return nil
 }
@@ -218,20 +254,36 @@ func (c *Containers) Start(ctx context.Context, idOrPrefix string) error {
 	if err != nil {
 		return err
 	}
-	if ctr.State != StateCreated {
-		return fmt.Errorf("%w: container %s is %s, not created", ErrFailedPrecondition, ctr.ID, ctr.State)
+	c.mu.Lock()
+	if ctr.State != StateCreated || ctr.starting {
+		state := ctr.State
+		c.mu.Unlock()
+		return fmt.Errorf("%w: container %s is %s, not created", ErrFailedPrecondition, ctr.ID, state)
 	}
+	ctr.starting = true
+	c.mu.Unlock()
 	if err := c.rt.Start(ctx, ctr.ID); err != nil {
 		c.mu.Lock()
-		ctr.State, ctr.FinishedAt, ctr.ExitCode = StateExited, time.Now().UnixNano(), 128
-		ctr.Reason, ctr.Message = "StartError", err.Error()
+		ctr.starting, ctr.pendingExit = false, nil
+		if ctr.State != StateExited {
+			ctr.State, ctr.FinishedAt, ctr.ExitCode = StateExited, time.Now().UnixNano(), 128
+			ctr.Reason, ctr.Message = "StartError", err.Error()
+			c.publishLocked(events.ContainerStopped, ctr)
+		}
 		c.mu.Unlock()
 		_ = c.persist(ctr)
 		return err
 	}
 	c.mu.Lock()
+	ctr.starting = false
 	ctr.State, ctr.StartedAt = StateRunning, time.Now().UnixNano()
+	c.publishLocked(events.ContainerStarted, ctr)
+	x := ctr.pendingExit
+	ctr.pendingExit = nil
 	c.mu.Unlock()
+	if x != nil {
+		c.setExit(ctr, x)
+	}
 	return c.persist(ctr)
 }
 
@@ -253,17 +305,31 @@ func (c *Containers) refresh(ctx context.Context, ctr *Container) (*Container, e
 		c.setExit(ctr, st.Exit)
 	case st.Status == Running && state == StateCreated:
 		c.mu.Lock()
-		ctr.State = StateRunning
-		if !st.StartedAt.IsZero() {
-			ctr.StartedAt = st.StartedAt.UnixNano()
+		if ctr.State == StateCreated && !ctr.starting {
+			ctr.State = StateRunning
+			if !st.StartedAt.IsZero() {
+				ctr.StartedAt = st.StartedAt.UnixNano()
+			}
+			c.publishLocked(events.ContainerStarted, ctr)
 		}
 		c.mu.Unlock()
 	}
 	return c.snapshot(ctr), nil
 }
 
+// setExit records the container's exit, once: the first observation wins.
 func (c *Containers) setExit(ctr *Container, x *Exit) {
 	c.mu.Lock()
+	if ctr.State == StateExited {
+		c.mu.Unlock()
+		return
+	}
+	if ctr.starting {
+		// Start publishes STARTED first, then applies this.
+		ctr.pendingExit = x
+		c.mu.Unlock()
+		return
+	}
 	ctr.State = StateExited
 	ctr.ExitCode = int32(x.Code)
 	ctr.FinishedAt = x.FinishedAt.UnixNano()
@@ -277,6 +343,7 @@ func (c *Containers) setExit(ctr *Container, x *Exit) {
 	default:
 		ctr.Reason = "Error"
 	}
+	c.publishLocked(events.ContainerStopped, ctr)
 	c.mu.Unlock()
 	if err := c.persist(ctr); err != nil {
 		klog.ErrorS(err, "Recording container exit", "containerID", ctr.ID)
@@ -417,7 +484,10 @@ func (c *Containers) Remove(ctx context.Context, idOrPrefix string) error {
 		return err
 	}
 	c.mu.Lock()
-	delete(c.m, ctr.ID)
+	if c.m[ctr.ID] == ctr {
+		delete(c.m, ctr.ID)
+		c.publishLocked(events.ContainerDeleted, ctr)
+	}
 	if c.names[nameKey(ctr.SandboxID, ctr.Config.Metadata)] == ctr.ID {
 		delete(c.names, nameKey(ctr.SandboxID, ctr.Config.Metadata))
 	}

@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/crid-dev/crid/cgroupmgr"
 	"github.com/crid-dev/crid/cni"
+	"github.com/crid-dev/crid/events"
 	"github.com/crid-dev/crid/idprefix"
 	"github.com/crid-dev/crid/records"
 )
@@ -51,6 +53,9 @@ type Options struct {
 	InfraAlways bool
 	// Containers stops and removes a pod's containers with it.
 	Containers PodContainers
+	// Events, when set, gets the pods' lifecycle events (created and
+	// started by Run, stopped by Stop, deleted by Remove).
+	Events events.Publisher
 }
 
 // PodContainers are the containers of pods, as the sandbox manager needs
@@ -287,4 +292,11 @@ func (m *Manager) List(f Filter) []*Sandbox {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt < out[j].CreatedAt })
 	return out
+}
+
+// publish sends an event about the sandbox itself.
+func (m *Manager) publish(t events.Type, id string) {
+	if m.opts.Events != nil {
+		m.opts.Events.Publish(events.Event{Type: t, ContainerID: id, SandboxID: id, At: time.Now()})
+	}
 }

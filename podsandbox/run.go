@@ -14,6 +14,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/crid-dev/crid/cni"
+	"github.com/crid-dev/crid/events"
 )
 
 // knownHandlers are the runtime handlers crid serves: the default one and
@@ -116,6 +117,8 @@ func (m *Manager) Run(ctx context.Context, cfg *runtime.PodSandboxConfig, handle
 	if err := m.persist(sb); err != nil {
 		return "", err
 	}
+	m.publish(events.ContainerCreated, sb.ID)
+	m.publish(events.ContainerStarted, sb.ID)
 	if sb.TimedOut {
 		klog.InfoS("Sandbox finished after its client gave up; kept for the retry", "podSandboxID", sb.ID)
 	}

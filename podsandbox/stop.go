@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 
 	"k8s.io/klog/v2"
+
+	"github.com/crid-dev/crid/events"
 )
 
 // Stop stops the pod: its containers, its infra process, its network (CNI DEL, so the IP
@@ -31,9 +33,16 @@ func (m *Manager) stop(ctx context.Context, sb *Sandbox) error {
 		return err
 	}
 	m.mu.Lock()
+	was := sb.State
 	sb.State = StateNotReady
 	m.mu.Unlock()
-	return m.persist(sb)
+	if err := m.persist(sb); err != nil {
+		return err
+	}
+	if was == StateReady {
+		m.publish(events.ContainerStopped, sb.ID)
+	}
+	return nil
 }
 
 // release undoes everything of a running pod but its directory, cgroup and
@@ -90,6 +99,7 @@ func (m *Manager) Remove(ctx context.Context, idOrPrefix string) error {
 	}
 	defer unlock()
 	m.mu.Lock()
+	wasReady := sb.State == StateReady
 	sb.State = StateRemoving
 	m.mu.Unlock()
 	if err := m.persist(sb); err != nil {
@@ -100,6 +110,10 @@ func (m *Manager) Remove(ctx context.Context, idOrPrefix string) error {
 		return err
 	}
 	m.forget(sb)
+	if wasReady { // removed without a stop first
+		m.publish(events.ContainerStopped, sb.ID)
+	}
+	m.publish(events.ContainerDeleted, sb.ID)
 	return nil
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/crid-dev/crid/cni"
 	"github.com/crid-dev/crid/config"
 	"github.com/crid-dev/crid/cri"
+	"github.com/crid-dev/crid/events"
 	"github.com/crid-dev/crid/imageservice"
 	"github.com/crid-dev/crid/oci"
 	"github.com/crid-dev/crid/podsandbox"
@@ -77,10 +78,13 @@ func serve(cfg config.Config) error {
 	// the connection.
 	defer containers.Close()
 
-	ctrs, err := oci.NewContainers(context.Background(), containers, store, images.UnmountRootfs)
+	// Pod and container lifecycle events, for GetContainerEvents.
+	bus := events.NewBroadcaster()
+	ctrs, err := oci.NewContainers(context.Background(), containers, store, images.UnmountRootfs, bus)
 	if err != nil {
 		return err
 	}
+	defer ctrs.Close() // ends the exit watcher before the monitor connection
 
 	network := cni.New(cfg.Network.CNIConfDir, cfg.Network.CNIBinDirs, filepath.Join(cfg.RootDir, "cni"))
 	sandboxes, err := podsandbox.New(context.Background(), podsandbox.Options{
@@ -92,6 +96,7 @@ func serve(cfg config.Config) error {
 		ShmSize:             cfg.Runtime.PodShmSize,
 		InfraAlways:         cfg.Runtime.Infra == "always",
 		Containers:          ctrs,
+		Events:              bus,
 		Infra: &podsandbox.PauseRunner{
 			Runtime: containers,
 			Images:  images,
@@ -111,6 +116,7 @@ func serve(cfg config.Config) error {
 		Images:     images,
 		Sandboxes:  sandboxes,
 		Containers: ctrs,
+		Events:     bus,
 	})
 	l, err := listenSocket(cfg.Socket)
 	if err != nil {
@@ -133,6 +139,7 @@ func serve(cfg config.Config) error {
 	case sig := <-signals:
 		klog.InfoS("Shutting down", "signal", sig.String(), "timeout", cfg.ShutdownTimeout.Std())
 	}
+	bus.Close() // ends the GetContainerEvents streams
 	stopped := make(chan struct{})
 	go func() {
 		srv.GracefulStop()

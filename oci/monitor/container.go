@@ -159,6 +159,7 @@ func (m *Monitor) finish(c *container, e protocol.Exit) {
 		m.log.Warn("Saving finished record failed", "id", c.id, "err", err)
 	}
 	close(c.exited)
+	m.exits.add(c.id)
 }
 
 // stdioWired marks the container's stdio as wired (or given up on).

@@ -29,6 +29,10 @@ func (m *Monitor) get(id string) (*container, error) {
 // handle dispatches one request. Only adopt keeps descriptors; every other
 // method closes what it was sent.
 func (m *Monitor) handle(ctx context.Context, method string, body json.RawMessage, fds []*os.File) (any, []*os.File, error) {
+	if reply, ok, err := m.handleUpdates(ctx, method, body); ok {
+		protocol.CloseFiles(fds)
+		return reply, nil, err
+	}
 	if method == protocol.MethodAdopt {
 		var req protocol.AdoptRequest
 		if err := protocol.Decode(body, &req); err != nil {

@@ -54,6 +54,8 @@ type Monitor struct {
 	containers map[string]*container
 
 	bg sync.WaitGroup // watchers of reloaded inits
+
+	exits exitLog // numbered exits, for the daemon's exit watcher
 }
 
 // Run runs the monitor until ctx ends. ready, when not nil, receives "ok\n"
