@@ -6,7 +6,9 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -130,5 +132,49 @@ func TestClampOOMScoreAdj(t *testing.T) {
 	}
 	if got, _ := l.clampOOMScoreAdj(nil); got != nil {
 		t.Fatal("nil")
+	}
+}
+
+// The exit status of a process that is not the monitor's child (a reloaded
+// init whose parent is PID 1 or the daemon) is observed, not guessed.
+func TestWaitPidExitOfNonChild(t *testing.T) {
+	m := testMonitor(t)
+	m.limits.caps["CAP_SYS_PTRACE"] = os.Geteuid() == 0
+	for _, tc := range []struct {
+		script string
+		want   func(unix.WaitStatus) bool
+	}{
+		{"sleep 0.3; exit 5", func(ws unix.WaitStatus) bool { return ws.Exited() && ws.ExitStatus() == 5 }},
+		{"sleep 0.3; kill -TERM $$", func(ws unix.WaitStatus) bool { return ws.Signaled() && ws.Signal() == unix.SIGTERM }},
+	} {
+		// The inner shell outlives its parent: an orphan of someone else.
+		out, err := exec.Command("sh", "-c", `sh -c "$0" >/dev/null 2>&1 & echo $!`, tc.script).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(out)))
+		if err != nil {
+			t.Fatalf("pid %q", out)
+		}
+		start, _, err := protocol.ProcStartTime(pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		began := time.Now()
+		ws, observed, err := m.waitPidExit(context.Background(), pid, start)
+		if err != nil || !observed || !tc.want(unix.WaitStatus(ws)) {
+			t.Errorf("%s: status %#x observed %v err %v", tc.script, uint32(ws), observed, err)
+		}
+		if d := time.Since(began); d > 2*time.Second {
+			t.Errorf("%s: took %s", tc.script, d)
+		}
+	}
+	// Gone before anyone looked: nothing to observe.
+	cmd := exec.Command("true")
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	if _, observed, err := m.waitPidExit(context.Background(), cmd.Process.Pid, 1); observed || err != nil {
+		t.Errorf("reaped process: observed %v err %v", observed, err)
 	}
 }

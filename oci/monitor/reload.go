@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/opencontainers/cgroups"
@@ -17,10 +18,13 @@ import (
 	"github.com/crid-dev/crid/oci/protocol"
 )
 
-// exitFileWait bounds how long a reloaded container whose init has gone
-// waits for its reaper (the daemon, our parent and a child subreaper) to
-// record the exit before it is recorded as unknown.
-const exitFileWait = 10 * time.Second
+// exitFileWait bounds how long a reloaded container whose init was gone
+// before the monitor could look at it waits for its reaper to record the
+// exit before it is recorded as unknown. Only the daemon records what it
+// reaps, within milliseconds of its SIGCHLD, and it reaps before it starts
+// a new monitor; PID 1 (the inits' parent once the daemon was restarted)
+// records nothing.
+const exitFileWait = 2 * time.Second
 
 // adoptGrace bounds how long a reloaded container's exit waits for the
 // daemon to hand its stdio back (it does so as soon as it connects).
@@ -110,13 +114,20 @@ func (m *Monitor) reloadOne(rec protocol.Record) *container {
 	return c
 }
 
-// watchReloaded waits for a reloaded init to end, then for its exit record.
+// watchReloaded waits for a reloaded init to end and records its exit:
+// the status it observed itself, else the one its reaper recorded, else
+// (when nobody could see it) an unknown one.
 func (m *Monitor) watchReloaded(c *container) {
 	c.mu.Lock()
 	pid, start, mem := c.rec.Pid, c.rec.InitStartTime, c.rec.MemoryCgroup
 	c.mu.Unlock()
-	if err := waitPidExit(m.ctx, pid, start); err != nil {
+	ws, observed, err := m.waitPidExit(m.ctx, pid, start)
+	if err != nil {
 		return // shutting down
+	}
+	if observed {
+		m.finish(c, protocol.ExitFromStatus(ws, time.Now(), mem, "monitor"))
+		return
 	}
 	deadline := time.Now().Add(exitFileWait)
 	for {
@@ -141,21 +152,83 @@ func (m *Monitor) watchReloaded(c *container) {
 	}
 }
 
-// waitPidExit returns when the process (pid, start) has exited — at once if
-// it is already gone, a zombie, or another process. A pidfd becomes
-// readable when its process exits, for any waiter, not only the parent; Go's
-// poller waits on it without a thread.
-func waitPidExit(ctx context.Context, pid int, start uint64) error {
+// waitPidExit returns when the process (pid, start) has ended, with its
+// wait status when that could be observed. A reloaded init is no longer
+// the monitor's child, so wait4 cannot give its status; its parent reaps
+// it: the daemon, which records what it reaps, or — once the daemon that
+// started the monitor's predecessor was itself restarted — PID 1 (or
+// another subreaper above), which records nothing and on these machines
+// reaps late. The status is read while the process is a zombie, from
+// /proc (exit_code, for a reader with CAP_SYS_PTRACE), or after its reap
+// from the pidfd (PIDFD_INFO_EXIT, Linux 6.15+), which keeps it for any
+// holder that opened it before the exit. observed is false when the
+// process was gone before the monitor could look.
+//
+// A pidfd becomes readable when its process exits, for any waiter, not
+// only the parent; Go's poller waits on it without a thread.
+func (m *Monitor) waitPidExit(ctx context.Context, pid int, start uint64) (ws syscall.WaitStatus, observed bool, err error) {
 	fd, err := unix.PidfdOpen(pid, unix.PIDFD_NONBLOCK)
 	if err != nil {
-		return nil // gone already
+		return 0, false, nil // gone already
 	}
 	f := os.NewFile(uintptr(fd), "pidfd")
 	defer f.Close()
 	// Checked after opening: the pidfd pins the process we verify.
-	if st, state, err := protocol.ProcStartTime(pid); err != nil || st != start || state == 'Z' || state == 'X' {
-		return nil
+	st, state, err := protocol.ProcStartTime(pid)
+	switch {
+	case err == nil && st != start:
+		return 0, false, nil // another process: ours was reaped before we looked
+	case err != nil || state == 'Z' || state == 'X':
+		// Ended (and maybe reaped since the open): look below.
+	default:
+		if err := waitReadable(ctx, f, pid, start); err != nil {
+			return 0, false, err
+		}
 	}
+	ws, observed = m.observeExit(f, pid, start)
+	return ws, observed, nil
+}
+
+// observeExit reads the status of an ended process: from /proc while it is
+// a zombie, from its pidfd once it is reaped. The reap can fall between
+// the two reads, so they are tried a few times.
+func (m *Monitor) observeExit(f *os.File, pid int, start uint64) (syscall.WaitStatus, bool) {
+	proc := m.limits.caps["CAP_SYS_PTRACE"] // without it the kernel shows exit_code 0
+	for range 3 {
+		if proc {
+			if ws, ok := protocol.ZombieStatus(pid, start); ok {
+				return ws, true
+			}
+		}
+		if ws, ok := pidfdExitStatus(f); ok {
+			return ws, true
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return 0, false
+}
+
+// pidfdExitStatus returns the wait status a pidfd keeps for its reaped
+// process (PIDFD_GET_INFO with PIDFD_INFO_EXIT, Linux 6.15+).
+func pidfdExitStatus(f *os.File) (syscall.WaitStatus, bool) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return 0, false
+	}
+	info := unix.PidfdInfo{Mask: unix.PIDFD_INFO_EXIT}
+	var ioErr error
+	if err := rc.Control(func(fd uintptr) { ioErr = unix.IoctlPidfdInfo(int(fd), &info) }); err != nil || ioErr != nil {
+		return 0, false
+	}
+	if info.Mask&unix.PIDFD_INFO_EXIT == 0 {
+		return 0, false
+	}
+	return syscall.WaitStatus(info.Exit_code), true
+}
+
+// waitReadable waits until the pidfd f of (pid, start) says its process
+// ended, or ctx ends.
+func waitReadable(ctx context.Context, f *os.File, pid int, start uint64) error {
 	stop := context.AfterFunc(ctx, func() { f.Close() })
 	defer stop()
 	rc, err := f.SyscallConn()

@@ -57,23 +57,54 @@ func OOMKills(dir string) uint64 {
 // (field 22 of /proc/<pid>/stat), which with the pid identifies a process
 // across pid reuse, and its state letter (Z for a zombie).
 func ProcStartTime(pid int) (start uint64, state byte, err error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	fields, err := procStat(pid)
 	if err != nil {
 		return 0, 0, err
-	}
-	// comm (field 2) may hold spaces and parentheses: parse after the last ')'.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 || i+2 >= len(b) {
-		return 0, 0, syscall.EINVAL
-	}
-	fields := bytes.Fields(b[i+2:])
-	// fields[0] is field 3 (state); field 22 is fields[19].
-	if len(fields) < 20 || len(fields[0]) != 1 {
-		return 0, 0, syscall.EINVAL
 	}
 	start, err = strconv.ParseUint(string(fields[19]), 10, 64)
 	if err != nil {
 		return 0, 0, syscall.EINVAL
 	}
 	return start, fields[0][0], nil
+}
+
+// ZombieStatus returns the wait status of the process (pid, start) while it
+// is a zombie, from field 52 of /proc/<pid>/stat (exit_code, Linux 3.5+),
+// which is there for any reader allowed to ptrace-read it, not only for
+// the parent. ok is false when pid is not that process or not a zombie
+// (still running, or reaped already). The kernel shows 0 to a reader
+// without ptrace access: callers must hold CAP_SYS_PTRACE.
+func ZombieStatus(pid int, start uint64) (ws syscall.WaitStatus, ok bool) {
+	fields, err := procStat(pid)
+	if err != nil || len(fields) < 50 || fields[0][0] != 'Z' {
+		return 0, false
+	}
+	if st, err := strconv.ParseUint(string(fields[19]), 10, 64); err != nil || st != start {
+		return 0, false
+	}
+	code, err := strconv.ParseUint(string(fields[49]), 10, 32)
+	if err != nil {
+		return 0, false
+	}
+	return syscall.WaitStatus(code), true
+}
+
+// procStat returns the fields of /proc/<pid>/stat from field 3 (state)
+// on: fields[i] is field i+3.
+func procStat(pid int) ([][]byte, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return nil, err
+	}
+	// comm (field 2) may hold spaces and parentheses: parse after the last ')'.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 >= len(b) {
+		return nil, syscall.EINVAL
+	}
+	fields := bytes.Fields(b[i+2:])
+	// field 22 (start time) is fields[19].
+	if len(fields) < 20 || len(fields[0]) != 1 {
+		return nil, syscall.EINVAL
+	}
+	return fields, nil
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -271,6 +272,53 @@ func TestProcStartTime(t *testing.T) {
 	st, state, err := ProcStartTime(os.Getpid())
 	if err != nil || st == 0 || state == 0 {
 		t.Fatal(st, state, err)
+	}
+}
+
+// A zombie's wait status is read from /proc, exit codes and signals alike;
+// a running process or a wrong start time gives none.
+func TestZombieStatus(t *testing.T) {
+	for _, tc := range []struct {
+		script string
+		check  func(syscall.WaitStatus) bool
+	}{
+		{"exit 7", func(ws syscall.WaitStatus) bool { return ws.Exited() && ws.ExitStatus() == 7 }},
+		{"exit 0", func(ws syscall.WaitStatus) bool { return ws.Exited() && ws.ExitStatus() == 0 }},
+		{"kill -KILL $$", func(ws syscall.WaitStatus) bool { return ws.Signaled() && ws.Signal() == syscall.SIGKILL }},
+	} {
+		cmd := exec.Command("sh", "-c", "read x; "+tc.script)
+		stdin, err := cmd.StdinPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		pid := cmd.Process.Pid
+		start, _, err := ProcStartTime(pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := ZombieStatus(pid, start); ok {
+			t.Errorf("%s: status of a running process", tc.script)
+		}
+		stdin.Close()
+		var ws syscall.WaitStatus
+		var ok bool
+		for i := 0; i < 500 && !ok; i++ {
+			time.Sleep(10 * time.Millisecond)
+			ws, ok = ZombieStatus(pid, start)
+		}
+		if !ok || !tc.check(ws) {
+			t.Errorf("%s: zombie status %#x (%v)", tc.script, uint32(ws), ok)
+		}
+		if _, ok := ZombieStatus(pid, start+1); ok {
+			t.Errorf("%s: status for another start time", tc.script)
+		}
+		_ = cmd.Wait()
+		if _, ok := ZombieStatus(pid, start); ok {
+			t.Errorf("%s: status after the reap", tc.script)
+		}
 	}
 }
 
