@@ -45,6 +45,8 @@ type Server struct {
 	// hostCaps are crid's own capabilities: what privileged containers
 	// and "ALL" get.
 	hostCaps []string
+	// stats keeps the last CPU samples, for usage_nano_cores.
+	stats statsState
 }
 
 // runtimeService and imageService are separate types because the two

@@ -75,9 +75,6 @@ func TestServerRPCs(t *testing.T) {
 	if err != nil || rc.Linux.CgroupDriver != runtime.CgroupDriver_CGROUPFS {
 		t.Fatalf("runtime config %v, %v", rc, err)
 	}
-	if _, err := c.ListContainerStats(ctx, &runtime.ListContainerStatsRequest{}); status.Code(err) != codes.Unimplemented {
-		t.Fatalf("unbuilt RPC: %v", err)
-	}
 	_, err = c.PodSandboxStatus(ctx, &runtime.PodSandboxStatusRequest{})
 	if status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("malformed request: %v", err)

@@ -199,8 +199,9 @@ func (s *Service) ContainerUsage(id string) (FsUsage, error) {
 	return u, nil
 }
 
-// FsCapacity is the size of a filesystem.
+// FsCapacity is the size of the filesystem holding Mountpoint.
 type FsCapacity struct {
+	Mountpoint                                string
 	Bytes, AvailableBytes, Inodes, FreeInodes uint64
 }
 
@@ -212,5 +213,5 @@ func (s *Service) ContainerFsCapacity() (FsCapacity, error) {
 		return FsCapacity{}, fmt.Errorf("statfs %s: %w", s.opts.RootfsDir, err)
 	}
 	bs := uint64(st.Bsize)
-	return FsCapacity{Bytes: st.Blocks * bs, AvailableBytes: st.Bavail * bs, Inodes: st.Files, FreeInodes: st.Ffree}, nil
+	return FsCapacity{Mountpoint: s.opts.RootfsDir, Bytes: st.Blocks * bs, AvailableBytes: st.Bavail * bs, Inodes: st.Files, FreeInodes: st.Ffree}, nil
 }

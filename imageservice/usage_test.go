@@ -49,7 +49,7 @@ func TestContainerUsage(t *testing.T) {
 		t.Fatal("usage of a missing container")
 	}
 	c, err := s.ContainerFsCapacity()
-	if err != nil || c.Bytes == 0 || c.Inodes == 0 || c.AvailableBytes > c.Bytes {
+	if err != nil || c.Bytes == 0 || c.Inodes == 0 || c.AvailableBytes > c.Bytes || c.Mountpoint != s.opts.RootfsDir {
 		t.Fatalf("capacity %+v, %v", c, err)
 	}
 }

@@ -1,0 +1,206 @@
+package cri
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"k8s.io/klog/v2"
+
+	"github.com/crid-dev/crid/cgroupmgr"
+	"github.com/crid-dev/crid/oci"
+)
+
+// streamBatch is how many items one message of a Stream* list carries.
+const streamBatch = 100
+
+// ContainerStats reports one container's CPU, memory, swap and
+// writable-layer usage.
+func (s *runtimeService) ContainerStats(ctx context.Context, req *runtime.ContainerStatsRequest) (*runtime.ContainerStatsResponse, error) {
+	c, err := s.opts.Containers.Get(ctx, req.ContainerId)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &runtime.ContainerStatsResponse{Stats: s.containerStats(c)}, nil
+}
+
+// ListContainerStats reports the stats of the containers matching the
+// filter (ID or ID prefix, pod, labels): created, running and exited ones,
+// as long as they exist.
+func (s *runtimeService) ListContainerStats(ctx context.Context, req *runtime.ListContainerStatsRequest) (*runtime.ListContainerStatsResponse, error) {
+	return &runtime.ListContainerStatsResponse{Stats: s.listContainerStats(ctx, req.GetFilter())}, nil
+}
+
+// StreamContainerStats is ListContainerStats in batches.
+func (s *runtimeService) StreamContainerStats(req *runtime.StreamContainerStatsRequest, stream grpc.ServerStreamingServer[runtime.StreamContainerStatsResponse]) error {
+	stats := s.listContainerStats(stream.Context(), req.GetFilter())
+	return sendBatches(stats, func(b []*runtime.ContainerStats) error {
+		return stream.Send(&runtime.StreamContainerStatsResponse{ContainerStats: b})
+	})
+}
+
+func (s *runtimeService) listContainerStats(ctx context.Context, f *runtime.ContainerStatsFilter) []*runtime.ContainerStats {
+	ctrs := s.opts.Containers.List(ctx, oci.Filter{ID: f.GetId(), SandboxID: f.GetPodSandboxId(), Selector: f.GetLabelSelector()})
+	out := make([]*runtime.ContainerStats, 0, len(ctrs))
+	for _, c := range ctrs {
+		out = append(out, s.containerStats(c))
+	}
+	if f.GetId() == "" && f.GetPodSandboxId() == "" && len(f.GetLabelSelector()) == 0 {
+		// The whole list: forget the samples of removed containers.
+		keep := make(map[string]bool, len(ctrs))
+		for _, c := range ctrs {
+			keep[c.ID] = true
+		}
+		s.stats.containers.prune(keep)
+	}
+	return out
+}
+
+// containerStats samples one container. A container whose cgroup is gone
+// (exited and cleaned up) reports its writable layer only.
+func (s *runtimeService) containerStats(c *oci.Container) *runtime.ContainerStats {
+	out := &runtime.ContainerStats{Attributes: &runtime.ContainerAttributes{
+		Id: c.ID, Metadata: c.Config.Metadata, Labels: c.Config.Labels, Annotations: c.Config.Annotations,
+	}}
+	if st := s.cgroupStats(c.CgroupsPath, "containerID", c.ID); st != nil {
+		out.Cpu = s.stats.containers.cpuUsage(c.ID, st)
+		out.Memory = memoryUsage(st)
+		out.Swap = swapUsage(st)
+	}
+	if u, err := s.opts.Images.ContainerUsage(c.ID); err == nil {
+		out.WritableLayer = &runtime.FilesystemUsage{
+			Timestamp:  time.Now().UnixNano(),
+			FsId:       &runtime.FilesystemIdentifier{Mountpoint: u.Mountpoint},
+			UsedBytes:  &runtime.UInt64Value{Value: u.Bytes},
+			InodesUsed: &runtime.UInt64Value{Value: u.Inodes},
+		}
+	} else {
+		klog.V(4).InfoS("No writable layer usage", "containerID", c.ID, "err", err)
+	}
+	return out
+}
+
+// cgroupStats reads a cgroup's stats, nil when it does not exist; other
+// failures are logged (with the pod's or container's ID as key) and give
+// nil too, so one broken cgroup does not fail a whole list.
+func (s *runtimeService) cgroupStats(path, key, id string) *cgroupmgr.Stats {
+	if path == "" {
+		return nil
+	}
+	st, err := s.opts.Cgroups.Stats(path)
+	if err != nil {
+		if !errors.Is(err, cgroupmgr.ErrNoCgroup) {
+			klog.ErrorS(err, "Reading cgroup stats", key, id)
+		}
+		return nil
+	}
+	return st
+}
+
+func memoryUsage(st *cgroupmgr.Stats) *runtime.MemoryUsage {
+	m := st.Memory
+	u := &runtime.MemoryUsage{
+		Timestamp:       st.Timestamp.UnixNano(),
+		WorkingSetBytes: &runtime.UInt64Value{Value: m.WorkingSet},
+		UsageBytes:      &runtime.UInt64Value{Value: m.Usage},
+		RssBytes:        &runtime.UInt64Value{Value: m.RSS},
+		PageFaults:      &runtime.UInt64Value{Value: m.PageFaults},
+		MajorPageFaults: &runtime.UInt64Value{Value: m.MajorPageFaults},
+	}
+	if m.Limit != 0 {
+		u.AvailableBytes = &runtime.UInt64Value{Value: m.Available}
+	}
+	return u
+}
+
+// swapUsage reports swap in use and, when memory and memory+swap are both
+// limited, the swap still available.
+func swapUsage(st *cgroupmgr.Stats) *runtime.SwapUsage {
+	u := &runtime.SwapUsage{Timestamp: st.Timestamp.UnixNano(), SwapUsageBytes: &runtime.UInt64Value{Value: st.Memory.Swap}}
+	if mem, memsw := st.Spec.MemoryLimit, st.Spec.MemorySwapLimit; mem != 0 && memsw > mem {
+		avail := uint64(0)
+		if limit := memsw - mem; limit > st.Memory.Swap {
+			avail = limit - st.Memory.Swap
+		}
+		u.SwapAvailableBytes = &runtime.UInt64Value{Value: avail}
+	}
+	return u
+}
+
+// statsState is what stats keep between calls: the last CPU sample of
+// each container and pod, from which usage_nano_cores is computed.
+type statsState struct {
+	containers, pods cpuSamples
+}
+
+// cpuSamples keeps the last cumulative CPU usage seen per ID, as
+// containerd does: usage_nano_cores is the rate between two samples.
+type cpuSamples struct {
+	mu   sync.Mutex
+	last map[string]cpuSample
+}
+
+type cpuSample struct {
+	usage uint64
+	at    int64
+}
+
+// cpuUsage builds a CpuUsage from st and records it as id's latest sample.
+// usage_nano_cores is left unset on the first sample (kubelet then
+// computes it itself).
+func (c *cpuSamples) cpuUsage(id string, st *cgroupmgr.Stats) *runtime.CpuUsage {
+	u := &runtime.CpuUsage{
+		Timestamp:            st.Timestamp.UnixNano(),
+		UsageCoreNanoSeconds: &runtime.UInt64Value{Value: st.CPU.UsageNanos},
+	}
+	if nc, ok := c.sample(id, st.CPU.UsageNanos, u.Timestamp); ok {
+		u.UsageNanoCores = &runtime.UInt64Value{Value: nc}
+	}
+	return u
+}
+
+// sample records (usage, at) for id and returns the rate in nanocores
+// since the previous sample, if there is one to compare with.
+func (c *cpuSamples) sample(id string, usage uint64, at int64) (uint64, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.last == nil {
+		c.last = map[string]cpuSample{}
+	}
+	prev, ok := c.last[id]
+	if ok && at <= prev.at {
+		return 0, false // out of order: keep the newer sample
+	}
+	c.last[id] = cpuSample{usage: usage, at: at}
+	if !ok || usage < prev.usage {
+		return 0, false // first sample, or the cgroup was recreated
+	}
+	return uint64(float64(usage-prev.usage) / float64(at-prev.at) * float64(time.Second)), true
+}
+
+// prune forgets every ID not in keep.
+func (c *cpuSamples) prune(keep map[string]bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for id := range c.last {
+		if !keep[id] {
+			delete(c.last, id)
+		}
+	}
+}
+
+// sendBatches sends items in messages of at most streamBatch; an empty
+// list sends nothing.
+func sendBatches[T any](items []T, send func([]T) error) error {
+	for len(items) > 0 {
+		n := min(len(items), streamBatch)
+		if err := send(items[:n]); err != nil {
+			return err
+		}
+		items = items[n:]
+	}
+	return nil
+}

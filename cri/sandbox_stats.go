@@ -1,0 +1,114 @@
+package cri
+
+import (
+	"context"
+	"time"
+
+	"google.golang.org/grpc"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"k8s.io/klog/v2"
+
+	"github.com/crid-dev/crid/oci"
+	"github.com/crid-dev/crid/podsandbox"
+)
+
+// PodSandboxStats reports a pod's usage: its cgroup's CPU, memory and
+// processes, its network namespace's interfaces, and its containers.
+func (s *runtimeService) PodSandboxStats(ctx context.Context, req *runtime.PodSandboxStatsRequest) (*runtime.PodSandboxStatsResponse, error) {
+	sb, err := s.opts.Sandboxes.Get(req.PodSandboxId)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &runtime.PodSandboxStatsResponse{Stats: s.sandboxStats(ctx, sb)}, nil
+}
+
+// ListPodSandboxStats reports the stats of the pods matching the filter
+// (ID or ID prefix, labels).
+func (s *runtimeService) ListPodSandboxStats(ctx context.Context, req *runtime.ListPodSandboxStatsRequest) (*runtime.ListPodSandboxStatsResponse, error) {
+	return &runtime.ListPodSandboxStatsResponse{Stats: s.listSandboxStats(ctx, req.GetFilter())}, nil
+}
+
+// StreamPodSandboxStats is ListPodSandboxStats in batches.
+func (s *runtimeService) StreamPodSandboxStats(req *runtime.StreamPodSandboxStatsRequest, stream grpc.ServerStreamingServer[runtime.StreamPodSandboxStatsResponse]) error {
+	stats := s.listSandboxStats(stream.Context(), req.GetFilter())
+	return sendBatches(stats, func(b []*runtime.PodSandboxStats) error {
+		return stream.Send(&runtime.StreamPodSandboxStatsResponse{PodSandboxStats: b})
+	})
+}
+
+func (s *runtimeService) listSandboxStats(ctx context.Context, f *runtime.PodSandboxStatsFilter) []*runtime.PodSandboxStats {
+	sbs := s.opts.Sandboxes.List(podsandbox.Filter{ID: f.GetId(), Selector: f.GetLabelSelector()})
+	out := make([]*runtime.PodSandboxStats, 0, len(sbs))
+	for _, sb := range sbs {
+		out = append(out, s.sandboxStats(ctx, sb))
+	}
+	if f.GetId() == "" && len(f.GetLabelSelector()) == 0 {
+		keep := make(map[string]bool, len(sbs))
+		for _, sb := range sbs {
+			keep[sb.ID] = true
+		}
+		s.stats.pods.prune(keep)
+	}
+	return out
+}
+
+func (s *runtimeService) sandboxStats(ctx context.Context, sb *podsandbox.Sandbox) *runtime.PodSandboxStats {
+	linux := &runtime.LinuxPodSandboxStats{}
+	if st := s.cgroupStats(sb.CgroupParent, "podSandboxID", sb.ID); st != nil {
+		linux.Cpu = s.stats.pods.cpuUsage(sb.ID, st)
+		linux.Memory = memoryUsage(st)
+		// pids.current: every task of the pod, as containerd reports.
+		linux.Process = &runtime.ProcessUsage{Timestamp: st.Timestamp.UnixNano(), ProcessCount: &runtime.UInt64Value{Value: st.Pids.Current}}
+	}
+	linux.Network = s.networkUsage(sb)
+	for _, c := range s.opts.Containers.List(ctx, oci.Filter{SandboxID: sb.ID}) {
+		if c.SandboxID == sb.ID {
+			linux.Containers = append(linux.Containers, s.containerStats(c))
+		}
+	}
+	return &runtime.PodSandboxStats{
+		Attributes: &runtime.PodSandboxAttributes{Id: sb.ID, Metadata: sb.Config.Metadata, Labels: sb.Config.Labels, Annotations: sb.Config.Annotations},
+		Linux:      linux,
+	}
+}
+
+// networkUsage reads the pod's interfaces, eth0 as the default one. A
+// host-network pod (no namespace of its own) has none, as with containerd.
+func (s *runtimeService) networkUsage(sb *podsandbox.Sandbox) *runtime.NetworkUsage {
+	ifs := s.podInterfaces(sb)
+	if ifs == nil {
+		return nil
+	}
+	u := &runtime.NetworkUsage{Timestamp: time.Now().UnixNano()}
+	for _, i := range ifs {
+		iu := &runtime.NetworkInterfaceUsage{
+			Name:    i.Name,
+			RxBytes: &runtime.UInt64Value{Value: i.RxBytes}, RxErrors: &runtime.UInt64Value{Value: i.RxErrors},
+			TxBytes: &runtime.UInt64Value{Value: i.TxBytes}, TxErrors: &runtime.UInt64Value{Value: i.TxErrors},
+		}
+		if i.Name == podsandbox.DefaultInterface {
+			u.DefaultInterface = iu
+		} else {
+			u.Interfaces = append(u.Interfaces, iu)
+		}
+	}
+	return u
+}
+
+// podInterfaces reads the counters of the pod's interfaces; nil for a
+// host-network or stopped pod, or a namespace that cannot be read (logged).
+func (s *runtimeService) podInterfaces(sb *podsandbox.Sandbox) []podsandbox.InterfaceStats {
+	ns := sb.NetNS()
+	if ns == "" || sb.HostNetwork() || sb.State != podsandbox.StateReady {
+		return nil
+	}
+	ifs, err := podsandbox.NetworkStats(ns)
+	if err != nil {
+		klog.ErrorS(err, "Reading pod network stats", "podSandboxID", sb.ID)
+		return nil
+	}
+	if ifs == nil {
+		ifs = []podsandbox.InterfaceStats{}
+	}
+	return ifs
+}
