@@ -7,8 +7,10 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -27,6 +29,15 @@ type Config struct {
 	Image           Image    `toml:"image" json:"image"`
 	Network         Network  `toml:"network" json:"network"`
 	Runtime         Runtime  `toml:"runtime" json:"runtime"`
+	Stream          Stream   `toml:"stream" json:"stream"`
+}
+
+// Stream configures the streaming server behind Exec, Attach and
+// PortForward: kubelet (or crictl) fetches a URL from those RPCs and
+// connects to it. The URL carries a single-use token valid for a minute.
+type Stream struct {
+	Address     string   `toml:"address" json:"address" doc:"host:port the streaming server listens on; port 0 picks a free one. Keep it on loopback unless kubelet's proxy cannot reach it: the URLs are the only credential"`
+	IdleTimeout Duration `toml:"idle_timeout" json:"idle_timeout" doc:"a stream with no traffic for this long is closed"`
 }
 
 // Image configures image pulls and the image store.
@@ -72,6 +83,10 @@ func Default() Config {
 			CgroupParent: "/crid",
 			Infra:        "when-needed",
 			PodShmSize:   64 << 20,
+		},
+		Stream: Stream{
+			Address:     "127.0.0.1:0",
+			IdleTimeout: Duration(4 * time.Hour),
 		},
 	}
 }
@@ -154,6 +169,14 @@ func (c *Config) Validate() error {
 	}
 	if c.Runtime.PodShmSize < 4096 {
 		return fmt.Errorf("config: runtime.pod_shm_size: %d is below one page", c.Runtime.PodShmSize)
+	}
+	if _, port, err := net.SplitHostPort(c.Stream.Address); err != nil {
+		return fmt.Errorf("config: stream.address: %q is not host:port: %w", c.Stream.Address, err)
+	} else if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return fmt.Errorf("config: stream.address: port %q of %q is not a number from 0 to 65535", port, c.Stream.Address)
+	}
+	if c.Stream.IdleTimeout <= 0 {
+		return fmt.Errorf("config: stream.idle_timeout: must be positive, got %s", c.Stream.IdleTimeout)
 	}
 	return nil
 }

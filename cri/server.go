@@ -6,6 +6,7 @@
 package cri
 
 import (
+	"fmt"
 	"net"
 
 	"google.golang.org/grpc"
@@ -36,6 +37,8 @@ type Options struct {
 	Containers *oci.Containers
 	// Events feeds GetContainerEvents; nil answers Unimplemented.
 	Events *events.Broadcaster
+	// StreamListener serves the Exec, Attach and PortForward URLs.
+	StreamListener net.Listener
 }
 
 // Server serves the CRI on a listener.
@@ -45,6 +48,7 @@ type Server struct {
 	// hostCaps are crid's own capabilities: what privileged containers
 	// and "ALL" get.
 	hostCaps []string
+	stream   *streamServer
 	// stats keeps the last CPU samples, for usage_nano_cores.
 	stats statsState
 }
@@ -61,9 +65,18 @@ type imageService struct {
 	*Server
 }
 
-// New builds the gRPC server with crid's interceptors and both services.
-func New(opts Options) *Server {
+// New builds the gRPC server with crid's interceptors and both services,
+// and the streaming server.
+func New(opts Options) (*Server, error) {
 	s := &Server{opts: opts}
+	if opts.StreamListener == nil {
+		return nil, fmt.Errorf("cri: no listener for the streaming server")
+	}
+	stream, err := newStreamServer(s, opts.StreamListener, opts.Config.Stream.IdleTimeout.Std())
+	if err != nil {
+		return nil, err
+	}
+	s.stream = stream
 	if caps, err := oci.HostCapabilities(); err == nil {
 		s.hostCaps = caps
 	} else {
@@ -76,14 +89,24 @@ func New(opts Options) *Server {
 	)
 	runtime.RegisterRuntimeServiceServer(s.grpc, &runtimeService{Server: s})
 	runtime.RegisterImageServiceServer(s.grpc, &imageService{Server: s})
-	return s
+	return s, nil
 }
 
-// Serve accepts connections on l until Stop or GracefulStop.
-func (s *Server) Serve(l net.Listener) error { return s.grpc.Serve(l) }
+// Serve accepts connections on l until Stop or GracefulStop, and serves
+// the streaming URLs meanwhile.
+func (s *Server) Serve(l net.Listener) error {
+	done := make(chan struct{})
+	go func() { s.stream.serve(); close(done) }() // ends when the stream server is closed
+	defer func() { s.stream.close(); <-done }()
+	return s.grpc.Serve(l)
+}
 
-// GracefulStop stops accepting and waits for in-flight RPCs.
-func (s *Server) GracefulStop() { s.grpc.GracefulStop() }
+// StreamAddress is where the streaming server listens.
+func (s *Server) StreamAddress() string { return s.stream.l.Addr().String() }
+
+// GracefulStop stops accepting and waits for in-flight RPCs. Open streams
+// are cut: they are bound to this process.
+func (s *Server) GracefulStop() { s.stream.close(); s.grpc.GracefulStop() }
 
 // Stop closes every connection and cancels in-flight RPCs.
-func (s *Server) Stop() { s.grpc.Stop() }
+func (s *Server) Stop() { s.stream.close(); s.grpc.Stop() }

@@ -23,7 +23,14 @@ func startServer(t *testing.T) runtime.RuntimeServiceClient {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := New(Options{Config: config.Default(), Version: "test", CNI: cni.New(t.TempDir(), []string{t.TempDir()}, t.TempDir()), Cgroups: cg})
+	sl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := New(Options{Config: config.Default(), Version: "test", CNI: cni.New(t.TempDir(), []string{t.TempDir()}, t.TempDir()), Cgroups: cg, StreamListener: sl})
+	if err != nil {
+		t.Fatal(err)
+	}
 	sock := filepath.Join(t.TempDir(), "crid.sock")
 	l, err := net.Listen("unix", sock)
 	if err != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -108,16 +109,25 @@ func serve(cfg config.Config) error {
 		return err
 	}
 
-	srv := cri.New(cri.Options{
-		Config:     cfg,
-		Version:    buildVersion(),
-		CNI:        network,
-		Cgroups:    cgroups,
-		Images:     images,
-		Sandboxes:  sandboxes,
-		Containers: ctrs,
-		Events:     bus,
+	streamL, err := net.Listen("tcp", cfg.Stream.Address)
+	if err != nil {
+		return fmt.Errorf("streaming server: listen on %s (stream.address): %w", cfg.Stream.Address, err)
+	}
+	srv, err := cri.New(cri.Options{
+		Config:         cfg,
+		Version:        buildVersion(),
+		CNI:            network,
+		Cgroups:        cgroups,
+		Images:         images,
+		Sandboxes:      sandboxes,
+		Containers:     ctrs,
+		Events:         bus,
+		StreamListener: streamL,
 	})
+	if err != nil {
+		streamL.Close()
+		return err
+	}
 	l, err := listenSocket(cfg.Socket)
 	if err != nil {
 		return err
@@ -131,7 +141,7 @@ func serve(cfg config.Config) error {
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
 	klog.InfoS("crid serving", "version", buildVersion(), "socket", cfg.Socket, "rootDir", cfg.RootDir,
-		"runDir", cfg.RunDir, "cgroupDriver", cgroups.Driver(), "cgroupMode", cgroupmgr.Mode())
+		"runDir", cfg.RunDir, "streamAddress", srv.StreamAddress(), "cgroupDriver", cgroups.Driver(), "cgroupMode", cgroupmgr.Mode())
 
 	select {
 	case err := <-served:

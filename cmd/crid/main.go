@@ -79,6 +79,7 @@ func loadConfig(args []string) (config.Config, error) {
 	cniConf := fs.String("cni-conf-dir", d.Network.CNIConfDir, "CNI network config directory")
 	cniBin := fs.String("cni-bin-dirs", strings.Join(d.Network.CNIBinDirs, ","), "comma-separated CNI plugin directories")
 	cgroupDriver := fs.String("cgroup-driver", d.Runtime.CgroupDriver, `cgroup driver: "cgroupfs" or "systemd"`)
+	streamAddr := fs.String("stream-address", d.Stream.Address, "host:port of the exec/attach/port-forward streaming server (port 0: any free port)")
 	shutdown := fs.Duration("shutdown-timeout", d.ShutdownTimeout.Std(), "bound on in-flight RPCs at shutdown")
 	if err := fs.Parse(args); err != nil {
 		return d, err
@@ -98,6 +99,7 @@ func loadConfig(args []string) (config.Config, error) {
 		val  string
 	}{
 		{"socket", &cfg.Socket, *socket},
+		{"stream-address", &cfg.Stream.Address, *streamAddr},
 		{"root-dir", &cfg.RootDir, *rootDir},
 		{"run-dir", &cfg.RunDir, *runDir},
 		{"registries-conf", &cfg.Image.RegistriesConf, *registries},

@@ -38,6 +38,10 @@ type container struct {
 	stdio   map[string]*os.File // monitor-held ends, by role
 	log     *crilog.File
 	outDone chan struct{} // closed when every output copier ended; nil if none attached
+	// sinks are the attach clients' sockets; outputEnded is set once the
+	// output reached EOF, after which no attach is accepted.
+	sinks       []int
+	outputEnded bool
 
 	ioReady chan struct{} // closed once Create has wired stdio, or adopt (or its grace) after a reload
 	ioOnce  sync.Once
@@ -98,13 +102,21 @@ func (m *Monitor) attachOutput(c *container, files map[string]*os.File) {
 	if remaining.Load() == 0 {
 		close(done)
 	}
+	onDrop := func(err error) {
+		m.log.Warn("Dropped an attach client that does not keep up", "id", c.id, "err", err)
+	}
 	for role, f := range files {
 		stream, ok := streams[role]
 		if !ok {
 			continue
 		}
+		tag := protocol.AttachStdout
+		if stream == crilog.Stderr {
+			tag = protocol.AttachStderr
+		}
 		go func() {
-			err := crilog.Copy(log, stream, f, maxLine, nil, func(err error) {
+			src := &teeReader{r: f, c: c, stream: tag, onDrop: onDrop}
+			err := crilog.Copy(log, stream, src, maxLine, nil, func(err error) {
 				m.log.Warn("Writing container log failed; output dropped until reopen", "id", c.id, "err", err)
 			})
 			if err != nil {
@@ -119,6 +131,10 @@ func (m *Monitor) attachOutput(c *container, files map[string]*os.File) {
 			}
 			c.mu.Unlock()
 			if remaining.Add(-1) == 0 {
+				c.mu.Lock()
+				c.outputEnded = true
+				c.closeSinksLocked()
+				c.mu.Unlock()
 				close(done)
 			}
 		}()
@@ -173,6 +189,7 @@ func (c *container) release() {
 		f.Close()
 		delete(c.stdio, role)
 	}
+	c.closeSinksLocked()
 	if c.log != nil {
 		c.log.Close()
 	}

@@ -176,7 +176,7 @@ func (m *Monitor) create(req protocol.CreateRequest) (_ *protocol.CreateReply, _
 	}
 	started = true
 	if tty {
-		if err := stdio.receiveConsole(); err != nil {
+		if err := stdio.receiveConsole(true); err != nil {
 			return nil, nil, fmt.Errorf("create %s: %w", req.ID, err)
 		}
 		m.attachOutput(c, stdio.mine)

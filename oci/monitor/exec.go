@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/opencontainers/runc/libcontainer"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
 	"github.com/crid-dev/crid/oci/protocol"
@@ -22,29 +24,9 @@ const defaultMaxExecOutput = 16 << 20
 // cgroup (CRI ExecSync), and returns its output and exit. A timed-out or
 // abandoned exec is killed: the reply then says TimedOut.
 func (m *Monitor) exec(ctx context.Context, req protocol.ExecRequest) (*protocol.ExecReply, error) {
-	c, err := m.get(req.ID)
+	lc, p, err := m.execProcess(req.ID, req.Process)
 	if err != nil {
 		return nil, err
-	}
-	c.mu.Lock()
-	status := c.status
-	c.mu.Unlock()
-	if status != protocol.StatusRunning {
-		return nil, precondition("exec in %s: container is not running", req.ID)
-	}
-	lc, err := m.load(req.ID)
-	if err != nil {
-		return nil, err
-	}
-	if lc == nil {
-		return nil, precondition("exec in %s: container is not running", req.ID)
-	}
-	p, clamped, err := m.limits.newProcess(req.Process)
-	if err != nil {
-		return nil, fmt.Errorf("exec in %s: %w", req.ID, err)
-	}
-	if len(clamped) > 0 {
-		m.log.Info("Clamped exec settings to what the monitor may grant", "id", req.ID, "changes", clamped)
 	}
 	if req.Process.Terminal {
 		return nil, invalid("exec in %s: a terminal needs the streaming exec, not exec-sync", req.ID)
@@ -153,6 +135,36 @@ func (m *Monitor) exec(ctx context.Context, req protocol.ExecRequest) (*protocol
 		return nil, fmt.Errorf("exec in %s: %w", req.ID, ctx.Err())
 	}
 	return reply, nil
+}
+
+// execProcess checks that the container runs and prepares the process to
+// start in it.
+func (m *Monitor) execProcess(id string, proc *specs.Process) (*libcontainer.Container, *libcontainer.Process, error) {
+	c, err := m.get(id)
+	if err != nil {
+		return nil, nil, err
+	}
+	c.mu.Lock()
+	status := c.status
+	c.mu.Unlock()
+	if status != protocol.StatusRunning {
+		return nil, nil, precondition("exec in %s: container is not running", id)
+	}
+	lc, err := m.load(id)
+	if err != nil {
+		return nil, nil, err
+	}
+	if lc == nil {
+		return nil, nil, precondition("exec in %s: container is not running", id)
+	}
+	p, clamped, err := m.limits.newProcess(proc)
+	if err != nil {
+		return nil, nil, fmt.Errorf("exec in %s: %w", id, err)
+	}
+	if len(clamped) > 0 {
+		m.log.Info("Clamped exec settings to what the monitor may grant", "id", id, "changes", clamped)
+	}
+	return lc, p, nil
 }
 
 // capped keeps the first max bytes written to it and drops the rest, so a

@@ -43,7 +43,7 @@ func (m *Monitor) handle(ctx context.Context, method string, body json.RawMessag
 	}
 	protocol.CloseFiles(fds)
 	switch method {
-	case protocol.MethodCreate, protocol.MethodExec, protocol.MethodDelete:
+	case protocol.MethodCreate, protocol.MethodExec, protocol.MethodExecStart, protocol.MethodDelete:
 		defer m.trim.touch()
 	}
 	switch method {
@@ -70,6 +70,25 @@ func (m *Monitor) handle(ctx context.Context, method string, body json.RawMessag
 		}
 		reply, err := m.exec(ctx, req)
 		return reply, nil, err
+	case protocol.MethodExecStart:
+		var req protocol.ExecStartRequest
+		if err := protocol.Decode(body, &req); err != nil {
+			return nil, nil, err
+		}
+		return m.execStart(req)
+	case protocol.MethodExecWait:
+		var req protocol.ExecIDRequest
+		if err := protocol.Decode(body, &req); err != nil {
+			return nil, nil, err
+		}
+		reply, err := m.execWait(ctx, req)
+		return reply, nil, err
+	case protocol.MethodExecKill:
+		var req protocol.ExecKillRequest
+		if err := protocol.Decode(body, &req); err != nil {
+			return nil, nil, err
+		}
+		return struct{}{}, nil, m.execKill(req)
 	}
 	var req protocol.IDRequest
 	if err := protocol.Decode(body, &req); err != nil {
@@ -93,7 +112,11 @@ func (m *Monitor) handle(ctx context.Context, method string, body json.RawMessag
 		}
 		return s, nil, nil
 	case protocol.MethodDelete:
+		defer m.forgetExecs(req.ID)
 		return struct{}{}, nil, m.delete(ctx, req.ID)
+	case protocol.MethodAttach:
+		fds, err := m.attach(req.ID)
+		return struct{}{}, fds, err
 	case protocol.MethodReopenLog:
 		return struct{}{}, nil, m.reopenLog(req.ID)
 	case protocol.MethodStdio:

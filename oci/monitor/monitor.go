@@ -52,6 +52,7 @@ type Monitor struct {
 
 	mu         sync.Mutex
 	containers map[string]*container
+	execs      map[string]*streamExec // streamed execs by exec ID, until waited for
 
 	bg sync.WaitGroup // watchers of reloaded inits
 

@@ -101,8 +101,10 @@ func newStdio(stdin, tty bool) (s *stdioSet, in, out, errw, consoleChild *os.Fil
 }
 
 // receiveConsole takes the terminal master the init sent over the console
-// socket during its setup, which precedes Start's return.
-func (s *stdioSet) receiveConsole() error {
+// socket during its setup, which precedes Start's return. For a log the
+// terminal stops translating "\n" to "\r\n"; an interactive exec keeps
+// it, as a terminal on the client's side expects.
+func (s *stdioSet) receiveConsole(forLog bool) error {
 	rc, err := s.console.SyscallConn()
 	if err != nil {
 		return err
@@ -137,7 +139,7 @@ func (s *stdioSet) receiveConsole() error {
 	}
 	pty := fds[0]
 	// The container's "\n" should reach the log as "\n", not "\r\n".
-	if t, err := unix.IoctlGetTermios(pty, unix.TCGETS); err == nil {
+	if t, err := unix.IoctlGetTermios(pty, unix.TCGETS); err == nil && forLog {
 		t.Oflag &^= unix.ONLCR
 		_ = unix.IoctlSetTermios(pty, unix.TCSETS, t)
 	}

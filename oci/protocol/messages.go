@@ -27,6 +27,10 @@ const (
 	MethodStdio      = "stdio"       // IDRequest → StdioReply + fds: duplicates for a restarted daemon
 	MethodCloseStdin = "close_stdin" // IDRequest → {}
 	MethodExec       = "exec"        // ExecRequest → ExecReply
+	MethodExecStart  = "exec_start"  // ExecStartRequest → ExecStartReply + stdio fds
+	MethodExecWait   = "exec_wait"   // ExecIDRequest → Exit, when the process has exited
+	MethodExecKill   = "exec_kill"   // ExecKillRequest → {}
+	MethodAttach     = "attach"      // IDRequest → {} + one output socket
 )
 
 // Stdio roles name the descriptors that travel with create, adopt and stdio
@@ -191,3 +195,46 @@ type ExecReply struct {
 	TimedOut  bool   `json:"timedOut,omitempty"`
 	Truncated bool   `json:"truncated,omitempty"`
 }
+
+// ExecStartRequest starts a process in a running container and hands its
+// stdio to the daemon (CRI Exec, streamed): the daemon copies between the
+// client and the descriptors, and waits with exec_wait.
+type ExecStartRequest struct {
+	ID      string         `json:"id"`
+	Process *specs.Process `json:"process"` // Terminal asks for a pty
+	Stdin   bool           `json:"stdin,omitempty"`
+}
+
+// ExecStartReply names the exec and the descriptors that travel with it
+// (stdin, stdout, stderr pipes, or the pty master).
+type ExecStartReply struct {
+	ExecID string   `json:"execId"`
+	Pid    int      `json:"pid"`
+	Stdio  []string `json:"stdio"`
+}
+
+// ExecIDRequest names one streamed exec.
+type ExecIDRequest struct {
+	ID     string `json:"id"`
+	ExecID string `json:"execId"`
+}
+
+// ExecKillRequest signals a streamed exec (its client went away).
+type ExecKillRequest struct {
+	ID     string `json:"id"`
+	ExecID string `json:"execId"`
+	Signal int    `json:"signal"`
+}
+
+// Attach output travels as one SOCK_SEQPACKET message per read from the
+// container's output: the first byte names the stream, the rest is data.
+// The monitor never blocks on a slow reader: a full socket drops the
+// client (the socket is closed). The socket reaches EOF when the
+// container's output does.
+const (
+	AttachStdout byte = 1
+	AttachStderr byte = 2
+	// AttachMaxMessage bounds a message, tag included: longer reads are
+	// sent in several.
+	AttachMaxMessage = 64 << 10
+)

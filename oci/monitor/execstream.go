@@ -1,0 +1,158 @@
+package monitor
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/opencontainers/runc/libcontainer"
+	"golang.org/x/sys/unix"
+
+	"github.com/crid-dev/crid/oci/protocol"
+)
+
+// streamExec is a process started for a streamed exec (CRI Exec): the
+// daemon holds its stdio and copies to the client; the monitor reaps it
+// and keeps its exit until the daemon's exec_wait collects it.
+type streamExec struct {
+	id   string // container
+	p    *libcontainer.Process
+	done chan struct{} // closed once exit is set
+	exit protocol.Exit
+}
+
+// execStart starts a process in a running container and returns its stdio
+// (pipes, or the pty master with a terminal) for the daemon to keep.
+func (m *Monitor) execStart(req protocol.ExecStartRequest) (*protocol.ExecStartReply, []*os.File, error) {
+	if req.Process == nil {
+		return nil, nil, invalid("exec in %s: no process", req.ID)
+	}
+	lc, p, err := m.execProcess(req.ID, req.Process)
+	if err != nil {
+		return nil, nil, err
+	}
+	tty := req.Process.Terminal
+	stdio, in, out, errw, console, err := newStdio(req.Stdin, tty)
+	if err != nil {
+		return nil, nil, fmt.Errorf("exec in %s: %w", req.ID, err)
+	}
+	defer stdio.closeChild()
+	if in != nil {
+		p.Stdin = in
+	}
+	if out != nil {
+		p.Stdout = out
+	}
+	if errw != nil {
+		p.Stderr = errw
+	}
+	if console != nil {
+		p.ConsoleSocket = console
+	}
+	e := &streamExec{id: req.ID, p: p, done: make(chan struct{})}
+	execID := newExecID()
+
+	m.reaper.starting.RLock()
+	err = lc.Start(p)
+	pid := 0
+	if err == nil {
+		pid, _ = p.Pid()
+		m.reaper.watch(pid, func(ws unix.WaitStatus, at time.Time) {
+			e.exit = protocol.ExitFromStatus(syscall.WaitStatus(ws), at, "", "monitor")
+			close(e.done)
+		})
+	}
+	m.reaper.starting.RUnlock()
+	if err != nil {
+		stdio.closeAll()
+		return nil, nil, fmt.Errorf("exec in %s: %w", req.ID, err)
+	}
+	if tty {
+		if err := stdio.receiveConsole(false); err != nil {
+			_ = p.Signal(unix.SIGKILL)
+			stdio.closeAll()
+			return nil, nil, fmt.Errorf("exec in %s: %w", req.ID, err)
+		}
+	}
+	m.mu.Lock()
+	if m.execs == nil {
+		m.execs = map[string]*streamExec{}
+	}
+	m.execs[execID] = e
+	m.mu.Unlock()
+
+	var roles []string
+	var files []*os.File
+	for _, role := range []string{protocol.StdioStdin, protocol.StdioStdout, protocol.StdioStderr, protocol.StdioPTY} {
+		if f := stdio.mine[role]; f != nil {
+			roles = append(roles, role)
+			files = append(files, f)
+		}
+	}
+	stdio.mine = nil // handed over: the reply closes our copies once sent
+	m.log.Info("Exec started", "id", req.ID, "exec", execID, "pid", pid, "tty", tty)
+	return &protocol.ExecStartReply{ExecID: execID, Pid: pid, Stdio: roles}, files, nil
+}
+
+// execWait returns a streamed exec's exit once it has one, and forgets it.
+func (m *Monitor) execWait(ctx context.Context, req protocol.ExecIDRequest) (*protocol.Exit, error) {
+	e, err := m.getExec(req)
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case <-e.done:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("wait for exec %s in %s: %w", req.ExecID, req.ID, ctx.Err())
+	}
+	m.mu.Lock()
+	delete(m.execs, req.ExecID)
+	m.mu.Unlock()
+	x := e.exit
+	return &x, nil
+}
+
+// execKill signals a streamed exec through its pidfd: never a reused pid.
+func (m *Monitor) execKill(req protocol.ExecKillRequest) error {
+	e, err := m.getExec(protocol.ExecIDRequest{ID: req.ID, ExecID: req.ExecID})
+	if err != nil {
+		return err
+	}
+	if err := e.p.Signal(syscall.Signal(req.Signal)); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("signal exec %s in %s: %w", req.ExecID, req.ID, err)
+	}
+	return nil
+}
+
+func (m *Monitor) getExec(req protocol.ExecIDRequest) (*streamExec, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e := m.execs[req.ExecID]
+	if e == nil || e.id != req.ID {
+		return nil, protocol.Errorf(protocol.CodeNotFound, "exec %q in container %q not found", req.ExecID, req.ID)
+	}
+	return e, nil
+}
+
+// forgetExecs drops the execs of a deleted container: their processes died
+// with it, and no one will wait for them any more.
+func (m *Monitor) forgetExecs(id string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for k, e := range m.execs {
+		if e.id == id {
+			delete(m.execs, k)
+		}
+	}
+}
+
+func newExecID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on Linux
+	return hex.EncodeToString(b[:])
+}
