@@ -166,13 +166,15 @@ func TestUpdateRuntimeConfigPodCIDR(t *testing.T) {
 	n := newPodNode(t)
 	ctx := context.Background()
 	cidr := fmt.Sprintf("10.243.%d.0/24", rand.IntN(250)+1)
+	// host-local adds the ipRanges range sets to its own: the network
+	// names none, so the pod CIDR is the only one.
 	writeFile(t, filepath.Join(n.dir, "net.d", "10-e2e.conflist"), fmt.Sprintf(`{
   "cniVersion": "1.0.0", "name": "crid-e2e",
   "plugins": [
     {"type": "bridge", "bridge": %q, "isGateway": true, "ipMasq": false, "capabilities": {"ipRanges": true},
-     "ipam": {"type": "host-local", "dataDir": %q, "ranges": [[{"subnet": %q}]]}},
+     "ipam": {"type": "host-local", "dataDir": %q}},
     {"type": "loopback"}
-  ]}`, n.bridge, filepath.Join(n.dir, "ipam"), n.subnet))
+  ]}`, n.bridge, filepath.Join(n.dir, "ipam")))
 
 	_, err := n.runtime().UpdateRuntimeConfig(ctx, &runtime.UpdateRuntimeConfigRequest{RuntimeConfig: &runtime.RuntimeConfig{
 		NetworkConfig: &runtime.NetworkConfig{PodCidr: "10.243.0.0/33"}}})
