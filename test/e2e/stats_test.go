@@ -206,8 +206,9 @@ func TestStatsTrackWorkload(t *testing.T) {
 	if v := found["/container_network_transmit_bytes_total/eth0"]; v < dtx {
 		t.Errorf("container_network_transmit_bytes_total of eth0: %d", v)
 	}
-	if v := found[mem+"/container_processes/"]; v < 2 {
-		t.Errorf("container_processes of mem (sh and sleep): %d", v)
+	// The shell execs its last command: sleep is the one process.
+	if p, th, fds := found[mem+"/container_processes/"], found[mem+"/container_threads/"], found[mem+"/container_file_descriptors/"]; p != 1 || th < p || fds < 3 {
+		t.Errorf("mem has %d processes, %d threads, %d fds; want 1, ≥1, ≥3 (stdio)", p, th, fds)
 	}
 
 	// crictl stats and statsp show them.
