@@ -91,7 +91,7 @@ func TestStreamingAttach(t *testing.T) {
 	pr, pw := io.Pipe()
 	cmd := crictlCmd(n.daemon, "attach", "-i", id)
 	cmd.Stdin = pr
-	var out safeBuilder
+	var out syncBuffer
 	cmd.Stdout = &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -147,7 +147,7 @@ func TestStreamingAttach(t *testing.T) {
 
 // startAndKillAfter runs c for d, then kills it, and returns its output.
 func startAndKillAfter(c *exec.Cmd, d time.Duration) (string, error) {
-	var out safeBuilder
+	var out syncBuffer
 	c.Stdout = &out
 	if err := c.Start(); err != nil {
 		return "", err
@@ -155,24 +155,6 @@ func startAndKillAfter(c *exec.Cmd, d time.Duration) (string, error) {
 	time.AfterFunc(d, func() { _ = c.Process.Kill() })
 	err := c.Wait()
 	return out.String(), err
-}
-
-// safeBuilder is a strings.Builder safe for a writer and a reader.
-type safeBuilder struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *safeBuilder) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *safeBuilder) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // Port forwarding into the pod's network namespace: two ports, concurrent
@@ -202,7 +184,7 @@ func TestStreamingPortForward(t *testing.T) {
 	}
 	local1, local2, local3 := 20000+rand.IntN(10000), 30000+rand.IntN(10000), 40000+rand.IntN(10000)
 	pf := crictlCmd(n.daemon, "port-forward", podID, fmt.Sprintf("%d:8080", local1), fmt.Sprintf("%d:8081", local2))
-	var pfOut safeBuilder
+	var pfOut syncBuffer
 	pf.Stdout, pf.Stderr = &pfOut, &pfOut
 	if err := pf.Start(); err != nil {
 		t.Fatal(err)
@@ -251,7 +233,7 @@ func TestStreamingPortForward(t *testing.T) {
 	// the client is told why (client-go then ends the session: its
 	// policy since Kubernetes 1.31).
 	closed := crictlCmd(n.daemon, "port-forward", podID, fmt.Sprintf("%d:9", local3))
-	var closedOut safeBuilder
+	var closedOut syncBuffer
 	closed.Stdout, closed.Stderr = &closedOut, &closedOut
 	if err := closed.Start(); err != nil {
 		t.Fatal(err)
