@@ -81,9 +81,17 @@ func TestInfraProcess(t *testing.T) {
 	if pid == 0 || !alive(pid) {
 		t.Fatalf("no live infra process (pid %d)\n%s", pid, n.log)
 	}
-	comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
-	if strings.TrimSpace(string(comm)) != "pause" {
-		t.Fatalf("infra process is %q, want pause", comm)
+	// Start returns once the init is released; its exec of pause follows
+	// within moments (as with runc start).
+	var comm []byte
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		comm, _ = os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+		if strings.TrimSpace(string(comm)) == "pause" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("infra process is %q, want pause", comm)
+		}
 	}
 	status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	mustContain(t, "infra status", string(status), "Uid:\t65535")
