@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	goruntime "runtime"
+	"strconv"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -63,7 +65,10 @@ func (s *runtimeService) Status(_ context.Context, req *runtime.StatusRequest) (
 		if err != nil {
 			return nil, status.Errorf(codes.Internal, "encode runtime config: %v", err)
 		}
-		resp.Info = map[string]string{"config": string(cfg), "apparmor": appArmorStatus(), "runtimeConfig": string(rc)}
+		// streamAddress says where the streaming URLs point; goroutines
+		// is a leak check for operators and tests alike.
+		resp.Info = map[string]string{"config": string(cfg), "apparmor": appArmorStatus(), "runtimeConfig": string(rc),
+			"streamAddress": s.StreamAddress(), "goroutines": strconv.Itoa(goruntime.NumGoroutine())}
 	}
 	return resp, nil
 }

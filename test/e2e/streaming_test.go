@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -332,9 +333,21 @@ func TestStreamingBrokenClientLeaksNothing(t *testing.T) {
 		e, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", n.cmd.Process.Pid))
 		return len(e)
 	}
+	goroutines := func() int {
+		resp, err := n.runtime().Status(context.Background(), &runtime.StatusRequest{Verbose: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		g, err := strconv.Atoi(resp.Info["goroutines"])
+		if err != nil {
+			t.Fatalf("Status verbose goroutines %q: %v", resp.Info["goroutines"], err)
+		}
+		return g
+	}
 	// Warm up the paths (monitor connection, streaming listener).
 	crictl(t, n.daemon, "exec", id, "true")
-	before, procsBefore := fds(), len(ctrPids(t, id))
+	time.Sleep(500 * time.Millisecond)
+	before, procsBefore, goBefore := fds(), len(ctrPids(t, id)), goroutines()
 
 	for _, args := range [][]string{
 		{"exec", "-i", id, "cat"}, // waits on stdin
@@ -358,13 +371,13 @@ func TestStreamingBrokenClientLeaksNothing(t *testing.T) {
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		procs, open := len(ctrPids(t, id)), fds()
-		if procs == procsBefore && open <= before {
-			t.Logf("after 6 broken clients: %d processes in the container, %d daemon fds (before: %d, %d)", procs, open, procsBefore, before)
+		procs, open, gor := len(ctrPids(t, id)), fds(), goroutines()
+		if procs == procsBefore && open <= before && gor <= goBefore {
+			t.Logf("after 6 broken clients: %d processes in the container, %d daemon fds, %d goroutines (before: %d, %d, %d)", procs, open, gor, procsBefore, before, goBefore)
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("after broken clients: %d processes in the container (before %d), %d daemon fds (before %d)", procs, procsBefore, open, before)
+			t.Fatalf("after broken clients: %d processes in the container (before %d), %d daemon fds (before %d), %d goroutines (before %d)", procs, procsBefore, open, before, gor, goBefore)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
