@@ -67,7 +67,7 @@ type PidsStats struct {
 
 // IOStats is one block device's cumulative I/O.
 type IOStats struct {
-	Major, Minor                        uint64
+	Major, Minor                         uint64
 	ReadBytes, WriteBytes, Reads, Writes uint64
 }
 
