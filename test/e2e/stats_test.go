@@ -211,6 +211,35 @@ func TestStatsTrackWorkload(t *testing.T) {
 		t.Errorf("mem has %d processes, %d threads, %d fds; want 1, ≥1, ≥3 (stdio)", p, th, fds)
 	}
 
+	// The Stream variants send the same lists.
+	cs, err := n.runtime().StreamContainerStats(ctx, &runtime.StreamContainerStatsRequest{Filter: &runtime.ContainerStatsFilter{PodSandboxId: podID}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	streamed := 0
+	for r, err := cs.Recv(); err == nil; r, err = cs.Recv() {
+		streamed += len(r.ContainerStats)
+	}
+	ps, err := n.runtime().StreamPodSandboxStats(ctx, &runtime.StreamPodSandboxStatsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pods := 0
+	for r, err := ps.Recv(); err == nil; r, err = ps.Recv() {
+		pods += len(r.PodSandboxStats)
+	}
+	pms, err := n.runtime().StreamPodSandboxMetrics(ctx, &runtime.StreamPodSandboxMetricsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	metricPods := 0
+	for r, err := pms.Recv(); err == nil; r, err = pms.Recv() {
+		metricPods += len(r.PodSandboxMetrics)
+	}
+	if streamed != 3 || pods != 1 || metricPods != 1 {
+		t.Fatalf("streamed %d container stats, %d pod stats, %d pod metrics; want 3, 1, 1", streamed, pods, metricPods)
+	}
+
 	// crictl stats and statsp show them.
 	out := crictl(t, n.daemon, "stats", "--seconds", "1")
 	mustContain(t, "crictl stats", out, "CONTAINER", "mem", "cpu", cpu[:13])
