@@ -14,9 +14,6 @@ import (
 	"github.com/crid-dev/crid/oci"
 )
 
-// streamBatch is how many items one message of a Stream* list carries.
-const streamBatch = 100
-
 // ContainerStats reports one container's CPU, memory, swap and
 // writable-layer usage.
 func (s *runtimeService) ContainerStats(ctx context.Context, req *runtime.ContainerStatsRequest) (*runtime.ContainerStatsResponse, error) {
@@ -190,17 +187,4 @@ func (c *cpuSamples) prune(keep map[string]bool) {
 			delete(c.last, id)
 		}
 	}
-}
-
-// sendBatches sends items in messages of at most streamBatch; an empty
-// list sends nothing.
-func sendBatches[T any](items []T, send func([]T) error) error {
-	for len(items) > 0 {
-		n := min(len(items), streamBatch)
-		if err := send(items[:n]); err != nil {
-			return err
-		}
-		items = items[n:]
-	}
-	return nil
 }

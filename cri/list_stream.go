@@ -5,15 +5,15 @@ import (
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
-// listBatch is how many items one message of StreamPodSandboxes,
-// StreamContainers and StreamImages carries: a few hundred KB at most.
-const listBatch = 100
+// streamBatch is how many items one message of a Stream* RPC carries (lists,
+// stats, metrics): a few hundred KB at most.
+const streamBatch = 100
 
-// sendListBatches sends items in messages of at most listBatch; an empty
+// sendBatches sends items in messages of at most streamBatch; an empty
 // list sends nothing (the end of the stream says it all).
-func sendListBatches[T any](items []T, send func([]T) error) error {
+func sendBatches[T any](items []T, send func([]T) error) error {
 	for len(items) > 0 {
-		n := min(len(items), listBatch)
+		n := min(len(items), streamBatch)
 		if err := send(items[:n]); err != nil {
 			return err
 		}
@@ -28,7 +28,7 @@ func (s *runtimeService) StreamPodSandboxes(req *runtime.StreamPodSandboxesReque
 	if err != nil {
 		return err
 	}
-	return sendListBatches(resp.Items, func(b []*runtime.PodSandbox) error {
+	return sendBatches(resp.Items, func(b []*runtime.PodSandbox) error {
 		return stream.Send(&runtime.StreamPodSandboxesResponse{PodSandboxes: b})
 	})
 }
@@ -39,7 +39,7 @@ func (s *runtimeService) StreamContainers(req *runtime.StreamContainersRequest, 
 	if err != nil {
 		return err
 	}
-	return sendListBatches(resp.Containers, func(b []*runtime.Container) error {
+	return sendBatches(resp.Containers, func(b []*runtime.Container) error {
 		return stream.Send(&runtime.StreamContainersResponse{Containers: b})
 	})
 }
@@ -50,7 +50,7 @@ func (s *imageService) StreamImages(req *runtime.StreamImagesRequest, stream grp
 	if err != nil {
 		return err
 	}
-	return sendListBatches(resp.Images, func(b []*runtime.Image) error {
+	return sendBatches(resp.Images, func(b []*runtime.Image) error {
 		return stream.Send(&runtime.StreamImagesResponse{Images: b})
 	})
 }

@@ -66,22 +66,6 @@ func TestMemoryAndSwapUsage(t *testing.T) {
 	}
 }
 
-func TestSendBatches(t *testing.T) {
-	items := make([]int, 2*streamBatch+1)
-	var sizes []int
-	if err := sendBatches(items, func(b []int) error { sizes = append(sizes, len(b)); return nil }); err != nil {
-		t.Fatal(err)
-	}
-	if len(sizes) != 3 || sizes[0] != streamBatch || sizes[2] != 1 {
-		t.Fatalf("batches %v", sizes)
-	}
-	sizes = nil
-	_ = sendBatches([]int{}, func(b []int) error { sizes = append(sizes, len(b)); return nil })
-	if len(sizes) != 0 {
-		t.Fatalf("empty list sent %v", sizes)
-	}
-}
-
 // critestMetrics are the names critest v1.37.0 expects (pkg/validate
 // expectedMetricDescriptorNames) less those it lists as not implemented
 // by runtimes yet (pressure, hugetlb, ulimits, cpu quota, memory

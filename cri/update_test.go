@@ -66,21 +66,21 @@ func TestMergeResources(t *testing.T) {
 	}
 }
 
-func TestSendListBatches(t *testing.T) {
+func TestSendBatches(t *testing.T) {
 	for _, n := range []int{0, 1, 100, 101, 2500} {
 		items := make([]int, n)
 		var sizes []int
 		total := 0
-		_ = sendListBatches(items, func(b []int) error {
+		_ = sendBatches(items, func(b []int) error {
 			sizes = append(sizes, len(b))
 			total += len(b)
 			return nil
 		})
-		if total != n || len(sizes) != (n+listBatch-1)/listBatch {
+		if total != n || len(sizes) != (n+streamBatch-1)/streamBatch {
 			t.Errorf("%d items: batches %v", n, sizes)
 		}
 		for _, s := range sizes {
-			if s > listBatch {
+			if s > streamBatch {
 				t.Errorf("%d items: batch of %d", n, s)
 			}
 		}
