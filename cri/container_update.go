@@ -2,6 +2,7 @@ package cri
 
 import (
 	"context"
+	"errors"
 	"maps"
 	"regexp"
 
@@ -11,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/crid-dev/crid/cgroupmgr"
 	"github.com/crid-dev/crid/oci/specgen"
 )
 
@@ -67,6 +69,9 @@ func (s *runtimeService) UpdatePodSandboxResources(ctx context.Context, req *run
 		return nil, status.Errorf(codes.FailedPrecondition, "pod sandbox %s: its cgroup %s does not exist", sb.ID, sb.CgroupParent)
 	}
 	if err := s.opts.Cgroups.Update(sb.CgroupParent, res); err != nil {
+		if errors.Is(err, cgroupmgr.ErrInvalidResources) {
+			return nil, invalidArgument("resources: pod sandbox %s: %v", sb.ID, err)
+		}
 		return nil, status.Errorf(codes.Internal, "pod sandbox %s: %v", sb.ID, err)
 	}
 	return &runtime.UpdatePodSandboxResourcesResponse{}, nil

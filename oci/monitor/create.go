@@ -13,6 +13,7 @@ import (
 	"github.com/opencontainers/runc/libcontainer/specconv"
 	"golang.org/x/sys/unix"
 
+	"github.com/crid-dev/crid/cgroupmgr"
 	"github.com/crid-dev/crid/oci/crilog"
 	"github.com/crid-dev/crid/oci/protocol"
 )
@@ -121,7 +122,7 @@ func (m *Monitor) create(req protocol.CreateRequest) (_ *protocol.CreateReply, _
 		config.OomScoreAdj = adj
 	}
 	m.limits.filterCaps(config.Capabilities)
-	if len(config.Cgroups.Resources.HugetlbLimit) > 0 && !hugetlbAvailable() {
+	if len(config.Cgroups.Resources.HugetlbLimit) > 0 && !cgroupmgr.HugetlbAvailable() {
 		// kubelet sends a 0 limit per page size; without a hugetlb
 		// controller libcontainer would refuse them all.
 		clamped = append(clamped, "hugepage limits dropped: no hugetlb cgroup controller")

@@ -5,14 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"os"
 	"sync"
 
-	"github.com/opencontainers/cgroups"
 	"github.com/opencontainers/runc/libcontainer"
-	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/crid-dev/crid/cgroupmgr"
 	"github.com/crid-dev/crid/oci/protocol"
 )
 
@@ -68,7 +66,7 @@ func (m *Monitor) update(req protocol.UpdateRequest) error {
 	if config.Cgroups == nil || config.Cgroups.Resources == nil {
 		return fmt.Errorf("update %s: libcontainer config has no cgroup", req.ID)
 	}
-	dropped, err := applyResources(config.Cgroups.Resources, req.Resources, hugetlbAvailable())
+	dropped, err := cgroupmgr.ApplyResources(config.Cgroups.Resources, req.Resources, cgroupmgr.HugetlbAvailable())
 	if err != nil {
 		return invalid("update %s: %v", req.ID, err)
 	}
@@ -83,69 +81,6 @@ func (m *Monitor) update(req protocol.UpdateRequest) error {
 	}
 	m.log.Info("Container resources updated", "id", req.ID)
 	return nil
-}
-
-// applyResources copies the limits set in r onto res, as runc update does;
-// fields r leaves nil keep their value. Raising a memory limit above the
-// memory+swap limit would be refused by the kernel, so a swap limit that
-// was equal to the memory limit (no swap) follows it.
-func applyResources(res *cgroups.Resources, r *specs.LinuxResources, hugetlb bool) (droppedHugetlb bool, err error) {
-	if mem := r.Memory; mem != nil {
-		if mem.Limit != nil {
-			old := res.Memory
-			res.Memory = *mem.Limit
-			if mem.Swap == nil && res.MemorySwap > 0 && (res.MemorySwap == old || res.MemorySwap < res.Memory) {
-				res.MemorySwap = res.Memory
-			}
-		}
-		if mem.Reservation != nil {
-			res.MemoryReservation = *mem.Reservation
-		}
-		if mem.Swap != nil {
-			res.MemorySwap = *mem.Swap
-		}
-	}
-	if cpu := r.CPU; cpu != nil {
-		if cpu.Shares != nil {
-			res.CpuShares = *cpu.Shares
-		}
-		if cpu.Quota != nil {
-			res.CpuQuota = *cpu.Quota
-		}
-		if cpu.Period != nil {
-			res.CpuPeriod = *cpu.Period
-		}
-		if cpu.Cpus != "" {
-			res.CpusetCpus = cpu.Cpus
-		}
-		if cpu.Mems != "" {
-			res.CpusetMems = cpu.Mems
-		}
-	}
-	if r.Pids != nil && r.Pids.Limit != nil {
-		l := *r.Pids.Limit
-		res.PidsLimit = &l
-	}
-	if len(r.HugepageLimits) > 0 {
-		if !hugetlb {
-			droppedHugetlb = true
-		} else {
-			res.HugetlbLimit = nil
-			for _, h := range r.HugepageLimits {
-				res.HugetlbLimit = append(res.HugetlbLimit, &cgroups.HugepageLimit{Pagesize: h.Pagesize, Limit: h.Limit})
-			}
-		}
-	}
-	if len(r.Unified) > 0 {
-		if !cgroups.IsCgroup2UnifiedMode() {
-			return droppedHugetlb, errors.New("unified cgroup settings need a cgroup v2 host")
-		}
-		if res.Unified == nil {
-			res.Unified = map[string]string{}
-		}
-		maps.Copy(res.Unified, r.Unified)
-	}
-	return droppedHugetlb, nil
 }
 
 // exitLog numbers the exits the monitor records, so the daemon can follow

@@ -7,9 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/opencontainers/cgroups"
-	specs "github.com/opencontainers/runtime-spec/specs-go"
-
 	"github.com/crid-dev/crid/oci/protocol"
 )
 
@@ -75,26 +72,5 @@ func TestWaitExits(t *testing.T) {
 	}
 	if r, _ := m.waitExits(context.Background(), protocol.ExitsRequest{Epoch: "other", After: 1}); !r.Reset {
 		t.Fatal("another monitor's epoch must reset")
-	}
-}
-
-func TestApplyResources(t *testing.T) {
-	res := &cgroups.Resources{Memory: 100 << 20, MemorySwap: 100 << 20, CpuShares: 1024, CpusetCpus: "0"}
-	limit, quota := int64(200<<20), int64(30000)
-	dropped, err := applyResources(res, &specs.LinuxResources{
-		Memory:         &specs.LinuxMemory{Limit: &limit},
-		CPU:            &specs.LinuxCPU{Quota: &quota},
-		HugepageLimits: []specs.LinuxHugepageLimit{{Pagesize: "2MB"}},
-	}, false)
-	if err != nil || !dropped {
-		t.Fatalf("apply: dropped=%v err=%v", dropped, err)
-	}
-	// Swap equal to the memory limit (no swap) follows it up; the rest stays.
-	if res.Memory != limit || res.MemorySwap != limit || res.CpuQuota != quota || res.CpuShares != 1024 || res.CpusetCpus != "0" || res.HugetlbLimit != nil {
-		t.Fatalf("resources: %+v", res)
-	}
-	swap := int64(-1)
-	if _, err := applyResources(res, &specs.LinuxResources{Memory: &specs.LinuxMemory{Swap: &swap}}, true); err != nil || res.MemorySwap != -1 {
-		t.Fatalf("explicit swap: %+v %v", res, err)
 	}
 }
