@@ -13,7 +13,6 @@ import (
 	"syscall"
 
 	kgzip "github.com/klauspost/compress/gzip"
-	"github.com/moby/go-archive"
 	"github.com/moby/go-archive/compression"
 	digest "github.com/opencontainers/go-digest"
 )
@@ -78,9 +77,10 @@ func (s *Service) readLayer(chainID digest.Digest) (layerMeta, error) {
 // renames it into place only when both match: a layer directory exists
 // complete or not at all.
 //
-// Extraction goes through moby/go-archive, which resolves every path inside
-// an os.Root: entries with "..", absolute or relative symlinks pointing out
-// and hard links to outside cannot touch anything beyond the directory.
+// Extraction (untar) resolves every path inside the directory in the kernel
+// (openat2 RESOLVE_IN_ROOT): entries with "..", absolute or relative
+// symlinks pointing out and hard links to outside cannot touch anything
+// beyond it.
 func (s *Service) unpackLayer(ctx context.Context, blob io.Reader, want layerMeta) (layerMeta, error) {
 	tmp, err := os.MkdirTemp(filepath.Join(s.root, "tmp"), "layer-")
 	if err != nil {
@@ -101,9 +101,7 @@ func (s *Service) unpackLayer(ctx context.Context, blob io.Reader, want layerMet
 	defer decompressed.Close()
 	diffDigester := want.DiffID.Algorithm().Digester()
 	tarStream := io.TeeReader(decompressed, diffDigester.Hash())
-	if err := archive.UntarUncompressed(tarStream, diff, &archive.TarOptions{
-		WhiteoutFormat: archive.OverlayWhiteoutFormat,
-	}); err != nil {
+	if err := untar(tarStream, diff); err != nil {
 		if ctx.Err() != nil {
 			return want, ctx.Err()
 		}

@@ -128,18 +128,36 @@ func TestPullMaliciousLayers(t *testing.T) {
 				}
 			},
 		},
-		{name: "relative-symlink-then-write-through", entries: func(e *testEnv, m string) []tarEntry {
-			return []tarEntry{symlink("evil", "../../../../.."+e.canary), file("evil/pwned", "pwned")}
-		}},
-		{name: "relative-symlink-exact-then-write-through", entries: func(e *testEnv, m string) []tarEntry {
-			return []tarEntry{symlink("evil", upToBase+"canary"), file("evil/secret", "pwned")}
-		}},
-		{name: "symlink-chain-then-write-through", entries: func(e *testEnv, m string) []tarEntry {
-			return []tarEntry{dir("a/"), symlink("a/up", ".."), symlink("b", "a/up/a/up/"+upToBase), file("b/"+m, "pwned")}
-		}},
-		{name: "relative-symlink-dir-then-mkdir", entries: func(e *testEnv, m string) []tarEntry {
-			return []tarEntry{symlink("evil", upToBase), dir("evil/" + m + "/")}
-		}},
+		{
+			name: "relative-symlink-then-write-through", confined: true,
+			entries: func(e *testEnv, m string) []tarEntry {
+				return []tarEntry{symlink("evil", "../../../../.."+e.canary), file("evil/pwned", "pwned")}
+			},
+			// ".." stops at the layer's root, as in a chroot (and as
+			// containerd resolves layer paths): the write lands inside.
+			check: insideLayer(func(e *testEnv, m string) string { return filepath.Join(e.canary, "pwned") }),
+		},
+		{
+			name: "relative-symlink-exact-then-write-through", confined: true,
+			entries: func(e *testEnv, m string) []tarEntry {
+				return []tarEntry{symlink("evil", upToBase+"canary"), file("evil/secret", "pwned")}
+			},
+			check: insideLayer(func(e *testEnv, m string) string { return "canary/secret" }),
+		},
+		{
+			name: "symlink-chain-then-write-through", confined: true,
+			entries: func(e *testEnv, m string) []tarEntry {
+				return []tarEntry{dir("a/"), symlink("a/up", ".."), symlink("b", "a/up/a/up/"+upToBase), file("b/"+m, "pwned")}
+			},
+			check: insideLayer(func(e *testEnv, m string) string { return m }),
+		},
+		{
+			name: "relative-symlink-dir-then-mkdir", confined: true,
+			entries: func(e *testEnv, m string) []tarEntry {
+				return []tarEntry{symlink("evil", upToBase), dir("evil/" + m + "/")}
+			},
+			check: insideLayer(func(e *testEnv, m string) string { return m }),
+		},
 		{name: "hardlink-dotdot", entries: func(e *testEnv, m string) []tarEntry {
 			return []tarEntry{hardlink("stolen", upToBase+"canary/secret")}
 		}},
@@ -186,9 +204,13 @@ func TestPullMaliciousLayers(t *testing.T) {
 		{name: "device-dotdot", entries: func(e *testEnv, m string) []tarEntry {
 			return []tarEntry{{Hdr: tar.Header{Typeflag: tar.TypeChar, Name: upToBase + m, Mode: 0o666, Devmajor: 1, Devminor: 3}}}
 		}},
-		{name: "device-through-symlink", entries: func(e *testEnv, m string) []tarEntry {
-			return []tarEntry{symlink("evil", upToBase), {Hdr: tar.Header{Typeflag: tar.TypeChar, Name: "evil/" + m, Mode: 0o666, Devmajor: 1, Devminor: 3}}}
-		}},
+		{
+			name: "device-through-symlink", confined: true,
+			entries: func(e *testEnv, m string) []tarEntry {
+				return []tarEntry{symlink("evil", upToBase), {Hdr: tar.Header{Typeflag: tar.TypeChar, Name: "evil/" + m, Mode: 0o666, Devmajor: 1, Devminor: 3}}}
+			},
+			check: insideLayer(func(e *testEnv, m string) string { return m }),
+		},
 		{
 			name: "device-nodes", confined: true,
 			entries: func(e *testEnv, m string) []tarEntry {
@@ -297,6 +319,18 @@ func TestPullMaliciousLayers(t *testing.T) {
 			}
 			tc.check(t, e, e.svc.LayerDiffDir(img.chains()[1]), marker)
 		})
+	}
+}
+
+// insideLayer checks that what the layer wrote through its symlinks landed
+// inside the layer, at the path rel (relative to the layer's root).
+func insideLayer(rel func(e *testEnv, m string) string) func(t *testing.T, e *testEnv, diff, m string) {
+	return func(t *testing.T, e *testEnv, diff, m string) {
+		t.Helper()
+		p := filepath.Join(diff, rel(e, m))
+		if _, err := os.Lstat(p); err != nil {
+			t.Errorf("the write through the symlink is not inside the layer at %s: %v", p, err)
+		}
 	}
 }
 
