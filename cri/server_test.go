@@ -19,6 +19,13 @@ import (
 
 func startServer(t *testing.T) runtime.RuntimeServiceClient {
 	t.Helper()
+	return startServerWith(t, config.Default())
+}
+
+// startServerWith serves cfg on a temp socket until the test ends; dial
+// options are added to the client's.
+func startServerWith(t *testing.T, cfg config.Config, dial ...grpc.DialOption) runtime.RuntimeServiceClient {
+	t.Helper()
 	cg, err := cgroupmgr.New("cgroupfs")
 	if err != nil {
 		t.Fatal(err)
@@ -27,7 +34,7 @@ func startServer(t *testing.T) runtime.RuntimeServiceClient {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := New(Options{Config: config.Default(), Version: "test", CNI: cni.New(t.TempDir(), []string{t.TempDir()}, t.TempDir()), Cgroups: cg, StreamListener: sl})
+	srv, err := New(Options{Config: cfg, Version: "test", CNI: cni.New(t.TempDir(), []string{t.TempDir()}, t.TempDir()), Cgroups: cg, StreamListener: sl})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +48,7 @@ func startServer(t *testing.T) runtime.RuntimeServiceClient {
 		defer close(done)
 		_ = srv.Serve(l)
 	}()
-	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient("unix://"+sock, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, dial...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,20 +2,15 @@ package cri
 
 import (
 	"context"
-	"net"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/crid-dev/crid/cgroupmgr"
-	"github.com/crid-dev/crid/cni"
 	"github.com/crid-dev/crid/config"
 )
 
@@ -95,33 +90,8 @@ func TestSendBatches(t *testing.T) {
 func TestLargeRepliesAreSent(t *testing.T) {
 	cfg := config.Default()
 	cfg.Image.SandboxImage = strings.Repeat("x", 6<<20) // echoed by Status verbose
-	cg, err := cgroupmgr.New("cgroupfs")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := New(Options{Config: cfg, Version: "test", CNI: cni.New(t.TempDir(), nil, t.TempDir()), Cgroups: cg, StreamListener: sl})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sock := filepath.Join(t.TempDir(), "crid.sock")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { defer close(done); _ = srv.Serve(l) }()
-	defer func() { srv.Stop(); <-done }()
-	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16<<20)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	resp, err := runtime.NewRuntimeServiceClient(conn).Status(context.Background(), &runtime.StatusRequest{Verbose: true})
+	c := startServerWith(t, cfg, grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16<<20)))
+	resp, err := c.Status(context.Background(), &runtime.StatusRequest{Verbose: true})
 	if err != nil {
 		t.Fatalf("a 6 MiB reply: %v", err)
 	}
