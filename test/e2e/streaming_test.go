@@ -382,3 +382,45 @@ func TestStreamingBrokenClientLeaksNothing(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+// An idle stream is closed after stream.idle_timeout: the client ends, and
+// the exec reading its stdin gets EOF and exits.
+func TestStreamingIdleTimeout(t *testing.T) {
+	n := newPodNode(t)
+	f, err := os.OpenFile(filepath.Join(n.dir, "crid.toml"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(f, "[stream]\nidle_timeout = \"2s\"\n")
+	f.Close()
+	n.restart(t)
+	_, id := streamPod(t, n, "idle", ctrConfig("sleeper", "sleep", "1000"))
+
+	c := crictlCmd(n.daemon, "exec", "-i", id, "cat")
+	stdin, err := c.StdinPipe() // open and silent: the stream idles
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stdin.Close()
+	start := time.Now()
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- c.Wait() }()
+	select {
+	case <-done:
+		t.Logf("idle exec stream closed after %s", time.Since(start).Round(10*time.Millisecond))
+	case <-time.After(30 * time.Second):
+		_ = c.Process.Kill()
+		<-done
+		t.Fatal("an idle exec stream outlived a 2 s idle timeout by 30 s")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(ctrPids(t, id)) != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the exec outlived its closed stream: %d processes in the container", len(ctrPids(t, id)))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
