@@ -65,7 +65,7 @@ clean:
 	rm -rf _output
 
 # crid and Debian's containerd measured side by side on this machine
-# (hack/bench/run.sh). Heavy: flock /tmp/crid-heavy.lock make bench.
+# (hack/bench/run.sh). Heavy: flock -o /tmp/crid-heavy.lock make bench.
 # Flags through BENCH_FLAGS, e.g. BENCH_FLAGS='-runtimes=crid -pods=20'.
 .PHONY: bench
 bench: build

@@ -7,7 +7,7 @@
 # `crictl --version` and `critest -version` report the pinned version.
 # A binary newer than hack/tools/go.mod and go.sum is not rebuilt; FORCE=1
 # rebuilds. Heavy when cold (about a few minutes on 2 cores): on a shared
-# machine run it under `flock /tmp/crid-heavy.lock`.
+# machine run it under `flock -o /tmp/crid-heavy.lock`.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -22,7 +22,7 @@
 #   REGISTRY_ADDR=127.0.0.1:5000  the test registry (as hack/test-images.sh)
 #   CRITEST_ARGS="..."      extra critest flags (e.g. -ginkgo.v); a skip or
 #                           focus shows in the report and fails the ratchet
-# Heavy: on a shared machine run it under `flock /tmp/crid-heavy.lock`.
+# Heavy: on a shared machine run it under `flock -o /tmp/crid-heavy.lock`.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
