@@ -87,9 +87,6 @@ func (r *Runtime) ExecStream(ctx context.Context, id string, p *specs.Process, s
 			// terminal does, so no shell lingers without a client.
 			go copyInput(pty, s.Stdin, true)
 		}
-		if s.Resize != nil {
-			go resizeLoop(pty, s.Resize)
-		}
 	} else {
 		copyOut(s.Stdout, files[protocol.StdioStdout])
 		copyOut(s.Stderr, files[protocol.StdioStderr])
@@ -97,6 +94,11 @@ func (r *Runtime) ExecStream(ctx context.Context, id string, p *specs.Process, s
 			delete(files, protocol.StdioStdin) // closed by the copier at EOF
 			go copyInput(in, s.Stdin, true)
 		}
+	}
+
+	if s.Resize != nil {
+		// Ends when the stream closes the channel.
+		go resizeLoop(files[protocol.StdioPTY], s.Resize)
 	}
 
 	type waited struct {
@@ -212,8 +214,14 @@ func (r *Runtime) Attach(ctx context.Context, id string, stdinOnce bool, s Strea
 	} else if s.Stdin != nil {
 		klog.V(2).InfoS("Attach asked for stdin but the container has none open", "containerID", id)
 	}
-	if s.TTY && s.Resize != nil && input != nil {
-		go resizeLoop(input, s.Resize)
+	if s.Resize != nil {
+		// Ends when the stream closes the channel; only a terminal
+		// container has a window to size.
+		var pty *os.File
+		if s.TTY {
+			pty = input
+		}
+		go resizeLoop(pty, s.Resize)
 	}
 	select {
 	case why := <-ended:
@@ -256,19 +264,21 @@ func copyInput(dst *os.File, src io.Reader, closeAtEOF bool) {
 	}
 }
 
-// resizeLoop applies the client's window sizes to a pty until the channel
-// closes (the stream ended) or the pty is closed.
+// resizeLoop applies the client's window sizes to a pty (nil: none) and
+// drains the channel until it closes (the stream ended): a size nobody
+// takes would block its sender.
 func resizeLoop(pty *os.File, sizes <-chan TerminalSize) {
 	for sz := range sizes {
+		if pty == nil {
+			continue
+		}
 		rc, err := pty.SyscallConn()
 		if err != nil {
-			return
+			pty = nil // closed: keep draining
+			continue
 		}
-		var ioerr error
-		if err := rc.Control(func(fd uintptr) {
-			ioerr = unix.IoctlSetWinsize(int(fd), unix.TIOCSWINSZ, &unix.Winsize{Row: sz.Height, Col: sz.Width})
-		}); err != nil || ioerr != nil {
-			return
-		}
+		_ = rc.Control(func(fd uintptr) {
+			_ = unix.IoctlSetWinsize(int(fd), unix.TIOCSWINSZ, &unix.Winsize{Row: sz.Height, Col: sz.Width})
+		})
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -349,12 +350,18 @@ func TestStreamingBrokenClientLeaksNothing(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 	before, procsBefore, goBefore := fds(), len(ctrPids(t, id)), goroutines()
 
-	for _, args := range [][]string{
-		{"exec", "-i", id, "cat"}, // waits on stdin
-		{"exec", id, "yes"},       // writes without end
+	// A terminal session (crictl under script(1), resized once), killed
+	// with its whole process group.
+	tty := fmt.Sprintf("%s --runtime-endpoint unix://%s exec -it %s sh -c 'stty size; cat'",
+		filepath.Join(repoRoot, "_output", "bin", "crictl"), n.socket, id)
+	for _, c := range []func() *exec.Cmd{
+		func() *exec.Cmd { return crictlCmd(n.daemon, "exec", "-i", id, "cat") }, // waits on stdin
+		func() *exec.Cmd { return crictlCmd(n.daemon, "exec", id, "yes") },       // writes without end
+		func() *exec.Cmd { return exec.Command("script", "-qec", "stty cols 90 rows 30; "+tty, "/dev/null") },
 	} {
 		for range 3 {
-			c := crictlCmd(n.daemon, args...)
+			c := c()
+			c.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 			stdin, err := c.StdinPipe() // left open: the client dies first
 			if err != nil {
 				t.Fatal(err)
@@ -364,7 +371,7 @@ func TestStreamingBrokenClientLeaksNothing(t *testing.T) {
 				t.Fatal(err)
 			}
 			time.Sleep(700 * time.Millisecond)
-			_ = c.Process.Kill()
+			_ = syscall.Kill(-c.Process.Pid, syscall.SIGKILL)
 			_ = c.Wait()
 			stdin.Close()
 		}
@@ -373,7 +380,7 @@ func TestStreamingBrokenClientLeaksNothing(t *testing.T) {
 	for {
 		procs, open, gor := len(ctrPids(t, id)), fds(), goroutines()
 		if procs == procsBefore && open <= before && gor <= goBefore {
-			t.Logf("after 6 broken clients: %d processes in the container, %d daemon fds, %d goroutines (before: %d, %d, %d)", procs, open, gor, procsBefore, before, goBefore)
+			t.Logf("after 9 broken clients: %d processes in the container, %d daemon fds, %d goroutines (before: %d, %d, %d)", procs, open, gor, procsBefore, before, goBefore)
 			return
 		}
 		if time.Now().After(deadline) {
