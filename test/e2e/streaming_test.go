@@ -137,6 +137,21 @@ func TestStreamingAttach(t *testing.T) {
 		}
 	}
 
+	// stdin_once: the end of the attached client's input is the end of the
+	// container's: the shell reads EOF and exits 0.
+	once := ctrConfig("once", "sh")
+	once.Stdin, once.StdinOnce = true, true
+	oid := n.create(t, podID, pod, once, true)
+	oc := crictlCmd(n.daemon, "attach", "-i", oid)
+	oc.Stdin = strings.NewReader("echo bye\n")
+	if out, err := oc.Output(); err != nil {
+		t.Fatalf("attach to a stdin_once container: %v (%q)", err, out)
+	}
+	if st := n.waitExited(t, oid, 10*time.Second); st.ExitCode != 0 {
+		t.Fatalf("stdin_once container after its client's EOF: exit %d (%s)", st.ExitCode, st.Reason)
+	}
+	waitLog(t, filepath.Join(pod.LogDirectory, "once.log"), "bye", 5*time.Second)
+
 	// A stopped container cannot be attached to.
 	if _, err := n.runtime().StopContainer(context.Background(), &runtime.StopContainerRequest{ContainerId: tid, Timeout: 1}); err != nil {
 		t.Fatal(err)
