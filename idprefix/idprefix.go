@@ -3,7 +3,10 @@
 // do.
 package idprefix
 
-import "strings"
+import (
+	"fmt"
+	"strings"
+)
 
 // Find returns the item whose key is id, or else the one whose key starts
 // with id, and how many keys matched: 0 (not found), 1, or more (ambiguous,
@@ -30,4 +33,19 @@ func Find[T any](items map[string]T, id string) (T, int) {
 		return zero, n
 	}
 	return found, n
+}
+
+// Resolve is Find with the caller's errors: notFound when nothing matches,
+// ambiguous when several items share the prefix. kind names the items in
+// the message ("container", "pod sandbox").
+func Resolve[T any](items map[string]T, id, kind string, notFound, ambiguous error) (T, error) {
+	it, n := Find(items, id)
+	switch n {
+	case 0:
+		return it, fmt.Errorf("%w: %s %q", notFound, kind, id)
+	case 1:
+		return it, nil
+	default:
+		return it, fmt.Errorf("%w: %q names %d %ss", ambiguous, id, n, kind)
+	}
 }

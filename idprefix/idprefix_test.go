@@ -1,6 +1,10 @@
 package idprefix
 
-import "testing"
+import (
+	"errors"
+	"strings"
+	"testing"
+)
 
 func TestFind(t *testing.T) {
 	m := map[string]int{"abc123": 1, "abd456": 2, "ab": 3}
@@ -15,5 +19,19 @@ func TestFind(t *testing.T) {
 		if got != tc.want || n != tc.n {
 			t.Errorf("Find(%q) = %d, %d; want %d, %d", tc.id, got, n, tc.want, tc.n)
 		}
+	}
+}
+
+func TestResolve(t *testing.T) {
+	notFound, ambiguous := errors.New("not found"), errors.New("ambiguous")
+	m := map[string]int{"abc123": 1, "abd456": 2}
+	if v, err := Resolve(m, "abc", "thing", notFound, ambiguous); err != nil || v != 1 {
+		t.Fatalf("unique prefix: %d, %v", v, err)
+	}
+	if _, err := Resolve(m, "ff", "thing", notFound, ambiguous); !errors.Is(err, notFound) {
+		t.Fatalf("no match: %v", err)
+	}
+	if _, err := Resolve(m, "ab", "thing", notFound, ambiguous); !errors.Is(err, ambiguous) || !strings.Contains(err.Error(), "2 things") {
+		t.Fatalf("two matches: %v", err)
 	}
 }

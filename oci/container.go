@@ -238,14 +238,7 @@ func (c *Containers) Create(ctx context.Context, p CreateParams) error {
 func (c *Containers) resolve(idOrPrefix string) (*Container, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	switch ctr, n := idprefix.Find(c.m, idOrPrefix); n {
-	case 0:
-		return nil, fmt.Errorf("%w: container %q", ErrNotFound, idOrPrefix)
-	case 1:
-		return ctr, nil
-	default:
-		return nil, fmt.Errorf("%w: %q names %d containers", ErrAmbiguous, idOrPrefix, n)
-	}
+	return idprefix.Resolve(c.m, idOrPrefix, "container", ErrNotFound, ErrAmbiguous)
 }
 
 // Start runs a created container's process.

@@ -206,14 +206,7 @@ func newID() string {
 
 // resolveLocked finds a sandbox by full ID or unique ID prefix. m.mu held.
 func (m *Manager) resolveLocked(idOrPrefix string) (*Sandbox, error) {
-	switch sb, n := idprefix.Find(m.sandboxes, idOrPrefix); n {
-	case 0:
-		return nil, fmt.Errorf("%w: %q", ErrNotFound, idOrPrefix)
-	case 1:
-		return sb, nil
-	default:
-		return nil, fmt.Errorf("%w: %q names %d pod sandboxes", ErrAmbiguous, idOrPrefix, n)
-	}
+	return idprefix.Resolve(m.sandboxes, idOrPrefix, "pod sandbox", ErrNotFound, ErrAmbiguous)
 }
 
 // lock serialises operations on one sandbox; it returns the sandbox and
