@@ -144,11 +144,11 @@ func streams(in io.Reader, out, errw io.WriteCloser, tty bool, resize <-chan rem
 }
 
 // Exec returns a URL of the streaming server running the command.
-func (s *runtimeService) Exec(_ context.Context, req *runtime.ExecRequest) (*runtime.ExecResponse, error) {
+func (s *runtimeService) Exec(ctx context.Context, req *runtime.ExecRequest) (*runtime.ExecResponse, error) {
 	if len(req.GetCmd()) == 0 || req.GetCmd()[0] == "" {
 		return nil, invalidArgument("cmd: must name a command")
 	}
-	if _, err := s.opts.Containers.Get(context.Background(), req.GetContainerId()); err != nil {
+	if _, err := s.opts.Containers.Get(ctx, req.GetContainerId()); err != nil {
 		return nil, toStatus(err)
 	}
 	return s.stream.srv.GetExec(req)

@@ -385,7 +385,15 @@ func TestStreamingBrokenClientLeaksNothing(t *testing.T) {
 			if err := c.Start(); err != nil {
 				t.Fatal(err)
 			}
-			time.Sleep(700 * time.Millisecond)
+			// The session must be live (its process in the container)
+			// before the client dies, or nothing is tested.
+			for deadline := time.Now().Add(10 * time.Second); len(ctrPids(t, id)) <= procsBefore; time.Sleep(50 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					_ = syscall.Kill(-c.Process.Pid, syscall.SIGKILL)
+					t.Fatalf("%v: no exec process appeared in the container", c.Args)
+				}
+			}
+			time.Sleep(300 * time.Millisecond)
 			_ = syscall.Kill(-c.Process.Pid, syscall.SIGKILL)
 			_ = c.Wait()
 			stdin.Close()
