@@ -3,10 +3,11 @@ SHELL := /bin/bash
 GO ?= go
 BIN := $(CURDIR)/_output/bin
 VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT := $(shell git rev-parse HEAD 2>/dev/null)
 # containers_image_openpgp keeps containers/image off gpgme (cgo);
 # seccomp enables libcontainer's seccomp through libseccomp.
 GOTAGS := containers_image_openpgp seccomp
-GOFLAGS_BUILD := -tags '$(GOTAGS)' -ldflags '-X main.version=$(VERSION)'
+GOFLAGS_BUILD := -tags '$(GOTAGS)' -ldflags '-X main.version=$(VERSION) -X main.gitCommit=$(COMMIT)'
 STATICCHECK_VERSION := v0.8.2
 export CGO_ENABLED := 1
 # bridge/portmap exec iptables: the daemon needs the sbin dirs on PATH.

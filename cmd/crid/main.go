@@ -1,13 +1,13 @@
 // Command crid is the crid daemon: a Kubernetes container runtime serving
-// the CRI over a unix socket. `crid` runs the daemon; `crid config --default`
-// prints every option with its default; `crid version` prints the version.
+// the CRI over a unix socket. `crid` runs the daemon; `crid check` checks
+// the host for what the daemon needs; `crid config --default` prints every
+// option with its default; `crid --version` prints what crid was built from.
 package main
 
 import (
 	"flag"
 	"fmt"
 	"os"
-	"runtime/debug"
 	"strings"
 
 	"k8s.io/klog/v2"
@@ -15,8 +15,9 @@ import (
 	"github.com/crid-dev/crid/config"
 )
 
-// version is set at build time with -ldflags "-X main.version=…".
-var version = ""
+// version and gitCommit are set at build time with
+// -ldflags "-X main.version=… -X main.gitCommit=…".
+var version, gitCommit = "", ""
 
 func main() {
 	os.Exit(run(os.Args[1:]))
@@ -27,12 +28,21 @@ func run(args []string) int {
 		switch args[0] {
 		case "config":
 			return configCommand(args[1:])
+		case "check":
+			return checkCommand(args[1:])
 		case "version":
-			fmt.Printf("crid %s\n", buildVersion())
-			return 0
+			return versionCommand()
 		}
 	}
-	cfg, err := loadConfig(args)
+	fs, load := configFlags("crid")
+	showVersion := fs.Bool("version", false, "print the version of crid and of the libraries it was built with, and exit")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *showVersion {
+		return versionCommand()
+	}
+	cfg, err := load()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "crid: %v\n", err)
 		return 2
@@ -64,10 +74,12 @@ func configCommand(args []string) int {
 	return 0
 }
 
-// loadConfig reads the config file and lays the flags that were given over
-// it; flags left unset never override the file.
-func loadConfig(args []string) (config.Config, error) {
-	fs := flag.NewFlagSet("crid", flag.ContinueOnError)
+// configFlags returns the daemon's flags and a loader to call after Parse:
+// it reads the config file and lays the flags that were given over it
+// (flags left unset never override the file), then validates. The daemon
+// and `crid check` share it, so the check sees what the daemon would.
+func configFlags(name string) (*flag.FlagSet, func() (config.Config, error)) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	klog.InitFlags(fs)
 	d := config.Default()
 	path := fs.String("config", config.DefaultPath, "configuration file (TOML); see `crid config --default`")
@@ -81,58 +93,41 @@ func loadConfig(args []string) (config.Config, error) {
 	cgroupDriver := fs.String("cgroup-driver", d.Runtime.CgroupDriver, `cgroup driver: "cgroupfs" or "systemd"`)
 	streamAddr := fs.String("stream-address", d.Stream.Address, "host:port of the exec/attach/port-forward streaming server (port 0: any free port)")
 	shutdown := fs.Duration("shutdown-timeout", d.ShutdownTimeout.Std(), "bound on in-flight RPCs at shutdown")
-	if err := fs.Parse(args); err != nil {
-		return d, err
-	}
-	if fs.NArg() > 0 {
-		return d, fmt.Errorf("unexpected argument %q", fs.Arg(0))
-	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	cfg, err := config.Load(*path, !set["config"])
-	if err != nil {
-		return cfg, err
-	}
-	overrides := []struct {
-		flag string
-		dst  *string
-		val  string
-	}{
-		{"socket", &cfg.Socket, *socket},
-		{"stream-address", &cfg.Stream.Address, *streamAddr},
-		{"root-dir", &cfg.RootDir, *rootDir},
-		{"run-dir", &cfg.RunDir, *runDir},
-		{"registries-conf", &cfg.Image.RegistriesConf, *registries},
-		{"sandbox-image", &cfg.Image.SandboxImage, *sandboxImage},
-		{"cni-conf-dir", &cfg.Network.CNIConfDir, *cniConf},
-		{"cgroup-driver", &cfg.Runtime.CgroupDriver, *cgroupDriver},
-	}
-	for _, o := range overrides {
-		if set[o.flag] {
-			*o.dst = o.val
+	return fs, func() (config.Config, error) {
+		if fs.NArg() > 0 {
+			return d, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 		}
-	}
-	if set["cni-bin-dirs"] {
-		cfg.Network.CNIBinDirs = strings.Split(*cniBin, ",")
-	}
-	if set["shutdown-timeout"] {
-		cfg.ShutdownTimeout = config.Duration(*shutdown)
-	}
-	return cfg, cfg.Validate()
-}
-
-// buildVersion is the build's version: the linker-set one, else the VCS
-// revision Go recorded.
-func buildVersion() string {
-	if version != "" {
-		return version
-	}
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		for _, s := range bi.Settings {
-			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
-				return "0.0.0-" + s.Value[:12]
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		cfg, err := config.Load(*path, !set["config"])
+		if err != nil {
+			return cfg, err
+		}
+		overrides := []struct {
+			flag string
+			dst  *string
+			val  string
+		}{
+			{"socket", &cfg.Socket, *socket},
+			{"stream-address", &cfg.Stream.Address, *streamAddr},
+			{"root-dir", &cfg.RootDir, *rootDir},
+			{"run-dir", &cfg.RunDir, *runDir},
+			{"registries-conf", &cfg.Image.RegistriesConf, *registries},
+			{"sandbox-image", &cfg.Image.SandboxImage, *sandboxImage},
+			{"cni-conf-dir", &cfg.Network.CNIConfDir, *cniConf},
+			{"cgroup-driver", &cfg.Runtime.CgroupDriver, *cgroupDriver},
+		}
+		for _, o := range overrides {
+			if set[o.flag] {
+				*o.dst = o.val
 			}
 		}
+		if set["cni-bin-dirs"] {
+			cfg.Network.CNIBinDirs = strings.Split(*cniBin, ",")
+		}
+		if set["shutdown-timeout"] {
+			cfg.ShutdownTimeout = config.Duration(*shutdown)
+		}
+		return cfg, cfg.Validate()
 	}
-	return "0.0.0-dev"
 }
