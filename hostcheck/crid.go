@@ -95,13 +95,13 @@ func (h *Host) Socket() Result {
 	}
 	st := fi.Sys().(*syscall.Stat_t)
 	if st.Uid != 0 || fi.Mode().Perm()&0o007 != 0 {
-		return fail(name, fmt.Sprintf("%s is %s owned by %d:%d: others may drive the runtime", sock, fi.Mode().Perm(), st.Uid, st.Gid),
+		return fail(name, fmt.Sprintf("%s is %04o owned by %d:%d: others may drive the runtime", sock, fi.Mode().Perm(), st.Uid, st.Gid),
 			"restart crid, which recreates it 0660 root:root")
 	}
 	if !h.Serving(sock) {
 		return warn(name, sock+" is left from a crid that is gone", "start crid (it replaces a stale socket)")
 	}
-	return ok(name, fmt.Sprintf("%s %s %d:%d; crid is serving", sock, fi.Mode().Perm(), st.Uid, st.Gid))
+	return ok(name, fmt.Sprintf("%s %04o %d:%d; crid is serving", sock, fi.Mode().Perm(), st.Uid, st.Gid))
 }
 
 // StateDirs checks root_dir and run_dir: root-owned and writable by root
@@ -114,7 +114,7 @@ func (h *Host) StateDirs() Result {
 			return r
 		}
 		if fi, err := os.Stat(d.dir); err == nil {
-			details = append(details, fmt.Sprintf("%s %s %s", d.key, d.dir, fi.Mode().Perm()))
+			details = append(details, fmt.Sprintf("%s %s %04o", d.key, d.dir, fi.Mode().Perm()))
 		} else {
 			details = append(details, fmt.Sprintf("%s %s (created at start, 0711)", d.key, d.dir))
 		}
@@ -137,7 +137,7 @@ func rootOnlyDir(name, key, dir string) (Result, bool) {
 	}
 	st := fi.Sys().(*syscall.Stat_t)
 	if st.Uid != 0 || fi.Mode().Perm()&0o022 != 0 {
-		return fail(name, fmt.Sprintf("%s %s is %s owned by %d:%d: others can write it", key, dir, fi.Mode().Perm(), st.Uid, st.Gid),
+		return fail(name, fmt.Sprintf("%s %s is %04o owned by %d:%d: others can write it", key, dir, fi.Mode().Perm(), st.Uid, st.Gid),
 			fmt.Sprintf("chown root:root %s && chmod 0711 %s", dir, dir)), true
 	}
 	return Result{}, false

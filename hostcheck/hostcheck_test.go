@@ -431,7 +431,7 @@ func TestSocketAndStateDirs(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.Serving = func(string) bool { return true }
-	expect(t, h.Socket(), OK, "-rw-rw----", "serving")
+	expect(t, h.Socket(), OK, "0660 0:0", "serving")
 	h.Serving = func(string) bool { return false }
 	expect(t, h.Socket(), Warn, "left from a crid that is gone")
 
@@ -444,7 +444,7 @@ func TestSocketAndStateDirs(t *testing.T) {
 		t.Fatal(err)
 	}
 	expect(t, h.Socket(), Fail, "socket dir", "others can write")
-	expect(t, h.StateDirs(), Fail, "run_dir", "chmod 0711")
+	expect(t, h.StateDirs(), Fail, "run_dir", "is 0777", "chmod 0711")
 
 	if err := os.Chmod(run, 0o711); err != nil {
 		t.Fatal(err)

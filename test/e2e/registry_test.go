@@ -37,7 +37,12 @@ func ensureTestImages() (func(), error) {
 		return nil, fmt.Errorf("find repo root: %w", err)
 	}
 	repoRoot = strings.TrimSpace(string(out))
-	testbedDir = filepath.Join(repoRoot, "_output", "testbed")
+	// The same test bed hack/test-images.sh fills: CRID_TESTBED_DIR when
+	// set (a worktree sharing the main checkout's), else the repo's own.
+	testbedDir = os.Getenv("CRID_TESTBED_DIR")
+	if testbedDir == "" {
+		testbedDir = filepath.Join(repoRoot, "_output", "testbed")
+	}
 	wasUp := registryAnswers(testRegistry)
 	cmd := exec.Command("bash", filepath.Join(repoRoot, "hack", "test-images.sh"))
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
