@@ -13,11 +13,13 @@ export CGO_ENABLED := 1
 # bridge/portmap exec iptables: the daemon needs the sbin dirs on PATH.
 export PATH := /usr/local/sbin:/usr/sbin:/sbin:$(PATH)
 
-.PHONY: all build run deps test unit e2e critest tools lint clean testbed bench
+.PHONY: all build run deps test unit e2e critest tools lint clean testbed bench install
 
 all: build
 
+# Stops at once, naming the Debian packages, if the cgo build cannot work.
 build:
+	@bash hack/build-prereqs.sh
 	$(GO) build $(GOFLAGS_BUILD) -o $(BIN)/crid ./cmd/crid
 	$(GO) build $(GOFLAGS_BUILD) -o $(BIN)/crid-monitor ./cmd/crid-monitor
 
@@ -29,6 +31,16 @@ run: deps build
 
 deps:
 	bash hack/install-deps.sh
+
+# Puts crid on this node: Debian packages and CNI plugins a node needs, the
+# binaries into $(BINDIR), /etc/crid/crid.toml if none, the default pod
+# network if none, crid.service when systemd is PID 1 (hack/install.sh).
+# DESTDIR=/some/root stages everything there instead.
+BINDIR ?= /usr/local/bin
+install:
+	CNI_BIN_DIR=$(DESTDIR)/opt/cni/bin bash hack/install-deps.sh node
+	$(MAKE) build
+	SRC_BIN=$(BIN) DESTDIR=$(DESTDIR) BINDIR=$(BINDIR) bash hack/install.sh
 
 # Everything CI checks: lint, unit tests, end-to-end tests, conformance.
 # The test bed's registry, started on the way, is stopped at the end.

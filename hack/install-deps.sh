@@ -2,15 +2,23 @@
 # Installs what building, running and testing crid needs on Debian 12:
 # Debian packages (only those missing, so a warm run takes a second) and the
 # CNI plugins, built from the Go module into /opt/cni/bin.
+#
+#   hack/install-deps.sh        everything (make deps: build, run, test)
+#   hack/install-deps.sh node   only what a node builds and runs crid with
+#                               (make install): no test registry
 set -euo pipefail
 
 PACKAGES=(
   gcc libc6-dev pkg-config      # cgo (libcontainer's nsenter)
   libseccomp-dev                # seccomp for libcontainer (build and run time)
   iptables                      # bridge ipMasq and portmap exec iptables
-  curl                          # the test scripts probe the registry
-  docker-registry apache2-utils # the test registry and its htpasswd auth
 )
+if [[ "${1:-}" != node ]]; then
+  PACKAGES+=(
+    curl                          # the test scripts probe the registry
+    docker-registry apache2-utils # the test registry and its htpasswd auth
+  )
+fi
 CNI_PLUGINS_VERSION=v1.9.1
 CNI_BIN_DIR=${CNI_BIN_DIR:-/opt/cni/bin}
 
