@@ -24,9 +24,14 @@ func TestCheckCommand(t *testing.T) {
   ]}`)
 	extra := []string{"--cni-bin-dirs", "/opt/cni/bin", "--registries-conf", filepath.Join(testbedDir, "registries.conf")}
 	d := startDaemon(t, dir, extra...)
+	// kubelet's settings come from a file of the test's, not from whatever
+	// kubelet may run on the machine.
+	kubelet := filepath.Join(dir, "kubelet.yaml")
+	writeFile(t, kubelet, "kind: KubeletConfiguration\ncontainerRuntimeEndpoint: unix://"+d.socket+"\ncgroupDriver: cgroupfs\nfailCgroupV1: false\n")
 	check := func(more ...string) (int, string) {
 		t.Helper()
-		return runCrid(t, append(append(append([]string{"check"}, baseArgs(dir)...), extra...), more...)...)
+		args := append(append([]string{"check", "--kubelet-config", kubelet}, baseArgs(dir)...), extra...)
+		return runCrid(t, append(args, more...)...)
 	}
 	line := func(out, name string) string {
 		t.Helper()
@@ -49,6 +54,7 @@ func TestCheckCommand(t *testing.T) {
 	mustContain(t, "cni line", line(out, "cni"), "ok", `network "crid-check"`, "bridge host-local portmap loopback", "/opt/cni/bin")
 	mustContain(t, "state dirs line", line(out, "state dirs"), filepath.Join(dir, "root"), filepath.Join(dir, "run"))
 	mustContain(t, "infra line", line(out, "infra (pause)"), "warn", "registry.k8s.io/pause:3.10", "not in crid's store")
+	mustContain(t, "kubelet line", line(out, "kubelet"), "ok", kubelet, "cgroupDriver: cgroupfs")
 
 	// Once the daemon holds the sandbox image, the check says so.
 	if _, err := d.images().PullImage(context.Background(), &runtime.PullImageRequest{Image: &runtime.ImageSpec{Image: "registry.k8s.io/pause:3.10"}}); err != nil {
@@ -62,6 +68,15 @@ func TestCheckCommand(t *testing.T) {
 	_, out = check()
 	mustContain(t, "infra line", line(out, "infra (pause)"), "every pod (runtime.infra = always)")
 
+	// A kubelet on the other cgroup driver is a fail.
+	writeFile(t, kubelet, "kind: KubeletConfiguration\ncontainerRuntimeEndpoint: unix://"+d.socket+"\ncgroupDriver: systemd\nfailCgroupV1: false\n")
+	code, out = check()
+	if code != 1 {
+		t.Fatalf("exit %d with kubelet on the systemd driver, want 1:\n%s", code, out)
+	}
+	mustContain(t, "kubelet line", line(out, "kubelet"), "fail", "cgroupDriver systemd, crid's is cgroupfs")
+	writeFile(t, kubelet, "kind: KubeletConfiguration\ncontainerRuntimeEndpoint: unix://"+d.socket+"\ncgroupDriver: cgroupfs\nfailCgroupV1: false\n")
+
 	// Plugins missing from cni_bin_dirs are a fail, and the exit says so.
 	empty := filepath.Join(dir, "empty-bin")
 	if err := os.MkdirAll(empty, 0o755); err != nil {
@@ -72,6 +87,9 @@ func TestCheckCommand(t *testing.T) {
 		t.Fatalf("exit %d with no CNI plugins, want 1:\n%s", code, out)
 	}
 	mustContain(t, "cni line", line(out, "cni"), "fail", "bridge host-local portmap loopback", "make install")
+	if n := strings.Count(out, "\nfail  ") + strings.Count(out[:5], "fail "); n != 1 {
+		t.Fatalf("%d fails, want only the cni one:\n%s", n, out)
+	}
 
 	// A config the daemon would refuse is refused here too, naming the key.
 	writeFile(t, filepath.Join(dir, "crid.toml"), "[runtime]\ncgroup_driver = \"cgroupv1\"\n")
