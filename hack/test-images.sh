@@ -3,7 +3,7 @@
 # registry.k8s.io/pause:3.10) and pushes them to the local registry on
 # 127.0.0.1:5000, starting it when it does not answer. Then writes
 # _output/testbed/registries.conf, which mirrors critest's upstream
-# registries to it. See /work/shared/critest-images.md.
+# registries to it. See docs/test-images.md.
 #
 #   hack/test-images.sh [testimages flags: -v, -latest-aliases, -list, -dry-run]
 #

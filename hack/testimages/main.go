@@ -2,7 +2,7 @@
 // busybox and a few static programs, and pushes them to a local registry,
 // so that the conformance suite runs offline against real images pulled
 // over the real registry protocol. hack/test-images.sh prepares its inputs
-// and starts the registry; see /work/shared/critest-images.md for what the
+// and starts the registry; see docs/test-images.md for what the
 // images must contain.
 //
 // Every layer is built deterministically, so a second run finds every tag
