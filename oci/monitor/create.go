@@ -32,9 +32,9 @@ func (m *Monitor) create(req protocol.CreateRequest) (_ *protocol.CreateReply, _
 		return nil, nil, invalid("create %s: no spec", req.ID)
 	case spec.Root == nil || !filepath.IsAbs(spec.Root.Path):
 		return nil, nil, invalid("create %s: spec root path must be absolute", req.ID)
-	case spec.Linux == nil || !filepath.IsAbs(spec.Linux.CgroupsPath):
+	case spec.Linux == nil || !filepath.IsAbs(spec.Linux.CgroupsPath) && !cgroupmgr.IsSystemdPath(spec.Linux.CgroupsPath):
 		// An empty path would put the container in the monitor's own cgroup.
-		return nil, nil, invalid("create %s: spec linux.cgroupsPath must be absolute", req.ID)
+		return nil, nil, invalid("create %s: spec linux.cgroupsPath must be absolute (cgroupfs) or slice:prefix:name (systemd)", req.ID)
 	case spec.Process == nil:
 		return nil, nil, invalid("create %s: spec has no process", req.ID)
 	case req.LogPath != "" && !filepath.IsAbs(req.LogPath):
@@ -112,7 +112,11 @@ func (m *Monitor) create(req protocol.CreateRequest) (_ *protocol.CreateReply, _
 		return nil, nil, fmt.Errorf("create %s: %w", req.ID, err)
 	}
 
-	config, err := specconv.CreateLibcontainerConfig(&specconv.CreateOpts{CgroupName: req.ID, Spec: spec})
+	config, err := specconv.CreateLibcontainerConfig(&specconv.CreateOpts{
+		CgroupName:       req.ID,
+		UseSystemdCgroup: cgroupmgr.IsSystemdPath(spec.Linux.CgroupsPath),
+		Spec:             spec,
+	})
 	if err != nil {
 		return nil, nil, invalid("create %s: convert spec: %v", req.ID, err)
 	}

@@ -9,11 +9,11 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/opencontainers/cgroups"
 	"github.com/opencontainers/cgroups/manager"
 	"github.com/opencontainers/runc/libcontainer"
 	"golang.org/x/sys/unix"
 
+	"github.com/crid-dev/crid/cgroupmgr"
 	"github.com/crid-dev/crid/oci/crilog"
 	"github.com/crid-dev/crid/oci/protocol"
 )
@@ -289,7 +289,11 @@ func (m *Monitor) cleanupIncomplete(rec protocol.Record) error {
 
 // destroyCgroup kills what runs in a cgroup and removes it.
 func destroyCgroup(path string) error {
-	mgr, err := manager.New(&cgroups.Cgroup{Path: path, Resources: &cgroups.Resources{}})
+	cg, err := cgroupmgr.Config(path)
+	if err != nil {
+		return err
+	}
+	mgr, err := manager.New(cg)
 	if err != nil {
 		return fmt.Errorf("cgroup %s: %w", path, err)
 	}
