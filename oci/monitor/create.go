@@ -120,6 +120,13 @@ func (m *Monitor) create(req protocol.CreateRequest) (_ *protocol.CreateReply, _
 	if err != nil {
 		return nil, nil, invalid("create %s: convert spec: %v", req.ID, err)
 	}
+	if config.Cgroups.Systemd && config.Cgroups.Resources.PidsLimit == nil {
+		// A scope left without a limit gets systemd's DefaultTasksMax
+		// (15% of the pid space); CRI has no per-container pids limit,
+		// so the container's is unlimited, as under cgroupfs.
+		unlimited := int64(-1)
+		config.Cgroups.Resources.PidsLimit = &unlimited
+	}
 	var clamped []string
 	if adj, changed := m.limits.clampOOMScoreAdj(config.OomScoreAdj); changed {
 		clamped = append(clamped, fmt.Sprintf("oom_score_adj %d to %d", *config.OomScoreAdj, *adj))
@@ -197,7 +204,9 @@ func (m *Monitor) create(req protocol.CreateRequest) (_ *protocol.CreateReply, _
 	c.rec.InitStartTime = st.InitProcessStartTime
 	c.rec.MemoryCgroup = memoryCgroup(st.CgroupPaths)
 	c.rec.Complete = true
+	mem := c.rec.MemoryCgroup
 	c.mu.Unlock()
+	m.watchOOM(req.ID, mem)
 	if err := m.saveRecord(c); err != nil {
 		return nil, nil, fmt.Errorf("create %s: %w", req.ID, err)
 	}
@@ -238,7 +247,30 @@ func (m *Monitor) onExit(c *container, ws unix.WaitStatus, at time.Time) {
 	c.mu.Lock()
 	mem := c.rec.MemoryCgroup
 	c.mu.Unlock()
-	m.finish(c, protocol.ExitFromStatus(syscall.WaitStatus(ws), at, mem, "monitor"))
+	m.finish(c, m.oomChecked(c.id, protocol.ExitFromStatus(syscall.WaitStatus(ws), at, mem, "monitor")))
+}
+
+// oomSettle bounds the wait for the kernel's notice of an OOM kill after
+// the SIGKILLed init's exit.
+const oomSettle = 200 * time.Millisecond
+
+// watchOOM starts counting a container's OOM kills as they happen (v2).
+func (m *Monitor) watchOOM(id, memoryDir string) {
+	if m.oom == nil || memoryDir == "" {
+		return
+	}
+	if err := m.oom.add(id, memoryDir); err != nil {
+		m.log.Warn("Cannot watch the container's OOM kills", "id", id, "err", err)
+	}
+}
+
+// oomChecked marks an exit OOMKilled when the watcher saw a kill that
+// the counter read at the exit could not (a cgroup already removed).
+func (m *Monitor) oomChecked(id string, e protocol.Exit) protocol.Exit {
+	if !e.OOMKilled && m.oom != nil && m.oom.killed(id, e.Signal == int(unix.SIGKILL), oomSettle) {
+		e.OOMKilled = true
+	}
+	return e
 }
 
 // memoryCgroup picks the directory holding the OOM-kill counter: the v1

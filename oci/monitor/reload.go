@@ -121,12 +121,13 @@ func (m *Monitor) watchReloaded(c *container) {
 	c.mu.Lock()
 	pid, start, mem := c.rec.Pid, c.rec.InitStartTime, c.rec.MemoryCgroup
 	c.mu.Unlock()
+	m.watchOOM(c.id, mem)
 	ws, observed, err := m.waitPidExit(m.ctx, pid, start)
 	if err != nil {
 		return // shutting down
 	}
 	if observed {
-		m.finish(c, protocol.ExitFromStatus(ws, time.Now(), mem, "monitor"))
+		m.finish(c, m.oomChecked(c.id, protocol.ExitFromStatus(ws, time.Now(), mem, "monitor")))
 		return
 	}
 	deadline := time.Now().Add(exitFileWait)
