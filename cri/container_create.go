@@ -14,6 +14,7 @@ import (
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/klog/v2"
 
+	"github.com/crid-dev/crid/cgroupmgr"
 	"github.com/crid-dev/crid/oci"
 	"github.com/crid-dev/crid/oci/specgen"
 	"github.com/crid-dev/crid/podsandbox"
@@ -57,13 +58,14 @@ func (s *runtimeService) CreateContainer(ctx context.Context, req *runtime.Creat
 	}()
 	ic := img.Config.Config
 	spec, err := specgen.Build(specgen.Input{
-		Config:           cfg,
-		Image:            specgen.Image{Entrypoint: ic.Entrypoint, Cmd: ic.Cmd, Env: ic.Env, WorkingDir: ic.WorkingDir, User: ic.User, StopSignal: ic.StopSignal},
-		Pod:              pod,
-		Rootfs:           rootfs,
-		CgroupsPath:      s.opts.Cgroups.ContainerPath(sb.CgroupParent, id),
-		HostCapabilities: s.hostCaps,
-		SeccompDefault:   seccomp.GetDefaultProfile,
+		Config:                 cfg,
+		Image:                  specgen.Image{Entrypoint: ic.Entrypoint, Cmd: ic.Cmd, Env: ic.Env, WorkingDir: ic.WorkingDir, User: ic.User, StopSignal: ic.StopSignal},
+		Pod:                    pod,
+		Rootfs:                 rootfs,
+		CgroupsPath:            s.opts.Cgroups.ContainerPath(sb.CgroupParent, id),
+		PrivateCgroupNamespace: cgroupmgr.Mode() == "v2",
+		HostCapabilities:       s.hostCaps,
+		SeccompDefault:         seccomp.GetDefaultProfile,
 		SeccompLocalhost: func(path string, sp *specs.Spec) (*specs.LinuxSeccomp, error) {
 			b, err := os.ReadFile(path)
 			if err != nil {
