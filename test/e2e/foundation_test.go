@@ -73,7 +73,11 @@ func TestVersionStatusRuntimeConfig(t *testing.T) {
 	}
 
 	rc, err := d.runtime().RuntimeConfig(ctx, &runtime.RuntimeConfigRequest{})
-	if err != nil || rc.GetLinux().GetCgroupDriver() != runtime.CgroupDriver_CGROUPFS {
+	wantDriver := runtime.CgroupDriver_CGROUPFS
+	if systemdDriver() {
+		wantDriver = runtime.CgroupDriver_SYSTEMD
+	}
+	if err != nil || rc.GetLinux().GetCgroupDriver() != wantDriver {
 		t.Fatalf("RuntimeConfig: %v, %v", rc, err)
 	}
 }
