@@ -32,6 +32,9 @@ func (s *runtimeService) CreateContainer(ctx context.Context, req *runtime.Creat
 		return nil, status.Errorf(codes.FailedPrecondition, "pod sandbox %s is not ready", sb.ID)
 	}
 	cfg := req.Config
+	if err := validateUnified("config.linux.resources", cfg.GetLinux().GetResources().GetUnified(), cgroupmgr.Mode()); err != nil {
+		return nil, err
+	}
 	img, err := s.opts.Images.Get(cfg.Image.Image)
 	if err != nil {
 		return nil, toStatus(err)
