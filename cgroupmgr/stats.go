@@ -295,7 +295,7 @@ func parseMaxV2(s string) uint64 {
 func cpuSpecV2(dir string) (shares, period uint64, quota int64) {
 	quota = -1
 	if w, err := fscommon.GetCgroupParamUint(dir, "cpu.weight"); err == nil && w >= 1 && w <= 10000 {
-		shares = 2 + ((w-1)*262142)/9999
+		shares = weightToShares(w)
 	}
 	if s, err := fscommon.GetCgroupParamString(dir, "cpu.max"); err == nil {
 		f := strings.Fields(s)
@@ -366,4 +366,21 @@ func countProcesses(procRoot string, pids []int) ProcessStats {
 		}
 	}
 	return ps
+}
+
+// weightToShares inverts opencontainers/cgroups' shares→weight mapping
+// (ConvertCPUSharesToCgroupV2Value, runc ≥ 1.3): weight = 10^((l²+125l)/612
+// − 7/34) with l = log2(shares), so 1024 shares are weight 100 and back.
+// (The linear mapping of older runc and cAdvisor read 100 as 2597 shares.)
+func weightToShares(w uint64) uint64 {
+	switch {
+	case w <= 1:
+		return 2
+	case w >= 10000:
+		return 262144
+	}
+	e := math.Log10(float64(w)) + 7.0/34.0
+	l := (-125 + math.Sqrt(125*125+4*612*e)) / 2
+	// The largest shares that map to w (the mapping rounds up).
+	return uint64(math.Floor(math.Exp2(l) + 1e-6))
 }

@@ -180,8 +180,8 @@ func TestStatsV2Fixture(t *testing.T) {
 	if len(st.IO) != 1 || st.IO[0] != (IOStats{Major: 259, ReadBytes: 8192, WriteBytes: 16384, Reads: 2, Writes: 4}) {
 		t.Errorf("io %+v", st.IO)
 	}
-	// cpu.weight converts back to shares with cAdvisor's formula.
-	wantSpec := Spec{CPUShares: 2 + (99*262142)/9999, CPUPeriod: 100000, CPUQuota: 20000, MemoryLimit: 67108864, MemorySwapLimit: 2 * 67108864}
+	// cpu.weight converts back to shares, the inverse of runc's mapping.
+	wantSpec := Spec{CPUShares: 1024, CPUPeriod: 100000, CPUQuota: 20000, MemoryLimit: 67108864, MemorySwapLimit: 2 * 67108864}
 	if st.Spec != wantSpec {
 		t.Errorf("spec %+v, want %+v", st.Spec, wantSpec)
 	}
@@ -223,5 +223,21 @@ func TestCountProcesses(t *testing.T) {
 	ps := countProcesses("/proc", []int{os.Getpid(), 1 << 30})
 	if ps.Processes != 1 || ps.Threads < 1 || ps.FileDescriptors < 4 {
 		t.Errorf("process stats %+v", ps)
+	}
+}
+
+// weightToShares undoes the shares→weight conversion libcontainer applies,
+// for the values kubelet sends (2 for BestEffort, 1024 per CPU, 102 for
+// 100m).
+func TestWeightToSharesInvertsRunc(t *testing.T) {
+	for _, shares := range []uint64{2, 102, 512, 1024, 2048, 262144} {
+		w := cgroups.ConvertCPUSharesToCgroupV2Value(shares)
+		back := weightToShares(w)
+		if cgroups.ConvertCPUSharesToCgroupV2Value(back) != w {
+			t.Errorf("shares %d -> weight %d -> shares %d -> weight %d", shares, w, back, cgroups.ConvertCPUSharesToCgroupV2Value(back))
+		}
+	}
+	if got := weightToShares(100); got != 1024 {
+		t.Errorf("weight 100: %d shares, want 1024", got)
 	}
 }

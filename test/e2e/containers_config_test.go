@@ -17,6 +17,9 @@ import (
 
 	"github.com/opencontainers/cgroups"
 	"golang.org/x/sys/unix"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -146,6 +149,18 @@ func TestContainerResourcesAndDevices(t *testing.T) {
 		MemoryLimitInBytes: 64 << 20, MemorySwapLimitInBytes: 128 << 20,
 		OomScoreAdj: 500,
 	}
+	unified := map[string]string{"memory.high": strconv.Itoa(48 << 20), "memory.oom.group": "1"}
+	if !cgroupV2() {
+		// v2 interface files cannot apply: refused naming the field.
+		bad := proto.Clone(cfg).(*runtime.ContainerConfig)
+		bad.Linux.Resources.Unified = unified
+		_, err := n.runtime().CreateContainer(context.Background(), &runtime.CreateContainerRequest{PodSandboxId: podID, SandboxConfig: pod, Config: bad})
+		if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "config.linux.resources.unified") {
+			t.Fatalf("unified settings on a v1 host: %v, want InvalidArgument naming config.linux.resources.unified", err)
+		}
+	} else {
+		cfg.Linux.Resources.Unified = unified
+	}
 	limits := n.create(t, podID, pod, cfg, true)
 	pid := initPid(t, limits)
 	paths := procCgroups(t, pid)
@@ -177,6 +192,8 @@ func TestContainerResourcesAndDevices(t *testing.T) {
 			{"cpuset", "cpuset.mems", "0"},
 			{"memory", "memory.max", strconv.Itoa(64 << 20)},
 			{"memory", "memory.swap.max", strconv.Itoa(64 << 20)},
+			{"memory", "memory.high", strconv.Itoa(48 << 20)}, // linux.resources.unified
+			{"memory", "memory.oom.group", "1"},
 		}
 	}
 	for _, f := range files {

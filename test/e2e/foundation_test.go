@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -156,6 +157,17 @@ func TestBadConfigIsRefusedWithItsKey(t *testing.T) {
 			t.Fatalf("config %q accepted", tc.body)
 		}
 		mustContain(t, "refusal", out, tc.want)
+	}
+	if comm, _ := os.ReadFile("/proc/1/comm"); strings.TrimSpace(string(comm)) != "systemd" {
+		// The systemd driver needs systemd as PID 1: refused at start,
+		// with the fix named.
+		dir := newDirs(t)
+		writeFile(t, filepath.Join(dir, "crid.toml"), "[runtime]\ncgroup_driver = \"systemd\"\n")
+		code, out := runCrid(t, baseArgs(dir)...)
+		if code == 0 {
+			t.Fatalf("the systemd driver was accepted without systemd:\n%s", out)
+		}
+		mustContain(t, "refusal", out, "runtime.cgroup_driver", "needs systemd as the init system", `set runtime.cgroup_driver = "cgroupfs"`)
 	}
 	if code, out := runCrid(t, "--config", "/nonexistent/crid.toml"); code == 0 {
 		t.Fatalf("missing explicit config accepted:\n%s", out)
