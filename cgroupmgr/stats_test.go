@@ -156,6 +156,8 @@ func TestStatsV2Fixture(t *testing.T) {
 		"pids.max":            "1024\n",
 		"io.stat":             "259:0 rbytes=8192 wbytes=16384 rios=2 wios=4 dbytes=0 dios=0\n",
 		"cpu.pressure":        "some avg10=0.00 avg60=0.00 avg300=0.00 total=10\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=5\n",
+		"memory.pressure":     "some avg10=1.50 avg60=0.75 avg300=0.25 total=2000\nfull avg10=0.50 avg60=0.25 avg300=0.10 total=1000\n",
+		"io.pressure":         "some avg10=0.00 avg60=0.00 avg300=0.00 total=7\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=3\n",
 	})
 	st, err := statsV2(dir)
 	if err != nil {
@@ -179,6 +181,15 @@ func TestStatsV2Fixture(t *testing.T) {
 	}
 	if len(st.IO) != 1 || st.IO[0] != (IOStats{Major: 259, ReadBytes: 8192, WriteBytes: 16384, Reads: 2, Writes: 4}) {
 		t.Errorf("io %+v", st.IO)
+	}
+	// PSI, totals from µs to ns.
+	wantPSI := &PSI{
+		CPU:    Pressure{Some: PressureData{TotalNanos: 10000}, Full: PressureData{TotalNanos: 5000}},
+		Memory: Pressure{Some: PressureData{TotalNanos: 2000000, Avg10: 1.5, Avg60: 0.75, Avg300: 0.25}, Full: PressureData{TotalNanos: 1000000, Avg10: 0.5, Avg60: 0.25, Avg300: 0.1}},
+		IO:     Pressure{Some: PressureData{TotalNanos: 7000}, Full: PressureData{TotalNanos: 3000}},
+	}
+	if st.PSI == nil || *st.PSI != *wantPSI {
+		t.Errorf("psi %+v, want %+v", st.PSI, wantPSI)
 	}
 	// cpu.weight converts back to shares, the inverse of runc's mapping.
 	wantSpec := Spec{CPUShares: 1024, CPUPeriod: 100000, CPUQuota: 20000, MemoryLimit: 67108864, MemorySwapLimit: 2 * 67108864}
