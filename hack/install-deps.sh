@@ -10,6 +10,7 @@ PACKAGES=(
   iptables                      # bridge ipMasq and portmap exec iptables
   curl                          # the test scripts probe the registry
   docker-registry apache2-utils # the test registry and its htpasswd auth
+  qemu-system-x86               # the VM test bed (test/vm, make vm-test)
 )
 CNI_PLUGINS_VERSION=v1.9.1
 CNI_BIN_DIR=${CNI_BIN_DIR:-/opt/cni/bin}
