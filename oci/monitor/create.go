@@ -250,10 +250,6 @@ func (m *Monitor) onExit(c *container, ws unix.WaitStatus, at time.Time) {
 	m.finish(c, m.oomChecked(c.id, protocol.ExitFromStatus(syscall.WaitStatus(ws), at, mem, "monitor")))
 }
 
-// oomSettle bounds the wait for the kernel's notice of an OOM kill after
-// the SIGKILLed init's exit.
-const oomSettle = 200 * time.Millisecond
-
 // watchOOM starts counting a container's OOM kills as they happen (v2).
 func (m *Monitor) watchOOM(id, memoryDir string) {
 	if m.oom == nil || memoryDir == "" {
@@ -267,7 +263,7 @@ func (m *Monitor) watchOOM(id, memoryDir string) {
 // oomChecked marks an exit OOMKilled when the watcher saw a kill that
 // the counter read at the exit could not (a cgroup already removed).
 func (m *Monitor) oomChecked(id string, e protocol.Exit) protocol.Exit {
-	if !e.OOMKilled && m.oom != nil && m.oom.killed(id, e.Signal == int(unix.SIGKILL), oomSettle) {
+	if !e.OOMKilled && m.oom != nil && m.oom.killed(id, e.Signal == int(unix.SIGKILL)) {
 		e.OOMKilled = true
 	}
 	return e

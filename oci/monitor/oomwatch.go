@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -31,10 +30,9 @@ type oomWatcher struct {
 	f  *os.File // the inotify descriptor, non-blocking, in Go's poller
 	fd int      // the same, for the watch calls (f.Fd would make it blocking)
 
-	mu    sync.Mutex
-	byWD  map[int32]*oomWatch
-	byID  map[string]*oomWatch
-	kicks chan struct{} // a change was read: waiters look again
+	mu   sync.Mutex
+	byWD map[int32]*oomWatch
+	byID map[string]*oomWatch
 }
 
 type oomWatch struct {
@@ -53,9 +51,8 @@ func newOOMWatcher() (*oomWatcher, error) {
 	return &oomWatcher{
 		f:     os.NewFile(uintptr(fd), "inotify"),
 		fd:    fd,
-		byWD:  map[int32]*oomWatch{},
-		byID:  map[string]*oomWatch{},
-		kicks: make(chan struct{}),
+		byWD: map[int32]*oomWatch{},
+		byID: map[string]*oomWatch{},
 	}, nil
 }
 
@@ -89,36 +86,30 @@ func (w *oomWatcher) remove(id string) {
 	w.mu.Unlock()
 }
 
-// killed reports whether the container saw an OOM kill. The kernel's
-// notification of a kill may trail the exit it caused by moments, so for
-// an init that died of SIGKILL it waits up to settle for the watcher to
-// read a pending change.
-func (w *oomWatcher) killed(id string, sigkill bool, settle time.Duration) bool {
-	deadline := time.NewTimer(settle)
-	defer deadline.Stop()
-	for {
-		w.mu.Lock()
-		ow, kicks := w.byID[id], w.kicks
-		w.mu.Unlock()
-		if ow == nil {
-			return false
-		}
-		w.mu.Lock()
-		n, gone, parent := ow.kills, ow.wd < 0, ow.parentKills
-		w.mu.Unlock()
-		if n > 0 || !sigkill {
-			return n > 0
-		}
-		if gone {
-			// Removed before its counter could be read after the kill.
-			return protocol.OOMKills(filepath.Dir(filepath.Dir(ow.file))) > parent
-		}
-		select {
-		case <-kicks:
-		case <-deadline.C:
-			return false
-		}
+// killed reports whether the container saw an OOM kill: the count the
+// watcher read, else its memory.events when still there, else (the cgroup
+// was removed before either could read it) whether the parent's count
+// rose since the watch began and the init died of SIGKILL, as the OOM
+// killer's victims do.
+func (w *oomWatcher) killed(id string, sigkill bool) bool {
+	w.mu.Lock()
+	ow := w.byID[id]
+	var n, parent uint64
+	var file string
+	if ow != nil {
+		n, parent, file = ow.kills, ow.parentKills, ow.file
 	}
+	w.mu.Unlock()
+	switch {
+	case ow == nil:
+		return false
+	case n > 0:
+		return true
+	}
+	if _, err := os.Stat(file); err == nil {
+		return protocol.OOMKills(filepath.Dir(file)) > 0
+	}
+	return sigkill && protocol.OOMKills(filepath.Dir(filepath.Dir(file))) > parent
 }
 
 // run reads inotify events until ctx ends, then closes the descriptor.
@@ -151,8 +142,6 @@ func (w *oomWatcher) run(ctx context.Context) {
 				ow.kills = k
 			}
 		}
-		close(w.kicks)
-		w.kicks = make(chan struct{})
 		w.mu.Unlock()
 	}
 }
