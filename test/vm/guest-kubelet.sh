@@ -24,7 +24,9 @@ check() { # check WHAT GOT WANT
 		failed=1
 	fi
 }
-crictl() { "$REPO/_output/bin/crictl" --runtime-endpoint "unix://$sock" --image-endpoint "unix://$sock" "$@"; }
+# crictl warns on stderr without a config file: give it one.
+printf 'runtime-endpoint: unix://%s\nimage-endpoint: unix://%s\n' "$sock" "$sock" >/etc/crictl.yaml
+crictl() { "$REPO/_output/bin/crictl" "$@"; }
 # wait_for SECONDS COMMAND...: until COMMAND succeeds.
 wait_for() {
 	local n=$(($1 * 2))
@@ -133,7 +135,7 @@ check "container cpu.weight (102 shares)" "$(cat "$scope/cpu.weight" 2>&1)" "$wa
 check "container memory.oom.group (kubelet asks for it on v2)" "$(cat "$scope/memory.oom.group" 2>&1)" 1
 check "container memory.swap.max (no swap: LimitedSwap off)" "$(cat "$scope/memory.swap.max" 2>&1)" 0
 check "burstable QoS slice has a cpu.weight" "$([[ -f $cg/kubepods.slice/kubepods-burstable.slice/cpu.weight ]] && echo yes)" yes
-check "container sees its own cgroup namespace" "$(crictl exec "$cid" cat /proc/self/cgroup 2>&1)" "0::/"
+check "container sees its own cgroup namespace" "$(crictl exec "$cid" cat /proc/self/cgroup)" "0::/"
 
 # Deleting the manifest removes the pod and everything of it.
 rm -f /etc/kubernetes/manifests/vmtest.yaml
