@@ -49,8 +49,8 @@ func newOOMWatcher() (*oomWatcher, error) {
 		return nil, fmt.Errorf("inotify: %w", err)
 	}
 	return &oomWatcher{
-		f:     os.NewFile(uintptr(fd), "inotify"),
-		fd:    fd,
+		f:    os.NewFile(uintptr(fd), "inotify"),
+		fd:   fd,
 		byWD: map[int32]*oomWatch{},
 		byID: map[string]*oomWatch{},
 	}, nil
