@@ -268,6 +268,8 @@ func TestSandboxBadInput(t *testing.T) {
 			return ""
 		}},
 		{"config.linux.cgroup_parent", func(c *runtime.PodSandboxConfig) string { c.Linux.CgroupParent = "relative/parent"; return "" }},
+		// systemd's slice rules: "-" nests, so no empty level.
+		{"config.linux.cgroup_parent", func(c *runtime.PodSandboxConfig) string { c.Linux.CgroupParent = "kubepods--pod1.slice"; return "" }},
 		{"runtime_handler", func(c *runtime.PodSandboxConfig) string { return "kata" }},
 		{"config.linux.sysctls", func(c *runtime.PodSandboxConfig) string {
 			c.Linux.Sysctls = map[string]string{"kernel.hostname": "x"}

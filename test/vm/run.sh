@@ -38,7 +38,7 @@ cache="$vmdir/cache"
 flavours="${VM_FLAVOURS:-systemd cgroupfs}"
 steps="${VM_STEPS-e2e critest kubelet}"
 # Every e2e test that creates, limits, reads or removes cgroups.
-e2e_run="${VM_E2E_RUN:-^(TestContainerResourcesAndDevices|TestHugepageLimitWithoutController|TestContainerExitCodesAndReasons|TestContainerProcessConfig|TestContainersShareThePod|TestInfraProcess|TestCrictlPodCommands|TestSandboxLifecycle|TestKilledDuringRunOrRemove|TestStats.*|TestUpdateContainerResources|TestVersionStatusRuntimeConfig|TestContainersSurviveDaemonAndMonitorKill)$}"
+e2e_run="${VM_E2E_RUN:-^(TestContainerResourcesAndDevices|TestHugepageLimitWithoutController|TestContainerExitCodesAndReasons|TestContainerProcessConfig|TestContainersShareThePod|TestInfraProcess|TestCrictlPodCommands|TestSandboxLifecycle|TestSandboxBadInput|TestKilledDuringRunOrRemove|TestStats.*|TestUpdateContainerResources|TestVersionStatusRuntimeConfig|TestContainersSurviveDaemonAndMonitorKill)$}"
 timeout_s="${VM_TIMEOUT:-900}"
 memory="${VM_MEMORY:-2048}"
 export GOFLAGS="${GOFLAGS:-} -buildvcs=false"
