@@ -166,7 +166,7 @@ func TestBadConfigIsRefusedWithItsKey(t *testing.T) {
 		if code == 0 {
 			t.Fatalf("the systemd driver was accepted without systemd:\n%s", out)
 		}
-		mustContain(t, "refusal", out, "runtime.cgroup_driver", "needs systemd as the init system", `set runtime.cgroup_driver = "cgroupfs"`)
+		mustContain(t, "refusal", out, "runtime.cgroup_driver", "needs systemd as the init system", "kubelet's cgroupDriver: cgroupfs")
 	}
 	if code, out := runCrid(t, "--config", "/nonexistent/crid.toml"); code == 0 {
 		t.Fatalf("missing explicit config accepted:\n%s", out)
