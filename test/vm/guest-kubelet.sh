@@ -4,6 +4,7 @@
 # RuntimeConfig also reports), the default failCgroupV1, crid as its
 # runtime. A static pod with requests and limits on the pod network must
 # reach Running with its limits in the v2 files of its QoS and pod slices
+# (and, with 256 MiB of zram swap and LimitedSwap, its KEP-2400 swap share)
 # and its container's scope; deleting the manifest must remove the pod and
 # leave no slice, scope or cgroup of it. Writes /vm-results/kubelet-result.txt
 # and /vm-results/kubelet.log; exits non-zero when a check fails.
@@ -53,6 +54,12 @@ for d in /var/lib/kubelet /var/log/pods /var/log/containers; do
 	mkdir -p "$d"
 	mountpoint -q "$d" || mount -t tmpfs tmpfs "$d"
 done
+# Swap, so that kubelet's LimitedSwap (KEP-2400) gives the Burstable pod
+# some: 256 MiB of zram (no disk to spare in the guest).
+if ! grep -q zram0 /proc/swaps; then
+	modprobe zram num_devices=1 && echo 256M >/sys/block/zram0/disksize &&
+		mkswap /dev/zram0 >/dev/null && swapon /dev/zram0 || log "no zram swap"
+fi
 mkdir -p /etc/kubernetes/manifests
 cat >/var/lib/kubelet/config.yaml <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
@@ -71,6 +78,7 @@ authentication:
   webhook: {enabled: false}
 authorization: {mode: AlwaysAllow}
 failSwapOn: false
+memorySwap: {swapBehavior: LimitedSwap}
 resolvConf: /etc/resolv.conf
 evictionHard: {memory.available: "20Mi", nodefs.available: "1%", imagefs.available: "1%", nodefs.inodesFree: "1%"}
 imageGCHighThresholdPercent: 100
@@ -133,7 +141,14 @@ check "container cpu.max" "$(cat "$scope/cpu.max" 2>&1)" "20000 100000"
 want_weight="$(awk 'BEGIN { l = log(102) / log(2); e = (l * l + 125 * l) / 612 - 7 / 34; w = exp(e * log(10)); print (w == int(w)) ? w : int(w) + 1 }')"
 check "container cpu.weight (102 shares)" "$(cat "$scope/cpu.weight" 2>&1)" "$want_weight"
 check "container memory.oom.group (kubelet asks for it on v2)" "$(cat "$scope/memory.oom.group" 2>&1)" 1
-check "container memory.swap.max (no swap: LimitedSwap off)" "$(cat "$scope/memory.swap.max" 2>&1)" 0
+# LimitedSwap: request / node memory * node swap, as kubelet computes it
+# (from /proc/meminfo, as cAdvisor reads it), sent in unified.
+want_swap="$(awk '/^MemTotal:/ { m = $2 * 1024 } /^SwapTotal:/ { s = $2 * 1024 } END { printf "%d", 33554432 / m * s }' /proc/meminfo)"
+if [[ "$want_swap" -gt 0 ]]; then
+	check "container memory.swap.max (LimitedSwap: 32Mi of $(awk '/^MemTotal:/ { print $2 }' /proc/meminfo) kB, swap $(awk '/^SwapTotal:/ { print $2 }' /proc/meminfo) kB)" "$(cat "$scope/memory.swap.max" 2>&1)" "$want_swap"
+else
+	check "container memory.swap.max (no swap on the node)" "$(cat "$scope/memory.swap.max" 2>&1)" 0
+fi
 check "burstable QoS slice has a cpu.weight" "$([[ -f $cg/kubepods.slice/kubepods-burstable.slice/cpu.weight ]] && echo yes)" yes
 check "container sees its own cgroup namespace" "$(crictl exec "$cid" cat /proc/self/cgroup)" "0::/"
 
