@@ -13,7 +13,11 @@ export CGO_ENABLED := 1
 # bridge/portmap exec iptables: the daemon needs the sbin dirs on PATH.
 export PATH := /usr/local/sbin:/usr/sbin:/sbin:$(PATH)
 
+<<<<<<< HEAD
 .PHONY: all build run deps test unit e2e critest tools lint clean testbed bench install
+=======
+.PHONY: all build run deps test unit e2e critest tools lint clean testbed bench vm-test
+>>>>>>> vm
 
 all: build
 
@@ -44,7 +48,7 @@ install:
 
 # Everything CI checks: lint, unit tests, end-to-end tests, conformance.
 # The test bed's registry, started on the way, is stopped at the end.
-test: deps lint unit e2e critest
+test: deps lint unit e2e critest vm-test
 	bash hack/registry.sh stop
 
 # The test images and their registry on 127.0.0.1:5000 (unit tests of oci
@@ -60,6 +64,12 @@ e2e: build tools testbed
 
 tools:
 	bash hack/build-tools.sh
+
+# The VM test bed (test/vm/run.sh): cgroup v2 guests under qemu, one with
+# systemd and the systemd cgroup driver (and kubelet), one with cgroupfs;
+# e2e cgroup tests and critest in each. Knobs: VM_FLAVOURS, VM_STEPS.
+vm-test: build tools testbed
+	bash test/vm/run.sh
 
 critest: build tools
 	bash test/critest/run.sh

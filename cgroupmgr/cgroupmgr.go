@@ -6,6 +6,8 @@ package cgroupmgr
 
 import (
 	"fmt"
+	"os"
+	"strings"
 
 	"github.com/opencontainers/cgroups"
 	"github.com/opencontainers/cgroups/systemd"
@@ -27,14 +29,15 @@ type Manager struct {
 }
 
 // New checks that driver can work on this host: the systemd driver needs
-// systemd running as the init system.
+// systemd running as the init system (PID 1), which it asks for every
+// slice and scope over D-Bus.
 func New(driver string) (*Manager, error) {
 	switch d := Driver(driver); d {
 	case Cgroupfs:
 		return &Manager{driver: d}, nil
 	case Systemd:
 		if !systemd.IsRunningSystemd() {
-			return nil, fmt.Errorf("cgroup driver %q: systemd is not running on this host", d)
+			return nil, fmt.Errorf("cgroup driver %q needs systemd as the init system, but PID 1 here is %s: set runtime.cgroup_driver = %q (and kubelet's cgroupDriver: cgroupfs) on this host", d, initName(), Cgroupfs)
 		}
 		return &Manager{driver: d}, nil
 	default:
@@ -56,4 +59,13 @@ func Mode() string {
 	default:
 		return "v1"
 	}
+}
+
+// initName names PID 1 for error messages.
+func initName() string {
+	b, err := os.ReadFile("/proc/1/comm")
+	if err != nil {
+		return "not systemd"
+	}
+	return strings.TrimSpace(string(b))
 }

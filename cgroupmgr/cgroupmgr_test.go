@@ -1,6 +1,7 @@
 package cgroupmgr
 
 import (
+	"errors"
 	"os"
 	"strings"
 	"testing"
@@ -41,11 +42,24 @@ func TestPaths(t *testing.T) {
 		{fsm, "kubepods/pod1", false},
 		{fsm, "/kubepods/../x", false},
 		{sd, "kubepods-besteffort-pod1.slice", true},
+		{sd, "/test.slice", true}, // critest's: the base name counts, as in containerd and CRI-O
 		{sd, "/kubepods/pod1", false},
+		{sd, "kubepods--pod1.slice", false},
+		{sd, "-kubepods.slice", false},
+		{sd, "kubepods-.slice", false},
+		{sd, ".slice", false},
+		{sd, "", false},
+		{sd, "a.slice:crid:x", false},
 	} {
 		if err := tc.m.ValidateParent(tc.parent); (err == nil) != tc.ok {
 			t.Errorf("%s ValidateParent(%q) = %v", tc.m.driver, tc.parent, err)
 		}
+	}
+	if got, err := sd.NormalizeParent("/test.slice"); got != "test.slice" || err != nil {
+		t.Errorf("systemd NormalizeParent(/test.slice) = %q, %v", got, err)
+	}
+	if err := sd.ValidateParent("/kubepods/pod1"); !errors.Is(err, ErrInvalidParent) || !strings.Contains(err.Error(), ".slice") {
+		t.Errorf("systemd parent error %v: want ErrInvalidParent naming .slice", err)
 	}
 	if got := fsm.ContainerPath("/kubepods/pod1", "abc"); got != "/kubepods/pod1/abc" {
 		t.Errorf("cgroupfs container path %q", got)
@@ -88,5 +102,44 @@ func TestCreateRemove(t *testing.T) {
 	}
 	if err := m.Remove(p); err != nil {
 		t.Fatalf("removing a missing cgroup: %v", err)
+	}
+}
+
+// TestConfigForms checks how a recorded path maps onto opencontainers
+// cgroup configs and directories: a systemd slice must be placed under the
+// slice its name nests in, or the library would look for it under
+// system.slice.
+func TestConfigForms(t *testing.T) {
+	for _, tc := range []struct {
+		path, parent, prefix, name, dir string
+		systemd                         bool
+	}{
+		{path: "/crid/pod-1/abc", dir: "/crid/pod-1/abc"},
+		{path: "crid-pod1.slice", systemd: true, parent: "crid.slice", name: "crid-pod1.slice", dir: "/crid.slice/crid-pod1.slice"},
+		{path: "test.slice", systemd: true, parent: "-.slice", name: "test.slice", dir: "/test.slice"},
+		{path: "kubepods-besteffort-pod1.slice:crid:abc", systemd: true, parent: "kubepods-besteffort-pod1.slice", prefix: "crid", name: "abc",
+			dir: "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1.slice/crid-abc.scope"},
+	} {
+		cg, err := Config(tc.path)
+		if err != nil {
+			t.Fatalf("Config(%q): %v", tc.path, err)
+		}
+		if cg.Systemd != tc.systemd || cg.Parent != tc.parent || cg.ScopePrefix != tc.prefix || (tc.systemd && cg.Name != tc.name) || (!tc.systemd && cg.Path != tc.path) {
+			t.Errorf("Config(%q) = %+v", tc.path, cg)
+		}
+		if IsSystemdPath(tc.path) != tc.systemd {
+			t.Errorf("IsSystemdPath(%q) = %v", tc.path, !tc.systemd)
+		}
+		if dir, err := Dir(tc.path); err != nil || dir != tc.dir {
+			t.Errorf("Dir(%q) = %q, %v; want %q", tc.path, dir, err, tc.dir)
+		}
+	}
+	for _, bad := range []string{"", "crid", "crid/pod", "a--b.slice", "a.slice:crid", "a.slice:crid:", "a.slice::x", "a.slice:crid:x/y", "nota:crid:x"} {
+		if _, err := Config(bad); err == nil {
+			t.Errorf("Config(%q) accepted", bad)
+		}
+		if IsSystemdPath(bad) {
+			t.Errorf("IsSystemdPath(%q) = true", bad)
+		}
 	}
 }

@@ -30,6 +30,30 @@ type Stats struct {
 	// IO is per block device; empty when the kernel accounts none.
 	IO   []IOStats
 	Spec Spec
+	// PSI is pressure stall information (cgroup v2 only; nil elsewhere
+	// or when the kernel has PSI off).
+	PSI *PSI
+}
+
+// PSI is the pressure of one cgroup per resource, from cpu.pressure,
+// memory.pressure and io.pressure.
+type PSI struct {
+	CPU, Memory, IO Pressure
+}
+
+// Pressure is one resource's "some" (at least one task stalled) and
+// "full" (all non-idle tasks stalled) lines.
+type Pressure struct {
+	Some, Full PressureData
+}
+
+// PressureData is one line of a pressure file.
+type PressureData struct {
+	// TotalNanos is the cumulative stall time (the file counts µs).
+	TotalNanos uint64
+	// Avg10, Avg60, Avg300 are the stalled share of the last 10, 60 and
+	// 300 s, in percent.
+	Avg10, Avg60, Avg300 float64
 }
 
 // CPUStats is cumulative CPU time and CFS throttling.
@@ -202,8 +226,21 @@ func statsV2(dir string) (*Stats, error) {
 		st.Spec.MemoryReservation = parseMaxV2(v)
 	}
 	st.Spec.CPUShares, st.Spec.CPUPeriod, st.Spec.CPUQuota = cpuSpecV2(dir)
+	if c, m, io := raw.CpuStats.PSI, raw.MemoryStats.PSI, raw.BlkioStats.PSI; c != nil || m != nil || io != nil {
+		st.PSI = &PSI{CPU: pressure(c), Memory: pressure(m), IO: pressure(io)}
+	}
 	finish(st)
 	return st, nil
+}
+
+func pressure(p *cgroups.PSIStats) Pressure {
+	if p == nil {
+		return Pressure{}
+	}
+	line := func(d cgroups.PSIData) PressureData {
+		return PressureData{TotalNanos: d.Total * 1000, Avg10: d.Avg10, Avg60: d.Avg60, Avg300: d.Avg300}
+	}
+	return Pressure{Some: line(p.Some), Full: line(p.Full)}
 }
 
 // convertCommon copies what v1 and v2 report alike.
@@ -295,7 +332,7 @@ func parseMaxV2(s string) uint64 {
 func cpuSpecV2(dir string) (shares, period uint64, quota int64) {
 	quota = -1
 	if w, err := fscommon.GetCgroupParamUint(dir, "cpu.weight"); err == nil && w >= 1 && w <= 10000 {
-		shares = 2 + ((w-1)*262142)/9999
+		shares = weightToShares(w)
 	}
 	if s, err := fscommon.GetCgroupParamString(dir, "cpu.max"); err == nil {
 		f := strings.Fields(s)
@@ -366,4 +403,21 @@ func countProcesses(procRoot string, pids []int) ProcessStats {
 		}
 	}
 	return ps
+}
+
+// weightToShares inverts opencontainers/cgroups' shares→weight mapping
+// (ConvertCPUSharesToCgroupV2Value, runc ≥ 1.3): weight = 10^((l²+125l)/612
+// − 7/34) with l = log2(shares), so 1024 shares are weight 100 and back.
+// (The linear mapping of older runc and cAdvisor read 100 as 2597 shares.)
+func weightToShares(w uint64) uint64 {
+	switch {
+	case w <= 1:
+		return 2
+	case w >= 10000:
+		return 262144
+	}
+	e := math.Log10(float64(w)) + 7.0/34.0
+	l := (-125 + math.Sqrt(125*125+4*612*e)) / 2
+	// The largest shares that map to w (the mapping rounds up).
+	return uint64(math.Floor(math.Exp2(l) + 1e-6))
 }

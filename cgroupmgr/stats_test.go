@@ -156,6 +156,8 @@ func TestStatsV2Fixture(t *testing.T) {
 		"pids.max":            "1024\n",
 		"io.stat":             "259:0 rbytes=8192 wbytes=16384 rios=2 wios=4 dbytes=0 dios=0\n",
 		"cpu.pressure":        "some avg10=0.00 avg60=0.00 avg300=0.00 total=10\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=5\n",
+		"memory.pressure":     "some avg10=1.50 avg60=0.75 avg300=0.25 total=2000\nfull avg10=0.50 avg60=0.25 avg300=0.10 total=1000\n",
+		"io.pressure":         "some avg10=0.00 avg60=0.00 avg300=0.00 total=7\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=3\n",
 	})
 	st, err := statsV2(dir)
 	if err != nil {
@@ -180,8 +182,17 @@ func TestStatsV2Fixture(t *testing.T) {
 	if len(st.IO) != 1 || st.IO[0] != (IOStats{Major: 259, ReadBytes: 8192, WriteBytes: 16384, Reads: 2, Writes: 4}) {
 		t.Errorf("io %+v", st.IO)
 	}
-	// cpu.weight converts back to shares with cAdvisor's formula.
-	wantSpec := Spec{CPUShares: 2 + (99*262142)/9999, CPUPeriod: 100000, CPUQuota: 20000, MemoryLimit: 67108864, MemorySwapLimit: 2 * 67108864}
+	// PSI, totals from µs to ns.
+	wantPSI := &PSI{
+		CPU:    Pressure{Some: PressureData{TotalNanos: 10000}, Full: PressureData{TotalNanos: 5000}},
+		Memory: Pressure{Some: PressureData{TotalNanos: 2000000, Avg10: 1.5, Avg60: 0.75, Avg300: 0.25}, Full: PressureData{TotalNanos: 1000000, Avg10: 0.5, Avg60: 0.25, Avg300: 0.1}},
+		IO:     Pressure{Some: PressureData{TotalNanos: 7000}, Full: PressureData{TotalNanos: 3000}},
+	}
+	if st.PSI == nil || *st.PSI != *wantPSI {
+		t.Errorf("psi %+v, want %+v", st.PSI, wantPSI)
+	}
+	// cpu.weight converts back to shares, the inverse of runc's mapping.
+	wantSpec := Spec{CPUShares: 1024, CPUPeriod: 100000, CPUQuota: 20000, MemoryLimit: 67108864, MemorySwapLimit: 2 * 67108864}
 	if st.Spec != wantSpec {
 		t.Errorf("spec %+v, want %+v", st.Spec, wantSpec)
 	}
@@ -223,5 +234,21 @@ func TestCountProcesses(t *testing.T) {
 	ps := countProcesses("/proc", []int{os.Getpid(), 1 << 30})
 	if ps.Processes != 1 || ps.Threads < 1 || ps.FileDescriptors < 4 {
 		t.Errorf("process stats %+v", ps)
+	}
+}
+
+// weightToShares undoes the shares→weight conversion libcontainer applies,
+// for the values kubelet sends (2 for BestEffort, 1024 per CPU, 102 for
+// 100m).
+func TestWeightToSharesInvertsRunc(t *testing.T) {
+	for _, shares := range []uint64{2, 102, 512, 1024, 2048, 262144} {
+		w := cgroups.ConvertCPUSharesToCgroupV2Value(shares)
+		back := weightToShares(w)
+		if cgroups.ConvertCPUSharesToCgroupV2Value(back) != w {
+			t.Errorf("shares %d -> weight %d -> shares %d -> weight %d", shares, w, back, cgroups.ConvertCPUSharesToCgroupV2Value(back))
+		}
+	}
+	if got := weightToShares(100); got != 1024 {
+		t.Errorf("weight 100: %d shares, want 1024", got)
 	}
 }

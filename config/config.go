@@ -56,7 +56,7 @@ type Network struct {
 // Runtime configures how pods and containers are run.
 type Runtime struct {
 	CgroupDriver string `toml:"cgroup_driver" json:"cgroup_driver" doc:"cgroup manager: \"cgroupfs\" or \"systemd\" (must match kubelet's cgroupDriver)"`
-	CgroupParent string `toml:"cgroup_parent" json:"cgroup_parent" doc:"cgroup of pods whose request names none: a path for cgroupfs, a slice for systemd"`
+	CgroupParent string `toml:"cgroup_parent" json:"cgroup_parent" doc:"cgroup of pods whose request names none: an absolute path for cgroupfs, a slice name for systemd; empty means \"/crid\" with cgroupfs and \"crid.slice\" with systemd"`
 	Infra        string `toml:"infra" json:"infra" doc:"pause process per pod: \"when-needed\" (pods sharing one PID namespace) or \"always\""`
 	PodShmSize   int64  `toml:"pod_shm_size" json:"pod_shm_size" doc:"size in bytes of each pod's /dev/shm tmpfs"`
 	MonitorPath  string `toml:"monitor_path" json:"monitor_path" doc:"the crid-monitor binary; empty means crid-monitor beside the crid binary"`
@@ -80,7 +80,7 @@ func Default() Config {
 		},
 		Runtime: Runtime{
 			CgroupDriver: "cgroupfs",
-			CgroupParent: "/crid",
+			CgroupParent: "",
 			Infra:        "when-needed",
 			PodShmSize:   64 << 20,
 		},
@@ -114,7 +114,15 @@ func Load(path string, missingOK bool) (Config, error) {
 	return cfg, nil
 }
 
-// Validate checks every option and names the first bad key.
+// Default pod cgroup parents, per driver, for an empty runtime.cgroup_parent.
+const (
+	DefaultCgroupfsParent = "/crid"
+	DefaultSystemdParent  = "crid.slice"
+)
+
+// Validate checks every option and names the first bad key. It also fills
+// in what depends on other options: an empty runtime.cgroup_parent becomes
+// the driver's default.
 func (c *Config) Validate() error {
 	paths := []struct{ key, val string }{
 		{"socket", c.Socket},
@@ -147,12 +155,18 @@ func (c *Config) Validate() error {
 	}
 	switch c.Runtime.CgroupDriver {
 	case "cgroupfs":
+		if c.Runtime.CgroupParent == "" {
+			c.Runtime.CgroupParent = DefaultCgroupfsParent
+		}
 		if err := absPath("runtime.cgroup_parent", c.Runtime.CgroupParent); err != nil {
 			return err
 		}
 	case "systemd":
-		if !strings.HasSuffix(c.Runtime.CgroupParent, ".slice") || strings.Contains(c.Runtime.CgroupParent, "/") {
-			return fmt.Errorf("config: runtime.cgroup_parent: %q is not a systemd slice (the systemd driver needs one, like \"crid.slice\")", c.Runtime.CgroupParent)
+		if c.Runtime.CgroupParent == "" {
+			c.Runtime.CgroupParent = DefaultSystemdParent
+		}
+		if !validSliceName(c.Runtime.CgroupParent) {
+			return fmt.Errorf("config: runtime.cgroup_parent: %q is not a systemd slice name (the systemd driver needs one, like \"crid.slice\"; \"-\" separates nesting levels, none may be empty)", c.Runtime.CgroupParent)
 		}
 	default:
 		return fmt.Errorf("config: runtime.cgroup_driver: %q is not one of \"cgroupfs\", \"systemd\"", c.Runtime.CgroupDriver)
@@ -179,6 +193,21 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("config: stream.idle_timeout: must be positive, got %s", c.Stream.IdleTimeout)
 	}
 	return nil
+}
+
+// validSliceName follows systemd's rules for slice unit names: "a-b.slice"
+// nests in "a.slice", so no "-"-separated component may be empty.
+func validSliceName(s string) bool {
+	name, ok := strings.CutSuffix(s, ".slice")
+	if !ok || name == "" || strings.ContainsAny(name, "/:") {
+		return false
+	}
+	for c := range strings.SplitSeq(name, "-") {
+		if c == "" {
+			return false
+		}
+	}
+	return true
 }
 
 func absPath(key, val string) error {

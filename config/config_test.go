@@ -138,7 +138,8 @@ func TestValidate(t *testing.T) {
 		{"network.cni_bin_dirs", func(c *Config) { c.Network.CNIBinDirs = nil }},
 		{"runtime.cgroup_driver", func(c *Config) { c.Runtime.CgroupDriver = "cgroupv1" }},
 		{"runtime.cgroup_parent", func(c *Config) { c.Runtime.CgroupParent = "crid" }},
-		{"runtime.cgroup_parent", func(c *Config) { c.Runtime.CgroupDriver = "systemd" }},
+		{"runtime.cgroup_parent", func(c *Config) { c.Runtime.CgroupDriver = "systemd"; c.Runtime.CgroupParent = "/crid" }},
+		{"runtime.cgroup_parent", func(c *Config) { c.Runtime.CgroupDriver = "systemd"; c.Runtime.CgroupParent = "crid--x.slice" }},
 		{"runtime.infra", func(c *Config) { c.Runtime.Infra = "sometimes" }},
 		{"runtime.pod_shm_size", func(c *Config) { c.Runtime.PodShmSize = 0 }},
 		{"runtime.monitor_path", func(c *Config) { c.Runtime.MonitorPath = "crid-monitor" }},
@@ -152,5 +153,23 @@ func TestValidate(t *testing.T) {
 				t.Fatalf("error %v, want it to name %s", err, tc.key)
 			}
 		})
+	}
+}
+
+func TestCgroupParentDefaultsPerDriver(t *testing.T) {
+	for driver, want := range map[string]string{"cgroupfs": "/crid", "systemd": "crid.slice"} {
+		c := Default()
+		c.Runtime.CgroupDriver = driver
+		if err := c.Validate(); err != nil {
+			t.Fatalf("%s: %v", driver, err)
+		}
+		if c.Runtime.CgroupParent != want {
+			t.Errorf("%s: default cgroup parent %q, want %q", driver, c.Runtime.CgroupParent, want)
+		}
+	}
+	c := Default()
+	c.Runtime.CgroupDriver, c.Runtime.CgroupParent = "systemd", "kubepods-besteffort.slice"
+	if err := c.Validate(); err != nil || c.Runtime.CgroupParent != "kubepods-besteffort.slice" {
+		t.Fatalf("a set parent must stay: %q %v", c.Runtime.CgroupParent, err)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/klog/v2"
 
+	"github.com/crid-dev/crid/cgroupmgr"
 	"github.com/crid-dev/crid/oci"
 	"github.com/crid-dev/crid/oci/specgen"
 	"github.com/crid-dev/crid/podsandbox"
@@ -31,6 +32,9 @@ func (s *runtimeService) CreateContainer(ctx context.Context, req *runtime.Creat
 		return nil, status.Errorf(codes.FailedPrecondition, "pod sandbox %s is not ready", sb.ID)
 	}
 	cfg := req.Config
+	if err := validateUnified("config.linux.resources", cfg.GetLinux().GetResources().GetUnified(), cgroupmgr.Mode()); err != nil {
+		return nil, err
+	}
 	img, err := s.opts.Images.Get(cfg.Image.Image)
 	if err != nil {
 		return nil, toStatus(err)
@@ -57,13 +61,14 @@ func (s *runtimeService) CreateContainer(ctx context.Context, req *runtime.Creat
 	}()
 	ic := img.Config.Config
 	spec, err := specgen.Build(specgen.Input{
-		Config:           cfg,
-		Image:            specgen.Image{Entrypoint: ic.Entrypoint, Cmd: ic.Cmd, Env: ic.Env, WorkingDir: ic.WorkingDir, User: ic.User, StopSignal: ic.StopSignal},
-		Pod:              pod,
-		Rootfs:           rootfs,
-		CgroupsPath:      s.opts.Cgroups.ContainerPath(sb.CgroupParent, id),
-		HostCapabilities: s.hostCaps,
-		SeccompDefault:   seccomp.GetDefaultProfile,
+		Config:                 cfg,
+		Image:                  specgen.Image{Entrypoint: ic.Entrypoint, Cmd: ic.Cmd, Env: ic.Env, WorkingDir: ic.WorkingDir, User: ic.User, StopSignal: ic.StopSignal},
+		Pod:                    pod,
+		Rootfs:                 rootfs,
+		CgroupsPath:            s.opts.Cgroups.ContainerPath(sb.CgroupParent, id),
+		PrivateCgroupNamespace: cgroupmgr.Mode() == "v2",
+		HostCapabilities:       s.hostCaps,
+		SeccompDefault:         seccomp.GetDefaultProfile,
 		SeccompLocalhost: func(path string, sp *specs.Spec) (*specs.LinuxSeccomp, error) {
 			b, err := os.ReadFile(path)
 			if err != nil {

@@ -65,6 +65,7 @@ func (s *runtimeService) containerStats(c *oci.Container) *runtime.ContainerStat
 	if st := s.cgroupStats(c.CgroupsPath, "containerID", c.ID); st != nil {
 		out.Cpu = s.stats.containers.cpuUsage(c.ID, st)
 		out.Memory = memoryUsage(st)
+		out.Io = ioUsage(st)
 		out.Swap = swapUsage(st)
 	}
 	if u, err := s.opts.Images.ContainerUsage(c.ID); err == nil {
@@ -110,7 +111,25 @@ func memoryUsage(st *cgroupmgr.Stats) *runtime.MemoryUsage {
 	if m.Limit != 0 {
 		u.AvailableBytes = &runtime.UInt64Value{Value: m.Available}
 	}
+	if st.PSI != nil {
+		u.Psi = psiStats(st.PSI.Memory)
+	}
 	return u
+}
+
+// ioUsage reports I/O pressure; nil where the kernel gives no PSI (v1).
+func ioUsage(st *cgroupmgr.Stats) *runtime.IoUsage {
+	if st.PSI == nil {
+		return nil
+	}
+	return &runtime.IoUsage{Timestamp: st.Timestamp.UnixNano(), Psi: psiStats(st.PSI.IO)}
+}
+
+func psiStats(p cgroupmgr.Pressure) *runtime.PsiStats {
+	line := func(d cgroupmgr.PressureData) *runtime.PsiData {
+		return &runtime.PsiData{Total: d.TotalNanos, Avg10: d.Avg10, Avg60: d.Avg60, Avg300: d.Avg300}
+	}
+	return &runtime.PsiStats{Some: line(p.Some), Full: line(p.Full)}
 }
 
 // swapUsage reports swap in use and, when memory and memory+swap are both
@@ -155,6 +174,9 @@ func (c *cpuSamples) cpuUsage(id string, st *cgroupmgr.Stats) *runtime.CpuUsage 
 	}
 	if nc, ok := c.sample(id, st.CPU.UsageNanos, u.Timestamp); ok {
 		u.UsageNanoCores = &runtime.UInt64Value{Value: nc}
+	}
+	if st.PSI != nil {
+		u.Psi = psiStats(st.PSI.CPU)
 	}
 	return u
 }

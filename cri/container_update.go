@@ -5,6 +5,8 @@ import (
 	"errors"
 	"maps"
 	"regexp"
+	"slices"
+	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/grpc/codes"
@@ -120,6 +122,30 @@ func validateResources(prefix string, r *runtime.LinuxContainerResources) error 
 	for i, h := range r.HugepageLimits {
 		if h == nil || !hugepageSize.MatchString(h.PageSize) {
 			return invalidArgument("%s[%d].page_size %q is not a page size like \"2MB\"", field("hugepage_limits"), i, h.GetPageSize())
+		}
+	}
+	return validateUnified(prefix, r.Unified, cgroupmgr.Mode())
+}
+
+// unifiedKey is a cgroup v2 interface file: controller.name, no path.
+var unifiedKey = regexp.MustCompile(`^[a-z]+\.[a-z0-9_.]+$`)
+
+// validateUnified checks linux.resources.unified: cgroup v2 files, which a
+// v1 or hybrid host (mode) does not have, as containerd and CRI-O refuse
+// them there.
+func validateUnified(prefix string, unified map[string]string, mode string) error {
+	if len(unified) == 0 {
+		return nil
+	}
+	if mode != "v2" {
+		return invalidArgument("%s.unified: cgroup v2 settings need a cgroup v2 host; this one is cgroup %s", prefix, mode)
+	}
+	for _, k := range slices.Sorted(maps.Keys(unified)) {
+		if !unifiedKey.MatchString(k) {
+			return invalidArgument("%s.unified: %q is not a controller's interface file (like \"memory.high\")", prefix, k)
+		}
+		if strings.ContainsAny(unified[k], "\n\x00") {
+			return invalidArgument("%s.unified[%q]: the value must be one line", prefix, k)
 		}
 	}
 	return nil

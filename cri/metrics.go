@@ -158,6 +158,9 @@ type metricSet struct {
 
 func newMetricSet(sb *podsandbox.Sandbox, container, id, image string) *metricSet {
 	md := sb.Config.GetMetadata()
+	if dir, err := cgroupmgr.Dir(id); err == nil {
+		id = dir // cAdvisor's id is the cgroup's directory (a systemd slice or scope expanded)
+	}
 	return &metricSet{base: []string{md.GetName(), md.GetNamespace(), container, id, image}}
 }
 

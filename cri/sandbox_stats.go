@@ -57,6 +57,7 @@ func (s *runtimeService) sandboxStats(ctx context.Context, sb *podsandbox.Sandbo
 	if st := s.cgroupStats(sb.CgroupParent, "podSandboxID", sb.ID); st != nil {
 		linux.Cpu = s.stats.pods.cpuUsage(sb.ID, st)
 		linux.Memory = memoryUsage(st)
+		linux.Io = ioUsage(st)
 		// pids.current: every task of the pod, as containerd reports.
 		linux.Process = &runtime.ProcessUsage{Timestamp: st.Timestamp.UnixNano(), ProcessCount: &runtime.UInt64Value{Value: st.Pids.Current}}
 	}

@@ -46,6 +46,33 @@ func TestValidateResources(t *testing.T) {
 	}
 }
 
+// linux.resources.unified: v2 interface files on a v2 host, refused
+// naming the field on v1 and hybrid hosts.
+func TestValidateUnified(t *testing.T) {
+	ok := map[string]string{"memory.high": "1000000", "memory.oom.group": "1", "cpu.weight": "100"}
+	if err := validateUnified("linux", ok, "v2"); err != nil {
+		t.Fatalf("v2: %v", err)
+	}
+	if err := validateUnified("linux", nil, "v1"); err != nil {
+		t.Fatalf("none on v1: %v", err)
+	}
+	for _, tc := range []struct {
+		unified map[string]string
+		mode    string
+	}{
+		{ok, "v1"},
+		{ok, "hybrid"},
+		{map[string]string{"../memory.max": "1"}, "v2"},
+		{map[string]string{"memory": "1"}, "v2"},
+		{map[string]string{"memory.max": "1\n2"}, "v2"},
+	} {
+		err := validateUnified("config.linux.resources", tc.unified, tc.mode)
+		if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "config.linux.resources.unified") {
+			t.Errorf("%v on %s: want InvalidArgument naming the field, got %v", tc.unified, tc.mode, err)
+		}
+	}
+}
+
 func TestMergeResources(t *testing.T) {
 	cur := &runtime.LinuxContainerResources{CpuShares: 1024, MemoryLimitInBytes: 100 << 20, CpusetCpus: "0", Unified: map[string]string{"a": "1"}}
 	got := mergeResources(cur, &runtime.LinuxContainerResources{MemoryLimitInBytes: 200 << 20, CpuQuota: 50000, Unified: map[string]string{"b": "2"}})

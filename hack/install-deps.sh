@@ -17,6 +17,7 @@ if [[ "${1:-}" != node ]]; then
   PACKAGES+=(
     curl                          # the test scripts probe the registry
     docker-registry apache2-utils # the test registry and its htpasswd auth
+    qemu-system-x86               # the VM test bed (test/vm, make vm-test)
   )
 fi
 CNI_PLUGINS_VERSION=v1.9.1

@@ -74,9 +74,12 @@ func (m *Manager) Run(ctx context.Context, cfg *runtime.PodSandboxConfig, handle
 		State:          StateCreating,
 		CreatedAt:      time.Now().UnixNano(),
 		Namespaces:     map[string]string{},
-		CgroupParent:   cfg.GetLinux().GetCgroupParent(),
 	}
-	if sb.CgroupParent == "" {
+	if p := cfg.GetLinux().GetCgroupParent(); p != "" {
+		// validate accepted it: this is the form the driver records
+		// ("/test.slice" is "test.slice" for systemd).
+		sb.CgroupParent, _ = m.opts.Cgroups.NormalizeParent(p)
+	} else {
 		// Named before the intent record is written, so the cleanup after
 		// a crash knows which cgroup to remove.
 		sb.CgroupParent = m.opts.Cgroups.DefaultPodParent(m.opts.DefaultCgroupParent, sb.ID)

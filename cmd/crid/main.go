@@ -91,6 +91,7 @@ func configFlags(name string) (*flag.FlagSet, func() (config.Config, error)) {
 	cniConf := fs.String("cni-conf-dir", d.Network.CNIConfDir, "CNI network config directory")
 	cniBin := fs.String("cni-bin-dirs", strings.Join(d.Network.CNIBinDirs, ","), "comma-separated CNI plugin directories")
 	cgroupDriver := fs.String("cgroup-driver", d.Runtime.CgroupDriver, `cgroup driver: "cgroupfs" or "systemd"`)
+	cgroupParent := fs.String("cgroup-parent", d.Runtime.CgroupParent, `cgroup of pods that name none: a path (cgroupfs) or a slice (systemd); empty: the driver's default`)
 	streamAddr := fs.String("stream-address", d.Stream.Address, "host:port of the exec/attach/port-forward streaming server (port 0: any free port)")
 	shutdown := fs.Duration("shutdown-timeout", d.ShutdownTimeout.Std(), "bound on in-flight RPCs at shutdown")
 	return fs, func() (config.Config, error) {
@@ -116,6 +117,7 @@ func configFlags(name string) (*flag.FlagSet, func() (config.Config, error)) {
 			{"sandbox-image", &cfg.Image.SandboxImage, *sandboxImage},
 			{"cni-conf-dir", &cfg.Network.CNIConfDir, *cniConf},
 			{"cgroup-driver", &cfg.Runtime.CgroupDriver, *cgroupDriver},
+			{"cgroup-parent", &cfg.Runtime.CgroupParent, *cgroupParent},
 		}
 		for _, o := range overrides {
 			if set[o.flag] {

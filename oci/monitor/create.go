@@ -32,9 +32,9 @@ func (m *Monitor) create(req protocol.CreateRequest) (_ *protocol.CreateReply, _
 		return nil, nil, invalid("create %s: no spec", req.ID)
 	case spec.Root == nil || !filepath.IsAbs(spec.Root.Path):
 		return nil, nil, invalid("create %s: spec root path must be absolute", req.ID)
-	case spec.Linux == nil || !filepath.IsAbs(spec.Linux.CgroupsPath):
+	case spec.Linux == nil || !filepath.IsAbs(spec.Linux.CgroupsPath) && !cgroupmgr.IsSystemdPath(spec.Linux.CgroupsPath):
 		// An empty path would put the container in the monitor's own cgroup.
-		return nil, nil, invalid("create %s: spec linux.cgroupsPath must be absolute", req.ID)
+		return nil, nil, invalid("create %s: spec linux.cgroupsPath must be absolute (cgroupfs) or slice:prefix:name (systemd)", req.ID)
 	case spec.Process == nil:
 		return nil, nil, invalid("create %s: spec has no process", req.ID)
 	case req.LogPath != "" && !filepath.IsAbs(req.LogPath):
@@ -112,9 +112,20 @@ func (m *Monitor) create(req protocol.CreateRequest) (_ *protocol.CreateReply, _
 		return nil, nil, fmt.Errorf("create %s: %w", req.ID, err)
 	}
 
-	config, err := specconv.CreateLibcontainerConfig(&specconv.CreateOpts{CgroupName: req.ID, Spec: spec})
+	config, err := specconv.CreateLibcontainerConfig(&specconv.CreateOpts{
+		CgroupName:       req.ID,
+		UseSystemdCgroup: cgroupmgr.IsSystemdPath(spec.Linux.CgroupsPath),
+		Spec:             spec,
+	})
 	if err != nil {
 		return nil, nil, invalid("create %s: convert spec: %v", req.ID, err)
+	}
+	if config.Cgroups.Systemd && config.Cgroups.Resources.PidsLimit == nil {
+		// A scope left without a limit gets systemd's DefaultTasksMax
+		// (15% of the pid space); CRI has no per-container pids limit,
+		// so the container's is unlimited, as under cgroupfs.
+		unlimited := int64(-1)
+		config.Cgroups.Resources.PidsLimit = &unlimited
 	}
 	var clamped []string
 	if adj, changed := m.limits.clampOOMScoreAdj(config.OomScoreAdj); changed {
@@ -193,7 +204,9 @@ func (m *Monitor) create(req protocol.CreateRequest) (_ *protocol.CreateReply, _
 	c.rec.InitStartTime = st.InitProcessStartTime
 	c.rec.MemoryCgroup = memoryCgroup(st.CgroupPaths)
 	c.rec.Complete = true
+	mem := c.rec.MemoryCgroup
 	c.mu.Unlock()
+	m.watchOOM(req.ID, mem)
 	if err := m.saveRecord(c); err != nil {
 		return nil, nil, fmt.Errorf("create %s: %w", req.ID, err)
 	}
@@ -234,7 +247,26 @@ func (m *Monitor) onExit(c *container, ws unix.WaitStatus, at time.Time) {
 	c.mu.Lock()
 	mem := c.rec.MemoryCgroup
 	c.mu.Unlock()
-	m.finish(c, protocol.ExitFromStatus(syscall.WaitStatus(ws), at, mem, "monitor"))
+	m.finish(c, m.oomChecked(c.id, protocol.ExitFromStatus(syscall.WaitStatus(ws), at, mem, "monitor")))
+}
+
+// watchOOM starts counting a container's OOM kills as they happen (v2).
+func (m *Monitor) watchOOM(id, memoryDir string) {
+	if m.oom == nil || memoryDir == "" {
+		return
+	}
+	if err := m.oom.add(id, memoryDir); err != nil {
+		m.log.Warn("Cannot watch the container's OOM kills", "id", id, "err", err)
+	}
+}
+
+// oomChecked marks an exit OOMKilled when the watcher saw a kill that
+// the counter read at the exit could not (a cgroup already removed).
+func (m *Monitor) oomChecked(id string, e protocol.Exit) protocol.Exit {
+	if !e.OOMKilled && m.oom != nil && m.oom.killed(id, e.Signal == int(unix.SIGKILL)) {
+		e.OOMKilled = true
+	}
+	return e
 }
 
 // memoryCgroup picks the directory holding the OOM-kill counter: the v1

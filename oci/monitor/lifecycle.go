@@ -166,6 +166,9 @@ func (m *Monitor) delete(ctx context.Context, id string) error {
 		delete(m.containers, id)
 	}
 	m.mu.Unlock()
+	if m.oom != nil {
+		m.oom.remove(id)
+	}
 	m.log.Info("Container deleted", "id", id)
 	return nil
 }

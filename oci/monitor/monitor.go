@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/opencontainers/cgroups"
 	"golang.org/x/sys/unix"
 
 	"github.com/crid-dev/crid/oci/crilog"
@@ -46,6 +47,7 @@ type Monitor struct {
 	root      string // libcontainer root
 	limits    limits
 	reaper    *reaper
+	oom       *oomWatcher // cgroup v2 only
 	trim      *trimmer
 	startedAt time.Time
 	ctx       context.Context // ends at shutdown
@@ -114,10 +116,19 @@ func Run(ctx context.Context, cfg Config, ready io.WriteCloser) (err error) {
 		m.log.Info("No CAP_SYS_RESOURCE: oom_score_adj is clamped to the monitor's own, hard rlimits to its own",
 			"oomScoreAdj", m.limits.oomScoreAdj)
 	}
+	if cgroups.IsCgroup2UnifiedMode() {
+		if m.oom, err = newOOMWatcher(); err != nil {
+			return err
+		}
+	}
 	m.reaper = newReaper()
 	m.trim = newTrimmer()
 	rctx, stopBackground := context.WithCancel(context.Background())
 	var background sync.WaitGroup
+	if m.oom != nil {
+		background.Add(1)
+		go func() { defer background.Done(); m.oom.run(rctx) }()
+	}
 	background.Add(2)
 	go func() { defer background.Done(); m.reaper.run(rctx) }()
 	go func() {

@@ -9,11 +9,11 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/opencontainers/cgroups"
 	"github.com/opencontainers/cgroups/manager"
 	"github.com/opencontainers/runc/libcontainer"
 	"golang.org/x/sys/unix"
 
+	"github.com/crid-dev/crid/cgroupmgr"
 	"github.com/crid-dev/crid/oci/crilog"
 	"github.com/crid-dev/crid/oci/protocol"
 )
@@ -121,12 +121,13 @@ func (m *Monitor) watchReloaded(c *container) {
 	c.mu.Lock()
 	pid, start, mem := c.rec.Pid, c.rec.InitStartTime, c.rec.MemoryCgroup
 	c.mu.Unlock()
+	m.watchOOM(c.id, mem)
 	ws, observed, err := m.waitPidExit(m.ctx, pid, start)
 	if err != nil {
 		return // shutting down
 	}
 	if observed {
-		m.finish(c, protocol.ExitFromStatus(ws, time.Now(), mem, "monitor"))
+		m.finish(c, m.oomChecked(c.id, protocol.ExitFromStatus(ws, time.Now(), mem, "monitor")))
 		return
 	}
 	deadline := time.Now().Add(exitFileWait)
@@ -289,7 +290,11 @@ func (m *Monitor) cleanupIncomplete(rec protocol.Record) error {
 
 // destroyCgroup kills what runs in a cgroup and removes it.
 func destroyCgroup(path string) error {
-	mgr, err := manager.New(&cgroups.Cgroup{Path: path, Resources: &cgroups.Resources{}})
+	cg, err := cgroupmgr.Config(path)
+	if err != nil {
+		return err
+	}
+	mgr, err := manager.New(cg)
 	if err != nil {
 		return fmt.Errorf("cgroup %s: %w", path, err)
 	}

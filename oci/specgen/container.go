@@ -51,6 +51,11 @@ type Input struct {
 	Rootfs string
 	// CgroupsPath is the container's cgroup (its leaf ends in its ID).
 	CgroupsPath string
+	// PrivateCgroupNamespace gives a non-privileged container a cgroup
+	// namespace of its own, as containerd and CRI-O do on cgroup v2: it
+	// sees its own cgroup as the root of /sys/fs/cgroup, not every other
+	// pod's. (On v1 containers share the node's, as there.)
+	PrivateCgroupNamespace bool
 	// HostCapabilities are the capabilities crid itself holds: what a
 	// privileged container or "ALL" gets.
 	HostCapabilities []string
@@ -92,6 +97,9 @@ func Build(in Input) (*specs.Spec, error) {
 	}
 	for ns, path := range in.Pod.Namespaces {
 		SetNamespace(s, ns, path)
+	}
+	if in.PrivateCgroupNamespace && !sc.GetPrivileged() {
+		SetNamespace(s, specs.CgroupNamespace, "")
 	}
 	if err := setSecurity(s, in); err != nil {
 		return nil, err

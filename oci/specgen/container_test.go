@@ -300,3 +300,27 @@ func TestNamespaces(t *testing.T) {
 		t.Errorf("no private mount namespace: %v", got)
 	}
 }
+
+// On cgroup v2 a container gets a cgroup namespace of its own unless it is
+// privileged (which keeps the node's, as in containerd and CRI-O); without
+// the option (v1) none is added.
+func TestPrivateCgroupNamespace(t *testing.T) {
+	hasCgroupNS := func(s *specs.Spec) bool {
+		return slices.ContainsFunc(s.Linux.Namespaces, func(n specs.LinuxNamespace) bool {
+			return n.Type == specs.CgroupNamespace && n.Path == ""
+		})
+	}
+	in := input(t, &runtime.ContainerConfig{})
+	in.PrivateCgroupNamespace = true
+	if !hasCgroupNS(build(t, in)) {
+		t.Error("non-privileged container on v2: no cgroup namespace")
+	}
+	priv := input(t, &runtime.ContainerConfig{Linux: &runtime.LinuxContainerConfig{SecurityContext: &runtime.LinuxContainerSecurityContext{Privileged: true}}})
+	priv.PrivateCgroupNamespace = true
+	if hasCgroupNS(build(t, priv)) {
+		t.Error("privileged container: got a private cgroup namespace")
+	}
+	if hasCgroupNS(build(t, input(t, &runtime.ContainerConfig{}))) {
+		t.Error("v1: got a cgroup namespace")
+	}
+}

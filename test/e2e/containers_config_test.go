@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -14,7 +15,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/opencontainers/cgroups"
 	"golang.org/x/sys/unix"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -70,34 +75,35 @@ func (n *podNode) ctrInfo(t *testing.T, id string) ctrInfo {
 	return info
 }
 
-// procCgroups maps each v1 controller to pid's cgroup path.
+// procCgroups maps each controller to pid's cgroup path (on v2, every
+// controller to the one path).
 func procCgroups(t *testing.T, pid int) map[string]string {
 	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]string{}
-	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
-		f := strings.SplitN(l, ":", 3)
-		if len(f) != 3 || f[1] == "" {
-			continue
-		}
-		for _, c := range strings.Split(f[1], ",") {
-			out[c] = f[2]
-		}
-	}
-	return out
+	return pidCgroups(t, pid)
 }
 
-// pidCgroupFile reads a file of pid's cgroup of controller.
+// pidCgroupFile reads a file of pid's cgroup of controller (the unified
+// cgroup on v2).
 func pidCgroupFile(t *testing.T, pid int, controller, file string) string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("/sys/fs/cgroup", controller, procCgroups(t, pid)[controller], file))
+	dir := filepath.Join("/sys/fs/cgroup", controller, procCgroups(t, pid)[controller])
+	if cgroupV2() {
+		dir = filepath.Join("/sys/fs/cgroup", procCgroups(t, pid)[""])
+	}
+	b, err := os.ReadFile(filepath.Join(dir, file))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return strings.TrimSpace(string(b))
+}
+
+// ctrLeaf is the last element of a container's cgroup path: its ID with
+// cgroupfs, crid-<id>.scope with systemd.
+func ctrLeaf(id string) string {
+	if systemdDriver() {
+		return "crid-" + id + ".scope"
+	}
+	return id
 }
 
 // procStatus returns a field of /proc/<pid>/status.
@@ -143,32 +149,76 @@ func TestContainerResourcesAndDevices(t *testing.T) {
 		MemoryLimitInBytes: 64 << 20, MemorySwapLimitInBytes: 128 << 20,
 		OomScoreAdj: 500,
 	}
+	unified := map[string]string{"memory.high": strconv.Itoa(48 << 20), "memory.oom.group": "1"}
+	if !cgroupV2() {
+		// v2 interface files cannot apply: refused naming the field.
+		bad := proto.Clone(cfg).(*runtime.ContainerConfig)
+		bad.Linux.Resources.Unified = unified
+		_, err := n.runtime().CreateContainer(context.Background(), &runtime.CreateContainerRequest{PodSandboxId: podID, SandboxConfig: pod, Config: bad})
+		if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "config.linux.resources.unified") {
+			t.Fatalf("unified settings on a v1 host: %v, want InvalidArgument naming config.linux.resources.unified", err)
+		}
+	} else {
+		cfg.Linux.Resources.Unified = unified
+	}
 	limits := n.create(t, podID, pod, cfg, true)
 	pid := initPid(t, limits)
 	paths := procCgroups(t, pid)
-	for _, c := range []string{"cpu", "cpuacct", "cpuset", "memory", "pids", "devices", "freezer", "blkio"} {
-		if p, ok := paths[c]; !ok || !strings.HasSuffix(p, "/"+limits) || !strings.HasPrefix(p, n.cgroupParent+"/") {
-			t.Errorf("%s cgroup %q: want a leaf named %s under %s", c, p, limits, n.cgroupParent)
+	controllers := []string{"cpu", "cpuacct", "cpuset", "memory", "pids", "devices", "freezer", "blkio"}
+	if cgroupV2() {
+		controllers = []string{""}
+	}
+	podDir := cgroupRel(t, n.podCgroup(t, podID))
+	for _, c := range controllers {
+		if p, ok := paths[c]; !ok || path.Base(p) != ctrLeaf(limits) || !strings.HasPrefix(p, podDir+"/") {
+			t.Errorf("%s cgroup %q: want a leaf named %s under the pod's %s", c, p, ctrLeaf(limits), podDir)
 		}
 	}
-	for _, f := range []struct{ controller, file, want string }{
+	files := []struct{ controller, file, want string }{
 		{"cpu", "cpu.shares", "512"},
 		{"cpu", "cpu.cfs_quota_us", "50000"},
 		{"cpu", "cpu.cfs_period_us", "100000"},
 		{"cpuset", "cpuset.cpus", "0"},
 		{"cpuset", "cpuset.mems", "0"},
 		{"memory", "memory.limit_in_bytes", strconv.Itoa(64 << 20)},
-	} {
+	}
+	if cgroupV2() {
+		// runc's conversions: shares to weight; swap is memory+swap in
+		// CRI and v1, swap alone in memory.swap.max.
+		files = []struct{ controller, file, want string }{
+			{"cpu", "cpu.weight", strconv.FormatUint(cgroups.ConvertCPUSharesToCgroupV2Value(512), 10)},
+			{"cpu", "cpu.max", "50000 100000"},
+			{"cpuset", "cpuset.cpus", "0"},
+			{"cpuset", "cpuset.mems", "0"},
+			{"memory", "memory.max", strconv.Itoa(64 << 20)},
+			{"memory", "memory.swap.max", strconv.Itoa(64 << 20)},
+			{"memory", "memory.high", strconv.Itoa(48 << 20)}, // linux.resources.unified
+			{"memory", "memory.oom.group", "1"},
+		}
+	}
+	for _, f := range files {
 		if got := pidCgroupFile(t, pid, f.controller, f.file); got != f.want {
 			t.Errorf("%s = %q, want %q", f.file, got, f.want)
 		}
 	}
-	if _, err := os.Stat(filepath.Join("/sys/fs/cgroup/memory", paths["memory"], "memory.memsw.limit_in_bytes")); err == nil {
+	if cgroupV2() {
+		// Not in a v1 hierarchy: memsw is v1's alone.
+	} else if _, err := os.Stat(filepath.Join("/sys/fs/cgroup/memory", paths["memory"], "memory.memsw.limit_in_bytes")); err == nil {
 		if got := pidCgroupFile(t, pid, "memory", "memory.memsw.limit_in_bytes"); got != strconv.Itoa(128<<20) {
 			t.Errorf("memory.memsw.limit_in_bytes = %q, want %d", got, 128<<20)
 		}
 	} else {
 		t.Logf("no swap accounting on this node: memory.memsw not checked")
+	}
+	if cgroupV2() {
+		// A cgroup namespace of its own: the container's cgroup is its
+		// root, and no other pod's cgroup shows.
+		if out := n.exec(t, limits, "cat", "/proc/self/cgroup"); out != "0::/" {
+			t.Errorf("/proc/self/cgroup in the container: %q, want 0::/ (a private cgroup namespace)", out)
+		}
+		if out := n.exec(t, limits, "ls", "/sys/fs/cgroup"); strings.Contains(out, ".slice") || strings.Contains(out, "crid-e2e") {
+			t.Errorf("the container sees the node's cgroups: %q", out)
+		}
 	}
 	// CRI has no per-container pids limit: the pids cgroup is there, unlimited.
 	if got := pidCgroupFile(t, pid, "pids", "pids.max"); got != "max" {
@@ -236,22 +286,32 @@ func TestContainerResourcesAndDevices(t *testing.T) {
 			t.Errorf("%s: exit %d, stderr %q; want %q", tc.script, code, stderr, tc.want)
 		}
 	}
-	list := pidCgroupFile(t, initPid(t, devs), "devices", "devices.list")
-	for _, rule := range []string{"c 1:42 rw", "c 1:43 r"} {
-		if !slices.Contains(strings.Split(list, "\n"), rule) {
-			t.Errorf("devices.list lacks %q:\n%s", rule, list)
+	if !cgroupV2() {
+		// v2 has no device rules to read (an eBPF program enforces
+		// them): the opens above are the check there.
+		list := pidCgroupFile(t, initPid(t, devs), "devices", "devices.list")
+		for _, rule := range []string{"c 1:42 rw", "c 1:43 r"} {
+			if !slices.Contains(strings.Split(list, "\n"), rule) {
+				t.Errorf("devices.list lacks %q:\n%s", rule, list)
+			}
 		}
-	}
-	if slices.Contains(strings.Split(list, "\n"), "a *:* rwm") {
-		t.Errorf("devices.list allows every device:\n%s", list)
+		if slices.Contains(strings.Split(list, "\n"), "a *:* rwm") {
+			t.Errorf("devices.list allows every device:\n%s", list)
+		}
 	}
 	n.removePod(t, podID)
 	for _, id := range []string{limits, clamped, devs} {
 		for c, p := range paths {
+			if c == "" && !cgroupV2() {
+				continue
+			}
 			if _, err := os.Stat(filepath.Join("/sys/fs/cgroup", c, strings.Replace(p, limits, id, 1))); err == nil {
 				t.Errorf("cgroup %s of %s left after the pod's removal", c, id)
 			}
 		}
+	}
+	if units := systemdUnits(t, "crid-"+limits); len(units) > 0 {
+		t.Errorf("systemd units left after the pod's removal: %v", units)
 	}
 }
 

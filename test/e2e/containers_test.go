@@ -138,6 +138,12 @@ func TestHugepageLimitWithoutController(t *testing.T) {
 	if _, err := n.runtime().StartContainer(ctx, &runtime.StartContainerRequest{ContainerId: resp.ContainerId}); err != nil {
 		t.Fatal(err)
 	}
+	if cgroupV2() {
+		// v2 always has the controller: the limit is applied.
+		if got := cgroupFile(t, "hugetlb", n.ctrCgroup(t, resp.ContainerId), "hugetlb.2MB.max"); got != "0" {
+			t.Errorf("hugetlb.2MB.max = %q, want 0", got)
+		}
+	}
 	if _, err := n.runtime().RemovePodSandbox(ctx, &runtime.RemovePodSandboxRequest{PodSandboxId: id}); err != nil {
 		t.Fatal(err)
 	}

@@ -113,7 +113,7 @@ func cleanupDir(t *testing.T, dir string) {
 
 // baseArgs points a daemon at dir for everything it writes.
 func baseArgs(dir string) []string {
-	return []string{
+	return append([]string{
 		"--config", filepath.Join(dir, "crid.toml"),
 		"--socket", filepath.Join(dir, "crid.sock"),
 		"--root-dir", filepath.Join(dir, "root"),
@@ -121,7 +121,7 @@ func baseArgs(dir string) []string {
 		"--cni-conf-dir", filepath.Join(dir, "net.d"),
 		"--cni-bin-dirs", filepath.Join(dir, "cni-bin"),
 		"--registries-conf", filepath.Join(dir, "registries.conf"),
-	}
+	}, driverArgs()...)
 }
 
 // startDaemon starts crid on dir (which must hold crid.toml, maybe empty)

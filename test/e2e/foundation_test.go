@@ -73,7 +73,11 @@ func TestVersionStatusRuntimeConfig(t *testing.T) {
 	}
 
 	rc, err := d.runtime().RuntimeConfig(ctx, &runtime.RuntimeConfigRequest{})
-	if err != nil || rc.GetLinux().GetCgroupDriver() != runtime.CgroupDriver_CGROUPFS {
+	wantDriver := runtime.CgroupDriver_CGROUPFS
+	if systemdDriver() {
+		wantDriver = runtime.CgroupDriver_SYSTEMD
+	}
+	if err != nil || rc.GetLinux().GetCgroupDriver() != wantDriver {
 		t.Fatalf("RuntimeConfig: %v, %v", rc, err)
 	}
 }
@@ -152,6 +156,17 @@ func TestBadConfigIsRefusedWithItsKey(t *testing.T) {
 			t.Fatalf("config %q accepted", tc.body)
 		}
 		mustContain(t, "refusal", out, tc.want)
+	}
+	if _, err := os.Stat("/run/systemd/system"); err != nil { // systemd's own test, as crid's
+		// The systemd driver needs systemd as PID 1: refused at start,
+		// with the fix named.
+		dir := newDirs(t)
+		writeFile(t, filepath.Join(dir, "crid.toml"), "[runtime]\ncgroup_driver = \"systemd\"\n")
+		code, out := runCrid(t, baseArgs(dir)...)
+		if code == 0 {
+			t.Fatalf("the systemd driver was accepted without systemd:\n%s", out)
+		}
+		mustContain(t, "refusal", out, "runtime.cgroup_driver", "needs systemd as the init system", "kubelet's cgroupDriver: cgroupfs")
 	}
 	if code, out := runCrid(t, "--config", "/nonexistent/crid.toml"); code == 0 {
 		t.Fatalf("missing explicit config accepted:\n%s", out)

@@ -102,7 +102,7 @@ func TestInfraProcess(t *testing.T) {
 		}
 	}
 	cgroup, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
-	mustContain(t, "infra cgroup", string(cgroup), n.cgroupParent+"/pod-"+id+"/"+id)
+	mustContain(t, "infra cgroup", string(cgroup), cgroupRel(t, childCgroup(n.cgroupParent, "pod"+podSep()+id))+"/"+ctrLeaf(id))
 
 	// The daemon restarts: the pod keeps running.
 	n.restart(t)
@@ -153,7 +153,7 @@ func TestCrictlPodCommands(t *testing.T) {
 	n := newPodNode(t)
 	pod := filepath.Join(n.dir, "pod.json")
 	writeFile(t, pod, `{"metadata": {"name": "crictl-pod", "namespace": "e2e", "uid": "crictl-uid"}, "hostname": "crictl-pod",
-  "labels": {"via": "crictl"}, "linux": {"cgroup_parent": "`+n.cgroupParent+`/crictl"}}`)
+  "labels": {"via": "crictl"}, "linux": {"cgroup_parent": "`+childCgroup(n.cgroupParent, "crictl")+`"}}`)
 	id := strings.TrimSpace(crictl(t, n.daemon, "runp", pod))
 	if len(id) != 64 {
 		t.Fatalf("crictl runp printed %q, want a sandbox ID", id)
@@ -169,8 +169,12 @@ func TestCrictlPodCommands(t *testing.T) {
 	}
 	// The pod cgroup named in the config is the caller's (kubelet creates
 	// and removes its pod cgroups); crid removed only its leaf in it.
-	for _, h := range []string{"memory", "cpu", "cpuacct", "pids", "cpuset", "blkio", "devices", "freezer", "systemd"} {
-		p := filepath.Join("/sys/fs/cgroup", h, n.cgroupParent, "crictl")
+	hierarchies := []string{"memory", "cpu", "cpuacct", "pids", "cpuset", "blkio", "devices", "freezer", "systemd"}
+	if cgroupV2() {
+		hierarchies = []string{""}
+	}
+	for _, h := range hierarchies {
+		p := filepath.Join("/sys/fs/cgroup", h, cgroupRel(t, childCgroup(n.cgroupParent, "crictl")))
 		if entries, _ := os.ReadDir(p); len(entries) > 0 {
 			for _, e := range entries {
 				if e.IsDir() {
@@ -179,6 +183,10 @@ func TestCrictlPodCommands(t *testing.T) {
 			}
 		}
 		_ = os.Remove(p)
+	}
+	if systemdDriver() {
+		// The slice systemd made for the scopes in it is the caller's too.
+		_ = exec.Command("systemctl", "stop", childCgroup(n.cgroupParent, "crictl")).Run()
 	}
 	if s := n.hostState(t); s != (hostState{}) {
 		t.Fatalf("left behind: %+v", s)

@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -40,7 +39,7 @@ func (n *podNode) writeConfig(t *testing.T) {
 	r := rand.IntN(250) + 1
 	n.bridge = fmt.Sprintf("crid-e%04x", rand.IntN(0xffff))
 	n.subnet = fmt.Sprintf("10.241.%d.0/24", r)
-	n.cgroupParent = fmt.Sprintf("/crid-e2e-%08x", rand.Uint32())
+	n.cgroupParent = newCgroupParent()
 	writeFile(t, filepath.Join(n.dir, "net.d", "10-e2e.conflist"), fmt.Sprintf(`{
   "cniVersion": "1.0.0", "name": "crid-e2e",
   "plugins": [
@@ -99,7 +98,7 @@ func (n *podNode) status(t *testing.T, id string) *runtime.PodSandboxStatus {
 
 // hostState is what pods can leave behind on the node.
 type hostState struct {
-	mounts, pins, cgroups, veths, leases, records, podDirs, rootfs int
+	mounts, pins, cgroups, units, veths, leases, records, podDirs, rootfs int
 }
 
 func (n *podNode) hostState(t *testing.T) hostState {
@@ -113,10 +112,18 @@ func (n *podNode) hostState(t *testing.T) hostState {
 	}
 	pins, _ := filepath.Glob(filepath.Join(n.dir, "run", "sandboxes", "*", "ns", "*"))
 	s.pins = len(pins)
-	cg, _ := os.ReadDir(filepath.Join("/sys/fs/cgroup/memory", n.cgroupParent))
+	cg, _ := os.ReadDir(cgroupDir(t, "memory", n.cgroupParent))
 	for _, e := range cg {
 		if e.IsDir() {
 			s.cgroups++
+		}
+	}
+	// With systemd, the pods' slices and the containers' scopes: units
+	// under the parent slice are named after it; scopes show as their
+	// cgroup directories above.
+	for _, u := range systemdUnits(t, strings.TrimSuffix(n.cgroupParent, ".slice")+"-") {
+		if strings.HasSuffix(u, ".slice") || strings.HasSuffix(u, ".scope") {
+			s.units++
 		}
 	}
 	out, _ := exec.Command("ip", "-o", "link", "show", "master", n.bridge).Output()
@@ -261,6 +268,8 @@ func TestSandboxBadInput(t *testing.T) {
 			return ""
 		}},
 		{"config.linux.cgroup_parent", func(c *runtime.PodSandboxConfig) string { c.Linux.CgroupParent = "relative/parent"; return "" }},
+		// systemd's slice rules: "-" nests, so no empty level.
+		{"config.linux.cgroup_parent", func(c *runtime.PodSandboxConfig) string { c.Linux.CgroupParent = "kubepods--pod1.slice"; return "" }},
 		{"runtime_handler", func(c *runtime.PodSandboxConfig) string { return "kata" }},
 		{"config.linux.sysctls", func(c *runtime.PodSandboxConfig) string {
 			c.Linux.Sysctls = map[string]string{"kernel.hostname": "x"}
@@ -398,36 +407,5 @@ func TestSandboxesSurviveRestart(t *testing.T) {
 	}
 	if s := n.hostState(t); s != (hostState{}) {
 		t.Fatalf("left behind: %+v", s)
-	}
-}
-
-// removeCgroupTree ends what a failed test left running in its private
-// cgroup parent (only its own pods live there) and removes the cgroups,
-// deepest first, in every hierarchy.
-func removeCgroupTree(t *testing.T, parent string) {
-	roots, _ := filepath.Glob("/sys/fs/cgroup/*")
-	var dirs []string
-	for _, r := range roots {
-		_ = filepath.WalkDir(filepath.Join(r, parent), func(p string, d os.DirEntry, err error) error {
-			if err != nil || !d.IsDir() {
-				return nil
-			}
-			dirs = append(dirs, p)
-			procs, _ := os.ReadFile(filepath.Join(p, "cgroup.procs"))
-			for _, f := range strings.Fields(string(procs)) {
-				if pid, err := strconv.Atoi(f); err == nil {
-					t.Logf("cleanup: killing %d left in %s", pid, p)
-					_ = syscall.Kill(pid, syscall.SIGKILL)
-				}
-			}
-			return nil
-		})
-	}
-	if len(dirs) > 0 {
-		time.Sleep(100 * time.Millisecond)
-	}
-	sort.Slice(dirs, func(i, j int) bool { return len(dirs[i]) > len(dirs[j]) })
-	for _, d := range dirs {
-		_ = os.Remove(d)
 	}
 }

@@ -101,6 +101,18 @@ func TestStatsTrackWorkload(t *testing.T) {
 		t.Fatalf("usage_nano_cores %v, want about %.0f", nc, float64(delta)/wall.Seconds())
 	}
 
+	// Pressure stall information: from the v2 pressure files, none on v1.
+	if st := n.ctrStats(t, cpu); cgroupV2() {
+		if st.Cpu.GetPsi().GetSome() == nil || st.Memory.GetPsi().GetFull() == nil || st.Io.GetPsi().GetSome() == nil {
+			t.Fatalf("cgroup v2 stats without PSI: cpu %v memory %v io %v", st.Cpu.GetPsi(), st.Memory.GetPsi(), st.Io)
+		}
+		if st.Cpu.Psi.Some.Total == 0 && st.Cpu.Psi.Some.Avg10 == 0 && after.GetPsi().GetSome().GetTotal() == 0 {
+			t.Logf("no CPU pressure recorded during the burn")
+		}
+	} else if st.Cpu.GetPsi() != nil || st.Io != nil {
+		t.Fatalf("PSI on a v1 host: cpu %v io %v", st.Cpu.GetPsi(), st.Io)
+	}
+
 	// Writable layer.
 	layerBefore := n.ctrStats(t, cpu).WritableLayer
 	n.exec(t, cpu, "sh", "-c", "mkdir -p /var/blob && dd if=/dev/zero of=/var/blob/a bs=1M count=5 2>/dev/null && sync")

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -15,16 +14,6 @@ import (
 	"google.golang.org/grpc/status"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
-
-// cgroupFile reads a file of a cgroup in a v1 hierarchy.
-func cgroupFile(t *testing.T, controller, cgroup, file string) string {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join("/sys/fs/cgroup", controller, cgroup, file))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return strings.TrimSpace(string(b))
-}
 
 // ctrCgroup is the container's cgroup path, from ContainerStatus verbose.
 func (n *podNode) ctrCgroup(t *testing.T, id string) string {
@@ -54,23 +43,21 @@ func TestUpdateContainerResources(t *testing.T) {
 	cfg.Linux.Resources = &runtime.LinuxContainerResources{MemoryLimitInBytes: 64 << 20, CpuShares: 512}
 	id := n.create(t, podID, pod, cfg, true)
 	cg := n.ctrCgroup(t, id)
-	if got := cgroupFile(t, "memory", cg, "memory.limit_in_bytes"); got != fmt.Sprint(64<<20) {
+	if got := memoryLimit(t, cg); got != fmt.Sprint(64<<20) {
 		t.Fatalf("memory limit at create: %s", got)
 	}
-	if got := cgroupFile(t, "cpu", cg, "cpu.cfs_quota_us"); got != "-1" {
+	if got := cpuQuota(t, cg); got != "-1" {
 		t.Fatalf("cpu quota at create: %s", got)
 	}
 
 	crictl(t, n.daemon, "update", "--memory", fmt.Sprint(128<<20), "--cpu-quota", "50000", "--cpu-period", "100000", id[:12])
-	if got := cgroupFile(t, "memory", cg, "memory.limit_in_bytes"); got != fmt.Sprint(128<<20) {
+	if got := memoryLimit(t, cg); got != fmt.Sprint(128<<20) {
 		t.Fatalf("memory limit after update: %s", got)
 	}
-	if got := cgroupFile(t, "cpu", cg, "cpu.cfs_quota_us"); got != "50000" {
+	if got := cpuQuota(t, cg); got != "50000" {
 		t.Fatalf("cpu quota after update: %s", got)
 	}
-	if got := cgroupFile(t, "cpu", cg, "cpu.shares"); got != "512" {
-		t.Fatalf("cpu shares changed by an update that did not name them: %s", got)
-	}
+	wantCPUShares(t, cg, 512) // not changed by an update that did not name them
 	want := func(where string) {
 		t.Helper()
 		r := n.ctrStatus(t, id).GetResources().GetLinux()
@@ -95,7 +82,7 @@ func TestUpdateContainerResources(t *testing.T) {
 	if status.Code(err) != codes.NotFound {
 		t.Fatalf("update of an unknown container: %v", err)
 	}
-	if got := cgroupFile(t, "memory", cg, "memory.limit_in_bytes"); got != fmt.Sprint(128<<20) {
+	if got := memoryLimit(t, cg); got != fmt.Sprint(128<<20) {
 		t.Fatalf("memory limit after refused updates: %s", got)
 	}
 	want("after refused updates")
@@ -109,10 +96,10 @@ func TestUpdateContainerResources(t *testing.T) {
 		Resources: &runtime.LinuxContainerResources{MemoryLimitInBytes: 256 << 20, CpuQuota: 80000, CpuPeriod: 100000}}); err != nil {
 		t.Fatal(err)
 	}
-	if got := cgroupFile(t, "memory", podCg, "memory.limit_in_bytes"); got != fmt.Sprint(256<<20) {
+	if got := memoryLimit(t, podCg); got != fmt.Sprint(256<<20) {
 		t.Fatalf("pod memory limit: %s", got)
 	}
-	if got := cgroupFile(t, "cpu", podCg, "cpu.cfs_quota_us"); got != "80000" {
+	if got := cpuQuota(t, podCg); got != "80000" {
 		t.Fatalf("pod cpu quota: %s", got)
 	}
 	n.exec(t, id, "true") // devices untouched: the container still works

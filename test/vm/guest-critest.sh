@@ -1,0 +1,41 @@
+#!/bin/bash
+# critest v1.37.0 in the VM guest (called by test/vm/guest.sh), against the
+# guest's crid (test/vm/guest-crid.sh: the systemd service with the systemd
+# driver, or cgroupfs on v2). The report is checked against the same ratchet
+# lists as on the host (test/critest/expected-pass.txt, cannot-pass.txt) by
+# the junitcheck built on the host. The guest is thrown away afterwards:
+# nothing is cleaned up.
+set -uo pipefail
+flavour="$1"
+res=/vm-results
+# shellcheck source=/dev/null
+. "$res/params"
+log() { printf 'guest %s [%s] critest: %s\n' "$(cut -d' ' -f1 /proc/uptime)" "$flavour" "$*"; }
+sock=/run/crid/crid.sock
+
+bash "$REPO/test/vm/guest-crid.sh" "$flavour" || exit 2
+if [[ "$flavour" == systemd ]]; then
+	log "crid.service: $(systemctl show -p ActiveState,ControlGroup,Delegate,KillMode crid.service | tr '\n' ' ')"
+fi
+# critest's host-port spec dials 127.0.0.1:<hostPort>.
+sysctl -q -w net.ipv4.conf.all.route_localnet=1
+iptables -t nat -A POSTROUTING -s 127.0.0.0/8 -o crid0 -j MASQUERADE
+
+start=$SECONDS
+"$REPO/_output/bin/critest" -runtime-endpoint "unix://$sock" -image-endpoint "unix://$sock" \
+	-ginkgo.junit-report="$res/junit.xml" -ginkgo.timeout=30m -ginkgo.no-color \
+	>"$res/critest.log" 2>&1 </dev/null
+rc=$?
+log "critest exited $rc after $((SECONDS - start))s"
+if [[ "$flavour" == systemd ]]; then
+	log "crid.service after the run: $(systemctl show -p ActiveState,NRestarts crid.service | tr '\n' ' ')"
+	journalctl -u crid --no-pager >"$res/crid.log"
+fi
+[[ -f "$res/junit.xml" ]] || exit 2
+# The host's lists, with one difference: the guest kernel has AppArmor, so
+# its specs run, and fail only because critest loads its profiles with
+# `sudo apparmor_parser`, which the guest (the host's root) lacks.
+sed -e 's/| cannot apply: AppArmor is absent from this kernel.*$/| cannot apply: in the VM test bed critest loads its profiles with `sudo apparmor_parser`; the guest (the host'"'"'s root) has neither sudo nor the apparmor package (the CRI-completeness issue)/' \
+	"$REPO/test/critest/cannot-pass.txt" >/tmp/cannot-pass.txt
+"$VMDIR/bin/junitcheck" -expected-pass "$REPO/test/critest/expected-pass.txt" \
+	-cannot-pass /tmp/cannot-pass.txt "$res/junit.xml" >"$res/junitcheck.txt" 2>&1
