@@ -2,6 +2,7 @@ package cri
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -31,6 +32,9 @@ func (s *runtimeService) CreateContainer(ctx context.Context, req *runtime.Creat
 		return nil, status.Errorf(codes.FailedPrecondition, "pod sandbox %s is not ready", sb.ID)
 	}
 	cfg := req.Config
+	if err := checkPrivileged(sb.Config, cfg); err != nil {
+		return nil, err
+	}
 	img, err := s.opts.Images.Get(cfg.Image.Image)
 	if err != nil {
 		return nil, toStatus(err)
@@ -38,7 +42,7 @@ func (s *runtimeService) CreateContainer(ctx context.Context, req *runtime.Creat
 	if img == nil {
 		return nil, status.Errorf(codes.NotFound, "image %q is not present: pull it first", cfg.Image.Image)
 	}
-	pod, err := s.podInput(sb, cfg)
+	pod, err := s.podInput(ctx, sb, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -103,7 +107,7 @@ func (s *runtimeService) CreateContainer(ctx context.Context, req *runtime.Creat
 
 // podInput is what a container takes from its pod: namespaces, pod files,
 // /dev/shm.
-func (s *runtimeService) podInput(sb *podsandbox.Sandbox, cfg *runtime.ContainerConfig) (specgen.Pod, error) {
+func (s *runtimeService) podInput(ctx context.Context, sb *podsandbox.Sandbox, cfg *runtime.ContainerConfig) (specgen.Pod, error) {
 	pinOrHost := func(kind string) string {
 		if p := sb.Namespaces[kind]; p != "" {
 			return p
@@ -126,15 +130,15 @@ func (s *runtimeService) podInput(sb *podsandbox.Sandbox, cfg *runtime.Container
 	case runtime.NamespaceMode_NODE:
 		ns[specs.PIDNamespace] = "host"
 	case runtime.NamespaceMode_TARGET:
-		target, err := s.opts.Containers.Get(context.Background(), opts.GetTargetId())
-		if err != nil {
-			return specgen.Pod{}, status.Errorf(codes.InvalidArgument, "linux.security_context.namespace_options.target_id: %v", err)
+		target, err := s.opts.Containers.Get(ctx, opts.GetTargetId())
+		if err := checkTarget(sb.ID, opts.GetTargetId(), target, err); err != nil {
+			return specgen.Pod{}, err
 		}
-		st, err := s.opts.Containers.Pid(context.Background(), target.ID)
-		if err != nil || st == 0 {
-			return specgen.Pod{}, status.Errorf(codes.FailedPrecondition, "target container %s is not running", target.ID)
+		pid, err := s.opts.Containers.Pid(ctx, target.ID)
+		if err != nil || pid == 0 {
+			return specgen.Pod{}, status.Errorf(codes.FailedPrecondition, "%s: target container %s is not running", targetField, target.ID)
 		}
-		ns[specs.PIDNamespace] = fmt.Sprintf("/proc/%d/ns/pid", st)
+		ns[specs.PIDNamespace] = fmt.Sprintf("/proc/%d/ns/pid", pid)
 	}
 	shm := sb.ShmPath
 	if sb.HostIPC() {
@@ -149,6 +153,37 @@ func (s *runtimeService) podInput(sb *podsandbox.Sandbox, cfg *runtime.Container
 		CgroupParent: sb.CgroupParent,
 		Config:       sb.Config,
 	}, nil
+}
+
+// targetField names the TARGET PID mode's container in errors.
+const targetField = "config.linux.security_context.namespace_options.target_id"
+
+// checkTarget checks the container whose PID namespace a TARGET mode
+// names, as containerd does: it must exist (NotFound) and belong to the
+// same pod (InvalidArgument) — joining another pod's processes is what
+// only a careless or hostile client asks for.
+func checkTarget(sandboxID, targetID string, target *oci.Container, err error) error {
+	switch {
+	case targetID == "":
+		return status.Errorf(codes.InvalidArgument, "%s is required with the TARGET PID namespace mode", targetField)
+	case errors.Is(err, oci.ErrNotFound):
+		return status.Errorf(codes.NotFound, "%s: container %q not found", targetField, targetID)
+	case err != nil:
+		return status.Errorf(codes.InvalidArgument, "%s: %v", targetField, err)
+	case target.SandboxID != sandboxID:
+		return status.Errorf(codes.InvalidArgument, "%s: container %s belongs to pod %s, not to pod %s", targetField, target.ID, target.SandboxID, sandboxID)
+	}
+	return nil
+}
+
+// checkPrivileged refuses a privileged container in a pod that is not
+// privileged, as containerd does: kubelet never asks for it, and the pod's
+// security context is what a cluster's policy admitted.
+func checkPrivileged(pod *runtime.PodSandboxConfig, cfg *runtime.ContainerConfig) error {
+	if cfg.GetLinux().GetSecurityContext().GetPrivileged() && !pod.GetLinux().GetSecurityContext().GetPrivileged() {
+		return status.Error(codes.InvalidArgument, "config.linux.security_context.privileged: a privileged container needs a privileged pod sandbox (its config.linux.security_context.privileged is false)")
+	}
+	return nil
 }
 
 // StartContainer runs a created container's process.
