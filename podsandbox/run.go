@@ -15,6 +15,7 @@ import (
 
 	"github.com/crid-dev/crid/cni"
 	"github.com/crid-dev/crid/events"
+	"github.com/crid-dev/crid/panicguard"
 )
 
 // knownHandlers are the runtime handlers crid serves: the default one and
@@ -177,8 +178,9 @@ func (m *Manager) create(ctx context.Context, sb *Sandbox) error {
 	// them at the same time.
 	var netErr, infraErr error
 	netDone := make(chan struct{})
-	go func() {
+	go func() { // ends with the CNI ADD; create waits for it
 		defer close(netDone)
+		defer panicguard.Recover("pod network setup", &netErr)
 		netErr = m.setupNetwork(ctx, sb)
 	}()
 	if m.needsInfra(sb) {
