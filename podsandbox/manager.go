@@ -91,7 +91,13 @@ type Manager struct {
 // sandbox caught mid-create or mid-remove by a crash is torn down, one from
 // an earlier boot is marked not ready with its network released.
 func New(ctx context.Context, opts Options) (*Manager, error) {
-	if err := os.MkdirAll(opts.RunDir, 0o711); err != nil {
+	// Private: a pod's /dev/shm is a 1777 tmpfs and its namespace pins
+	// are entries into the pod; no host user but root may reach them. The
+	// chmod fixes a dir an older crid made 0711.
+	if err := os.MkdirAll(opts.RunDir, 0o700); err != nil {
+		return nil, fmt.Errorf("sandbox run dir: %w", err)
+	}
+	if err := os.Chmod(opts.RunDir, 0o700); err != nil {
 		return nil, fmt.Errorf("sandbox run dir: %w", err)
 	}
 	m := &Manager{opts: opts, sandboxes: map[string]*Sandbox{}, names: map[string]string{}, busy: map[string]chan struct{}{}}

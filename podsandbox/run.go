@@ -128,7 +128,7 @@ func (m *Manager) Run(ctx context.Context, cfg *runtime.PodSandboxConfig, handle
 
 func (m *Manager) create(ctx context.Context, sb *Sandbox) error {
 	dir := m.dir(sb.ID)
-	if err := os.MkdirAll(dir, 0o711); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("create sandbox dir: %w", err)
 	}
 	testHook("run:dir")
