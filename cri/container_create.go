@@ -3,7 +3,6 @@ package cri
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -42,11 +41,12 @@ func (s *runtimeService) CreateContainer(ctx context.Context, req *runtime.Creat
 	if img == nil {
 		return nil, status.Errorf(codes.NotFound, "image %q is not present: pull it first", cfg.Image.Image)
 	}
-	pod, err := s.podInput(ctx, sb, cfg)
+	id := oci.NewID()
+	pod, releasePod, err := s.podInput(ctx, sb, id, cfg)
 	if err != nil {
 		return nil, err
 	}
-	id := oci.NewID()
+	defer releasePod()
 	rootfs, err := s.opts.Images.MountRootfs(id, img.ID.String())
 	if err != nil {
 		return nil, toStatus(err)
@@ -106,8 +106,11 @@ func (s *runtimeService) CreateContainer(ctx context.Context, req *runtime.Creat
 }
 
 // podInput is what a container takes from its pod: namespaces, pod files,
-// /dev/shm.
-func (s *runtimeService) podInput(ctx context.Context, sb *podsandbox.Sandbox, cfg *runtime.ContainerConfig) (specgen.Pod, error) {
+// /dev/shm. release undoes what it pinned for the create (a TARGET
+// container's PID namespace); call it once the container is created or
+// has failed.
+func (s *runtimeService) podInput(ctx context.Context, sb *podsandbox.Sandbox, id string, cfg *runtime.ContainerConfig) (pod specgen.Pod, release func(), err error) {
+	release = func() {}
 	pinOrHost := func(kind string) string {
 		if p := sb.Namespaces[kind]; p != "" {
 			return p
@@ -124,7 +127,14 @@ func (s *runtimeService) podInput(ctx context.Context, sb *podsandbox.Sandbox, c
 	case runtime.NamespaceMode_POD:
 		// A pod that does not share one PID namespace (kubelet's default)
 		// has none to join: the container gets its own, as the pod asked.
-		ns[specs.PIDNamespace] = sb.PidNamespace()
+		ns[specs.PIDNamespace] = ""
+		if sb.PidMode() == runtime.NamespaceMode_POD {
+			p, err := s.opts.Sandboxes.PidNamespace(sb)
+			if err != nil {
+				return specgen.Pod{}, release, toStatus(err)
+			}
+			ns[specs.PIDNamespace] = p
+		}
 	case runtime.NamespaceMode_CONTAINER:
 		ns[specs.PIDNamespace] = ""
 	case runtime.NamespaceMode_NODE:
@@ -132,13 +142,19 @@ func (s *runtimeService) podInput(ctx context.Context, sb *podsandbox.Sandbox, c
 	case runtime.NamespaceMode_TARGET:
 		target, err := s.opts.Containers.Get(ctx, opts.GetTargetId())
 		if err := checkTarget(sb.ID, opts.GetTargetId(), target, err); err != nil {
-			return specgen.Pod{}, err
+			return specgen.Pod{}, release, err
 		}
 		pid, err := s.opts.Containers.Pid(ctx, target.ID)
 		if err != nil || pid == 0 {
-			return specgen.Pod{}, status.Errorf(codes.FailedPrecondition, "%s: target container %s is not running", targetField, target.ID)
+			return specgen.Pod{}, release, status.Errorf(codes.FailedPrecondition, "%s: target container %s is not running", targetField, target.ID)
 		}
-		ns[specs.PIDNamespace] = fmt.Sprintf("/proc/%d/ns/pid", pid)
+		// Joined by a pin, not /proc/<pid>/ns/pid: the pid could name
+		// another process by the time the monitor opens it.
+		pin, unpin, err := s.opts.Sandboxes.PinTargetPidNamespace(sb, id, pid, func() (int, error) { return s.opts.Containers.Pid(ctx, target.ID) })
+		if err != nil {
+			return specgen.Pod{}, release, status.Errorf(codes.FailedPrecondition, "%s: target container %s is not running: %v", targetField, target.ID, err)
+		}
+		ns[specs.PIDNamespace], release = pin, unpin
 	}
 	shm := sb.ShmPath
 	if sb.HostIPC() {
@@ -152,7 +168,7 @@ func (s *runtimeService) podInput(ctx context.Context, sb *podsandbox.Sandbox, c
 		Shm:          shm,
 		CgroupParent: sb.CgroupParent,
 		Config:       sb.Config,
-	}, nil
+	}, release, nil
 }
 
 // targetField names the TARGET PID mode's container in errors.

@@ -36,7 +36,7 @@ func toStatus(err error) error {
 		code = codes.NotFound
 	case errors.Is(err, podsandbox.ErrAlreadyExists), errors.Is(err, oci.ErrAlreadyExists):
 		code = codes.AlreadyExists
-	case errors.Is(err, oci.ErrFailedPrecondition), errors.Is(err, podsandbox.ErrNoNetwork):
+	case errors.Is(err, oci.ErrFailedPrecondition), errors.Is(err, podsandbox.ErrNoNetwork), errors.Is(err, podsandbox.ErrNotReady):
 		code = codes.FailedPrecondition
 	case errors.Is(err, imageservice.ErrUnauthorized):
 		code = codes.Unauthenticated

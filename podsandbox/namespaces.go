@@ -20,6 +20,8 @@ const (
 	nsNet nsKind = "net"
 	nsIPC nsKind = "ipc"
 	nsUTS nsKind = "uts"
+	// nsPID is pinned from the infra process, which creates it (infrawatch.go).
+	nsPID nsKind = "pid"
 )
 
 var cloneFlags = map[nsKind]int{nsNet: unix.CLONE_NEWNET, nsIPC: unix.CLONE_NEWIPC, nsUTS: unix.CLONE_NEWUTS}

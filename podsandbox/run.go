@@ -177,6 +177,8 @@ func (m *Manager) create(ctx context.Context, sb *Sandbox) error {
 	// CNI ADD and the infra process need only the pinned namespaces: run
 	// them at the same time.
 	var netErr, infraErr error
+	var infraPid int
+	var pidPin string
 	netDone := make(chan struct{})
 	go func() { // ends with the CNI ADD; create waits for it
 		defer close(netDone)
@@ -184,9 +186,15 @@ func (m *Manager) create(ctx context.Context, sb *Sandbox) error {
 		netErr = m.setupNetwork(ctx, sb)
 	}()
 	if m.needsInfra(sb) {
-		sb.InfraPid, infraErr = m.opts.Infra.Start(ctx, sb)
+		if infraPid, infraErr = m.opts.Infra.Start(ctx, sb); infraErr == nil {
+			pidPin, infraErr = m.holdInfra(ctx, sb, infraPid)
+		}
 	}
 	<-netDone
+	sb.InfraPid = infraPid
+	if pidPin != "" {
+		sb.Namespaces[string(nsPID)] = pidPin
+	}
 	if err := errors.Join(netErr, infraErr); err != nil {
 		return err
 	}
