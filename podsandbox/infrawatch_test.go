@@ -25,8 +25,8 @@ type fakeInfra struct {
 }
 
 func (f *fakeInfra) Start(context.Context, *Sandbox) (int, error) { return 0, errors.New("not used") }
-func (f *fakeInfra) Stop(context.Context, *Sandbox) error          { return nil }
-func (f *fakeInfra) Remove(context.Context, *Sandbox) error        { return nil }
+func (f *fakeInfra) Stop(context.Context, *Sandbox) error         { return nil }
+func (f *fakeInfra) Remove(context.Context, *Sandbox) error       { return nil }
 func (f *fakeInfra) Pid(context.Context, *Sandbox) (int, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
