@@ -260,6 +260,20 @@ func (m *Manager) Close() {
 	m.wg.Wait()
 }
 
+// targetPinPrefix names the pins of PinTargetPidNamespace in a pod's ns dir.
+const targetPinPrefix = "pid-target-"
+
+// unpinTargets removes the TARGET pins a crash in the middle of a create
+// left in a pod directory.
+func unpinTargets(dir string) {
+	pins, _ := filepath.Glob(filepath.Join(dir, "ns", targetPinPrefix+"*"))
+	for _, p := range pins {
+		if err := unpin(p); err != nil {
+			klog.ErrorS(err, "Removing a leftover target PID namespace pin", "pin", p)
+		}
+	}
+}
+
 // PinTargetPidNamespace pins the PID namespace of a running container's
 // init (pid), for the create of container ctrID in pod sb with the TARGET
 // PID mode: the create then joins it by a path that cannot be taken over by
@@ -273,7 +287,7 @@ func (m *Manager) PinTargetPidNamespace(sb *Sandbox, ctrID string, pid int, stil
 		return "", nil, err
 	}
 	defer f.Close()
-	pin := filepath.Join(m.dir(sb.ID), "ns", "pid-target-"+ctrID)
+	pin := filepath.Join(m.dir(sb.ID), "ns", targetPinPrefix+ctrID)
 	if err := pinProcessNamespace(f, pid, string(nsPID), pin); err != nil {
 		return "", nil, err
 	}

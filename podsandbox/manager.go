@@ -119,6 +119,7 @@ func New(ctx context.Context, opts Options) (*Manager, error) {
 		}
 		m.sandboxes[sb.ID] = sb
 		m.names[nameKey(sb.Config.Metadata)] = sb.ID
+		unpinTargets(m.dir(sb.ID))
 		m.reconcile(ctx, sb, r.Stale)
 	}
 	m.removeOrphanDirs()
