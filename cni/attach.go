@@ -10,6 +10,8 @@ import (
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
+
+	"github.com/crid-dev/crid/failpoint"
 )
 
 // ifName is the pod's interface, as kubelet's other runtimes name it.
@@ -88,6 +90,11 @@ func (m *Manager) Setup(ctx context.Context, a Attachment) (*Result, error) {
 	}
 	rt := m.runtimeConf(a)
 	res, err := m.cniConfig().AddNetworkList(ctx, list, rt)
+	if err == nil {
+		// After the plugins set the pod up and took a lease: tests make
+		// the setup fail (error) or crash (panic) here and look for leaks.
+		err = failpoint.Inject("cni.setup")
+	}
 	if err != nil {
 		// DEL must run even though ADD failed: the bridge plugin may hold a
 		// lease already. Use a fresh context: ctx may be the reason.

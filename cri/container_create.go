@@ -2,7 +2,7 @@ package cri
 
 import (
 	"context"
-	"fmt"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -35,6 +35,9 @@ func (s *runtimeService) CreateContainer(ctx context.Context, req *runtime.Creat
 	if err := validateUnified("config.linux.resources", cfg.GetLinux().GetResources().GetUnified(), cgroupmgr.Mode()); err != nil {
 		return nil, err
 	}
+	if err := checkPrivileged(sb.Config, cfg); err != nil {
+		return nil, err
+	}
 	img, err := s.opts.Images.Get(cfg.Image.Image)
 	if err != nil {
 		return nil, toStatus(err)
@@ -42,11 +45,12 @@ func (s *runtimeService) CreateContainer(ctx context.Context, req *runtime.Creat
 	if img == nil {
 		return nil, status.Errorf(codes.NotFound, "image %q is not present: pull it first", cfg.Image.Image)
 	}
-	pod, err := s.podInput(sb, cfg)
+	id := oci.NewID()
+	pod, releasePod, err := s.podInput(ctx, sb, id, cfg)
 	if err != nil {
 		return nil, err
 	}
-	id := oci.NewID()
+	defer releasePod()
 	rootfs, err := s.opts.Images.MountRootfs(id, img.ID.String())
 	if err != nil {
 		return nil, toStatus(err)
@@ -107,8 +111,11 @@ func (s *runtimeService) CreateContainer(ctx context.Context, req *runtime.Creat
 }
 
 // podInput is what a container takes from its pod: namespaces, pod files,
-// /dev/shm.
-func (s *runtimeService) podInput(sb *podsandbox.Sandbox, cfg *runtime.ContainerConfig) (specgen.Pod, error) {
+// /dev/shm. release undoes what it pinned for the create (a TARGET
+// container's PID namespace); call it once the container is created or
+// has failed.
+func (s *runtimeService) podInput(ctx context.Context, sb *podsandbox.Sandbox, id string, cfg *runtime.ContainerConfig) (pod specgen.Pod, release func(), err error) {
+	release = func() {}
 	pinOrHost := func(kind string) string {
 		if p := sb.Namespaces[kind]; p != "" {
 			return p
@@ -125,21 +132,34 @@ func (s *runtimeService) podInput(sb *podsandbox.Sandbox, cfg *runtime.Container
 	case runtime.NamespaceMode_POD:
 		// A pod that does not share one PID namespace (kubelet's default)
 		// has none to join: the container gets its own, as the pod asked.
-		ns[specs.PIDNamespace] = sb.PidNamespace()
+		ns[specs.PIDNamespace] = ""
+		if sb.PidMode() == runtime.NamespaceMode_POD {
+			p, err := s.opts.Sandboxes.PidNamespace(sb)
+			if err != nil {
+				return specgen.Pod{}, release, toStatus(err)
+			}
+			ns[specs.PIDNamespace] = p
+		}
 	case runtime.NamespaceMode_CONTAINER:
 		ns[specs.PIDNamespace] = ""
 	case runtime.NamespaceMode_NODE:
 		ns[specs.PIDNamespace] = "host"
 	case runtime.NamespaceMode_TARGET:
-		target, err := s.opts.Containers.Get(context.Background(), opts.GetTargetId())
+		target, err := s.opts.Containers.Get(ctx, opts.GetTargetId())
+		if err := checkTarget(sb.ID, opts.GetTargetId(), target, err); err != nil {
+			return specgen.Pod{}, release, err
+		}
+		pid, err := s.opts.Containers.Pid(ctx, target.ID)
+		if err != nil || pid == 0 {
+			return specgen.Pod{}, release, status.Errorf(codes.FailedPrecondition, "%s: target container %s is not running", targetField, target.ID)
+		}
+		// Joined by a pin, not /proc/<pid>/ns/pid: the pid could name
+		// another process by the time the monitor opens it.
+		pin, unpin, err := s.opts.Sandboxes.PinTargetPidNamespace(sb, id, pid, func() (int, error) { return s.opts.Containers.Pid(ctx, target.ID) })
 		if err != nil {
-			return specgen.Pod{}, status.Errorf(codes.InvalidArgument, "linux.security_context.namespace_options.target_id: %v", err)
+			return specgen.Pod{}, release, status.Errorf(codes.FailedPrecondition, "%s: target container %s is not running: %v", targetField, target.ID, err)
 		}
-		st, err := s.opts.Containers.Pid(context.Background(), target.ID)
-		if err != nil || st == 0 {
-			return specgen.Pod{}, status.Errorf(codes.FailedPrecondition, "target container %s is not running", target.ID)
-		}
-		ns[specs.PIDNamespace] = fmt.Sprintf("/proc/%d/ns/pid", st)
+		ns[specs.PIDNamespace], release = pin, unpin
 	}
 	shm := sb.ShmPath
 	if sb.HostIPC() {
@@ -153,7 +173,38 @@ func (s *runtimeService) podInput(sb *podsandbox.Sandbox, cfg *runtime.Container
 		Shm:          shm,
 		CgroupParent: sb.CgroupParent,
 		Config:       sb.Config,
-	}, nil
+	}, release, nil
+}
+
+// targetField names the TARGET PID mode's container in errors.
+const targetField = "config.linux.security_context.namespace_options.target_id"
+
+// checkTarget checks the container whose PID namespace a TARGET mode
+// names, as containerd does: it must exist (NotFound) and belong to the
+// same pod (InvalidArgument) — joining another pod's processes is what
+// only a careless or hostile client asks for.
+func checkTarget(sandboxID, targetID string, target *oci.Container, err error) error {
+	switch {
+	case targetID == "":
+		return status.Errorf(codes.InvalidArgument, "%s is required with the TARGET PID namespace mode", targetField)
+	case errors.Is(err, oci.ErrNotFound):
+		return status.Errorf(codes.NotFound, "%s: container %q not found", targetField, targetID)
+	case err != nil:
+		return status.Errorf(codes.InvalidArgument, "%s: %v", targetField, err)
+	case target.SandboxID != sandboxID:
+		return status.Errorf(codes.InvalidArgument, "%s: container %s belongs to pod %s, not to pod %s", targetField, target.ID, target.SandboxID, sandboxID)
+	}
+	return nil
+}
+
+// checkPrivileged refuses a privileged container in a pod that is not
+// privileged, as containerd does: kubelet never asks for it, and the pod's
+// security context is what a cluster's policy admitted.
+func checkPrivileged(pod *runtime.PodSandboxConfig, cfg *runtime.ContainerConfig) error {
+	if cfg.GetLinux().GetSecurityContext().GetPrivileged() && !pod.GetLinux().GetSecurityContext().GetPrivileged() {
+		return status.Error(codes.InvalidArgument, "config.linux.security_context.privileged: a privileged container needs a privileged pod sandbox (its config.linux.security_context.privileged is false)")
+	}
+	return nil
 }
 
 // StartContainer runs a created container's process.

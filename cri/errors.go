@@ -10,6 +10,7 @@ import (
 	"github.com/crid-dev/crid/imageservice"
 	"github.com/crid-dev/crid/oci"
 	"github.com/crid-dev/crid/oci/specgen"
+	"github.com/crid-dev/crid/panicguard"
 	"github.com/crid-dev/crid/podsandbox"
 )
 
@@ -25,6 +26,8 @@ func toStatus(err error) error {
 	var badRef *imageservice.ErrInvalidReference
 	code := codes.Unknown
 	switch {
+	case errors.Is(err, panicguard.ErrPanic):
+		code = codes.Internal
 	case errors.As(err, &badRef), errors.Is(err, imageservice.ErrAmbiguous),
 		errors.Is(err, podsandbox.ErrInvalid), errors.Is(err, podsandbox.ErrAmbiguous),
 		errors.Is(err, specgen.ErrInvalid), errors.Is(err, oci.ErrInvalidArgument), errors.Is(err, oci.ErrAmbiguous):
@@ -33,7 +36,7 @@ func toStatus(err error) error {
 		code = codes.NotFound
 	case errors.Is(err, podsandbox.ErrAlreadyExists), errors.Is(err, oci.ErrAlreadyExists):
 		code = codes.AlreadyExists
-	case errors.Is(err, oci.ErrFailedPrecondition), errors.Is(err, podsandbox.ErrNoNetwork):
+	case errors.Is(err, oci.ErrFailedPrecondition), errors.Is(err, podsandbox.ErrNoNetwork), errors.Is(err, podsandbox.ErrNotReady):
 		code = codes.FailedPrecondition
 	case errors.Is(err, imageservice.ErrUnauthorized):
 		code = codes.Unauthenticated

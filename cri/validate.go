@@ -2,7 +2,10 @@ package cri
 
 import (
 	"fmt"
+	"net/netip"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -57,7 +60,7 @@ func validateRequest(req any) error {
 	}
 	switch r := req.(type) {
 	case *runtime.RunPodSandboxRequest:
-		return validatePortMappings(r.GetConfig().GetPortMappings())
+		return validatePodConfig(r.GetConfig())
 	case *runtime.StopContainerRequest:
 		if r.Timeout < 0 {
 			return invalidArgument("timeout must not be negative, got %d", r.Timeout)
@@ -78,6 +81,92 @@ func validateRequest(req any) error {
 	return nil
 }
 
+// validatePodConfig refuses what only a careless client sends: values
+// that end up in files (resolv.conf, the hostname) or in CNI_ARGS, where a
+// newline, a ';' or a NUL would add lines or arguments of their own.
+func validatePodConfig(cfg *runtime.PodSandboxConfig) error {
+	md := cfg.GetMetadata()
+	for _, f := range []struct{ field, value string }{
+		{"config.metadata.name", md.GetName()},
+		{"config.metadata.namespace", md.GetNamespace()},
+		{"config.metadata.uid", md.GetUid()},
+	} {
+		// CNI_ARGS is "K=V;K=V": these three go into it as values.
+		if r, bad := firstRune(f.value, func(r rune) bool { return unsafeRune(r) || r == ';' || r == '=' }); bad {
+			return invalidArgument("%s %q contains %q, which cannot be passed to the network plugins", f.field, f.value, r)
+		}
+	}
+	// A host-network pod keeps the node's name: kubelet sends it, crid
+	// does not use it.
+	hostNetwork := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions().GetNetwork() == runtime.NamespaceMode_NODE
+	if h := cfg.GetHostname(); h != "" && !hostNetwork && !validHostname(h) {
+		return invalidArgument("config.hostname %q is not a valid host name (at most 64 letters, digits, '-' and '.', in labels of 1-63 that neither start nor end with '-')", h)
+	}
+	dns := cfg.GetDnsConfig()
+	for i, s := range dns.GetServers() {
+		if _, err := netip.ParseAddr(s); err != nil {
+			return invalidArgument("config.dns_config.servers[%d] %q is not an IP address", i, s)
+		}
+	}
+	for i, s := range dns.GetSearches() {
+		if err := resolvConfWord(s); err != nil {
+			return invalidArgument("config.dns_config.searches[%d] %q %v", i, s, err)
+		}
+	}
+	for i, s := range dns.GetOptions() {
+		if err := resolvConfWord(s); err != nil {
+			return invalidArgument("config.dns_config.options[%d] %q %v", i, s, err)
+		}
+	}
+	return validatePortMappings(cfg.GetPortMappings())
+}
+
+// unsafeRune is a control character (newline, NUL…) or an invalid byte.
+func unsafeRune(r rune) bool { return unicode.IsControl(r) || r == utf8.RuneError }
+
+// resolvConfWord checks one search domain or option: it is written into
+// resolv.conf as one word of one line, where a blank starts another word,
+// a newline another line and ';' or '#' a comment.
+func resolvConfWord(s string) error {
+	if s == "" {
+		return fmt.Errorf("is empty")
+	}
+	if r, bad := firstRune(s, func(r rune) bool { return unsafeRune(r) || unicode.IsSpace(r) || r == ';' || r == '#' }); bad {
+		return fmt.Errorf("contains %q", r)
+	}
+	return nil
+}
+
+// firstRune returns the first rune of s for which bad is true.
+func firstRune(s string, bad func(rune) bool) (rune, bool) {
+	for _, r := range s {
+		if bad(r) {
+			return r, true
+		}
+	}
+	return 0, false
+}
+
+// validHostname accepts what sethostname(2) and resolvers accept: at most
+// HOST_NAME_MAX (64) bytes of dot-separated labels of 1-63 letters,
+// digits and '-', none starting or ending with '-' (RFC 1123).
+func validHostname(h string) bool {
+	if len(h) > 64 {
+		return false
+	}
+	for _, label := range strings.Split(h, ".") {
+		if len(label) == 0 || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, c := range []byte(label) {
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 func validatePortMappings(pms []*runtime.PortMapping) error {
 	for i, pm := range pms {
 		field := fmt.Sprintf("config.port_mappings[%d]", i)
@@ -92,6 +181,11 @@ func validatePortMappings(pms []*runtime.PortMapping) error {
 		}
 		if _, ok := runtime.Protocol_name[int32(pm.Protocol)]; !ok {
 			return invalidArgument("%s.protocol %d is not a known protocol", field, pm.Protocol)
+		}
+		if pm.HostIp != "" {
+			if _, err := netip.ParseAddr(pm.HostIp); err != nil {
+				return invalidArgument("%s.host_ip %q is not an IP address", field, pm.HostIp)
+			}
 		}
 	}
 	return nil

@@ -115,17 +115,17 @@ func (p *PauseRunner) Remove(ctx context.Context, sb *Sandbox) error {
 	return p.Images.UnmountRootfs(sb.ID)
 }
 
-// Running reports whether the infra process lives.
-func (p *PauseRunner) Running(ctx context.Context, sb *Sandbox) bool {
+// Pid is the infra process's pid while the monitor reports it running.
+func (p *PauseRunner) Pid(ctx context.Context, sb *Sandbox) (int, error) {
 	st, err := p.Runtime.State(ctx, sb.ID)
-	return err == nil && st.Status == oci.Running
-}
-
-// PidNamespace returns the path of the pod's shared PID namespace, held by
-// its infra process.
-func (sb *Sandbox) PidNamespace() string {
-	if sb.InfraPid == 0 {
-		return ""
+	if errors.Is(err, oci.ErrNotFound) {
+		return 0, nil
 	}
-	return fmt.Sprintf("/proc/%d/ns/pid", sb.InfraPid)
+	if err != nil {
+		return 0, err
+	}
+	if st.Status != oci.Running {
+		return 0, nil
+	}
+	return st.Pid, nil
 }

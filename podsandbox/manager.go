@@ -73,28 +73,40 @@ type Infra interface {
 	Stop(ctx context.Context, sb *Sandbox) error
 	// Remove deletes the infra container and its rootfs; idempotent.
 	Remove(ctx context.Context, sb *Sandbox) error
-	// Running reports whether the pod's infra process lives.
-	Running(ctx context.Context, sb *Sandbox) bool
+	// Pid is the pid of the pod's infra process while it runs, else 0.
+	Pid(ctx context.Context, sb *Sandbox) (int, error)
 }
 
 // Manager owns the node's pod sandboxes.
 type Manager struct {
 	opts Options
 
+	// ctx ends at Close; wg counts the infra watches (infrawatch.go).
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
 	mu        sync.Mutex
 	sandboxes map[string]*Sandbox
 	names     map[string]string // nameKey → sandbox ID
 	busy      map[string]chan struct{}
+	watches   map[string]*infraWatch // sandbox ID → its infra's pidfd
 }
 
 // New loads the sandbox records and reconciles them with the host: a
 // sandbox caught mid-create or mid-remove by a crash is torn down, one from
 // an earlier boot is marked not ready with its network released.
 func New(ctx context.Context, opts Options) (*Manager, error) {
-	if err := os.MkdirAll(opts.RunDir, 0o711); err != nil {
+	// Private: a pod's /dev/shm is a 1777 tmpfs and its namespace pins
+	// are entries into the pod; no host user but root may reach them. The
+	// chmod fixes a dir an older crid made 0711.
+	if err := os.MkdirAll(opts.RunDir, 0o700); err != nil {
 		return nil, fmt.Errorf("sandbox run dir: %w", err)
 	}
-	m := &Manager{opts: opts, sandboxes: map[string]*Sandbox{}, names: map[string]string{}, busy: map[string]chan struct{}{}}
+	if err := os.Chmod(opts.RunDir, 0o700); err != nil {
+		return nil, fmt.Errorf("sandbox run dir: %w", err)
+	}
+	m := newManager(opts)
 	recs, errs := opts.Records.Load(recordKind)
 	for _, err := range errs {
 		klog.ErrorS(err, "Skipping unreadable sandbox record")
@@ -107,10 +119,17 @@ func New(ctx context.Context, opts Options) (*Manager, error) {
 		}
 		m.sandboxes[sb.ID] = sb
 		m.names[nameKey(sb.Config.Metadata)] = sb.ID
+		unpinTargets(m.dir(sb.ID))
 		m.reconcile(ctx, sb, r.Stale)
 	}
 	m.removeOrphanDirs()
 	return m, nil
+}
+
+func newManager(opts Options) *Manager {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Manager{opts: opts, ctx: ctx, cancel: cancel, sandboxes: map[string]*Sandbox{}, names: map[string]string{},
+		busy: map[string]chan struct{}{}, watches: map[string]*infraWatch{}}
 }
 
 func (m *Manager) reconcile(ctx context.Context, sb *Sandbox, stale bool) {
@@ -127,10 +146,12 @@ func (m *Manager) reconcile(ctx context.Context, sb *Sandbox, stale bool) {
 		if err := m.stop(ctx, sb); err != nil {
 			klog.ErrorS(err, "Stopping stale sandbox", "podSandboxID", sb.ID)
 		}
-	case sb.State == StateReady && sb.InfraPid != 0 && m.opts.Infra != nil && !m.opts.Infra.Running(ctx, sb):
-		klog.InfoS("Infra process of sandbox is gone; marking it not ready", "podSandboxID", sb.ID)
-		if err := m.stop(ctx, sb); err != nil {
-			klog.ErrorS(err, "Stopping sandbox", "podSandboxID", sb.ID)
+	case sb.State == StateReady && sb.InfraPid != 0 && m.opts.Infra != nil:
+		if err := m.adoptInfra(ctx, sb); err != nil {
+			klog.InfoS("Infra process of sandbox is gone; marking it not ready", "podSandboxID", sb.ID, "reason", err)
+			if err := m.stop(ctx, sb); err != nil {
+				klog.ErrorS(err, "Stopping sandbox", "podSandboxID", sb.ID)
+			}
 		}
 	}
 }
@@ -152,9 +173,16 @@ func (m *Manager) removeOrphanDirs() {
 	}
 }
 
-// pinsIn returns every pin path a pod directory can hold.
+// pinsIn returns every pin path a pod directory can hold: the pod's
+// namespaces and any PID namespace of a TARGET container pinned for a
+// create that a crash interrupted.
 func pinsIn(dir string) map[nsKind]string {
-	return map[nsKind]string{nsNet: dir + "/ns/net", nsIPC: dir + "/ns/ipc", nsUTS: dir + "/ns/uts"}
+	pins := map[nsKind]string{nsNet: dir + "/ns/net", nsIPC: dir + "/ns/ipc", nsUTS: dir + "/ns/uts", nsPID: dir + "/ns/pid"}
+	entries, _ := os.ReadDir(dir + "/ns")
+	for _, e := range entries {
+		pins[nsKind(e.Name())] = dir + "/ns/" + e.Name()
+	}
+	return pins
 }
 
 type record struct {

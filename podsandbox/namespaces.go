@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/crid-dev/crid/panicguard"
 )
 
 // nsKind is a namespace a pod owns and pins.
@@ -18,6 +20,8 @@ const (
 	nsNet nsKind = "net"
 	nsIPC nsKind = "ipc"
 	nsUTS nsKind = "uts"
+	// nsPID is pinned from the infra process, which creates it (infrawatch.go).
+	nsPID nsKind = "pid"
 )
 
 var cloneFlags = map[nsKind]int{nsNet: unix.CLONE_NEWNET, nsIPC: unix.CLONE_NEWIPC, nsUTS: unix.CLONE_NEWUTS}
@@ -45,10 +49,12 @@ func pinNamespaces(dir string, kinds []nsKind, setup nsSetup) (map[nsKind]string
 		err   error
 	}
 	done := make(chan result, 1)
-	go func() {
+	go func() { // ends with pinFromThread; the caller waits for it
+		var r result
+		defer func() { done <- r }()
+		defer panicguard.Recover("pin pod namespaces", &r.err)
 		runtime.LockOSThread() // not unlocked: the thread exits with the goroutine
-		paths, err := pinFromThread(dir, kinds, setup)
-		done <- result{paths, err}
+		r.paths, r.err = pinFromThread(dir, kinds, setup)
 	}()
 	r := <-done
 	return r.paths, r.err

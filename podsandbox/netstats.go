@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/crid-dev/crid/panicguard"
 )
 
 // InterfaceStats is one network interface's cumulative counters.
@@ -33,10 +35,12 @@ func NetworkStats(netns string) ([]InterfaceStats, error) {
 		err   error
 	}
 	done := make(chan result, 1)
-	go func() {
+	go func() { // ends with netDevIn; the caller waits for it
+		var r result
+		defer func() { done <- r }()
+		defer panicguard.Recover("pod network stats", &r.err)
 		runtime.LockOSThread() // not unlocked: the thread exits with the goroutine
-		s, err := netDevIn(netns)
-		done <- result{s, err}
+		r.stats, r.err = netDevIn(netns)
 	}()
 	r := <-done
 	return r.stats, r.err

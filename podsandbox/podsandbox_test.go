@@ -16,7 +16,9 @@ func testManager(t *testing.T) *Manager {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &Manager{opts: Options{Cgroups: cg}, sandboxes: map[string]*Sandbox{}, names: map[string]string{}, busy: map[string]chan struct{}{}}
+	m := newManager(Options{Cgroups: cg})
+	t.Cleanup(m.Close)
+	return m
 }
 
 func TestValidate(t *testing.T) {

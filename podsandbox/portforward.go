@@ -10,6 +10,8 @@ import (
 	"strconv"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/crid-dev/crid/panicguard"
 )
 
 // ErrNoNetwork says a pod has no network namespace to reach (it was
@@ -64,12 +66,16 @@ func inNetns(path string, dial func() (net.Conn, error)) (net.Conn, error) {
 	}
 	ch := make(chan result, 1)
 	go func() { // ends when dial returns (bounded by its context)
+		var r result
+		defer func() { ch <- r }()
+		// A panic leaves the thread locked: it dies with the goroutine.
+		defer panicguard.Recover("port-forward dial in the pod", &r.err)
 		runtime.LockOSThread()
 		c, restored, err := dialFromThread(path, dial)
 		if restored {
 			runtime.UnlockOSThread()
 		}
-		ch <- result{c, err}
+		r = result{c, err}
 	}()
 	r := <-ch
 	return r.c, r.err

@@ -15,6 +15,7 @@ import (
 
 	"github.com/crid-dev/crid/cni"
 	"github.com/crid-dev/crid/events"
+	"github.com/crid-dev/crid/panicguard"
 )
 
 // knownHandlers are the runtime handlers crid serves: the default one and
@@ -130,7 +131,7 @@ func (m *Manager) Run(ctx context.Context, cfg *runtime.PodSandboxConfig, handle
 
 func (m *Manager) create(ctx context.Context, sb *Sandbox) error {
 	dir := m.dir(sb.ID)
-	if err := os.MkdirAll(dir, 0o711); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("create sandbox dir: %w", err)
 	}
 	testHook("run:dir")
@@ -179,15 +180,24 @@ func (m *Manager) create(ctx context.Context, sb *Sandbox) error {
 	// CNI ADD and the infra process need only the pinned namespaces: run
 	// them at the same time.
 	var netErr, infraErr error
+	var infraPid int
+	var pidPin string
 	netDone := make(chan struct{})
-	go func() {
+	go func() { // ends with the CNI ADD; create waits for it
 		defer close(netDone)
+		defer panicguard.Recover("pod network setup", &netErr)
 		netErr = m.setupNetwork(ctx, sb)
 	}()
 	if m.needsInfra(sb) {
-		sb.InfraPid, infraErr = m.opts.Infra.Start(ctx, sb)
+		if infraPid, infraErr = m.opts.Infra.Start(ctx, sb); infraErr == nil {
+			pidPin, infraErr = m.holdInfra(ctx, sb, infraPid)
+		}
 	}
 	<-netDone
+	sb.InfraPid = infraPid
+	if pidPin != "" {
+		sb.Namespaces[string(nsPID)] = pidPin
+	}
 	if err := errors.Join(netErr, infraErr); err != nil {
 		return err
 	}

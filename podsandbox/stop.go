@@ -54,6 +54,7 @@ func (m *Manager) release(ctx context.Context, sb *Sandbox) error {
 			return fmt.Errorf("stop the pod's containers: %w", err)
 		}
 	}
+	m.unwatch(sb.ID) // its exit is this stop's doing
 	if m.opts.Infra != nil && sb.InfraPid != 0 {
 		if err := m.opts.Infra.Stop(ctx, sb); err != nil {
 			return fmt.Errorf("stop infra process: %w", err)

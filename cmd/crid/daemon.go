@@ -108,6 +108,7 @@ func serve(cfg config.Config) error {
 	if err != nil {
 		return err
 	}
+	defer sandboxes.Close() // ends the infra watches; pods keep running
 
 	streamL, err := net.Listen("tcp", cfg.Stream.Address)
 	if err != nil {

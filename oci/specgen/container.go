@@ -1,15 +1,16 @@
 package specgen
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
 
-	securejoin "github.com/cyphar/filepath-securejoin"
 	"github.com/moby/sys/user"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -179,15 +180,15 @@ func setUser(s *specs.Spec, in Input) error {
 	if spec == "" {
 		spec = "0"
 	}
-	passwd, err := securejoin.SecureJoin(in.Rootfs, "/etc/passwd")
+	passwd, err := imageUserFile(in.Rootfs, "/etc/passwd")
 	if err != nil {
 		return err
 	}
-	group, err := securejoin.SecureJoin(in.Rootfs, "/etc/group")
+	group, err := imageUserFile(in.Rootfs, "/etc/group")
 	if err != nil {
 		return err
 	}
-	u, err := user.GetExecUserPath(spec, &user.ExecUser{Home: "/"}, passwd, group)
+	u, err := user.GetExecUser(spec, &user.ExecUser{Home: "/"}, passwd, group)
 	if err != nil {
 		return fmt.Errorf("%w: user %q: %v", ErrInvalid, spec, err)
 	}
@@ -213,6 +214,16 @@ func setUser(s *specs.Spec, in Input) error {
 		s.Process.Env = append(s.Process.Env, "HOME="+u.Home)
 	}
 	return nil
+}
+
+// imageUserFile reads one of the image's user files (see readImageFile);
+// a missing one is a nil io.Reader, as user.GetExecUser wants it.
+func imageUserFile(rootfs, path string) (io.Reader, error) {
+	b, err := readImageFile(rootfs, path)
+	if err != nil || b == nil {
+		return nil, err
+	}
+	return bytes.NewReader(b), nil
 }
 
 func hasEnv(env []string, key string) bool {

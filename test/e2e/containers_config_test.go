@@ -326,6 +326,7 @@ func TestContainerProcessConfig(t *testing.T) {
 	n.pull(t, entrypointImage)
 	n.pull(t, workdirImage)
 	pod := n.logPod("process")
+	pod.Linux.SecurityContext.Privileged = true // for its privileged container
 	podID := n.run(t, pod)
 
 	// tty, stdin.
