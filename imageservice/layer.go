@@ -3,6 +3,8 @@ package imageservice
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,18 +16,17 @@ import (
 
 	kgzip "github.com/klauspost/compress/gzip"
 	"github.com/moby/go-archive/compression"
-	digest "github.com/opencontainers/go-digest"
 )
 
 // layerMeta is written beside each unpacked layer, inside the directory
 // that is renamed into place, so a layer and its metadata appear together.
 type layerMeta struct {
-	ChainID digest.Digest `json:"chain_id"`
-	DiffID  digest.Digest `json:"diff_id"`
+	ChainID Digest `json:"chain_id"`
+	DiffID  Digest `json:"diff_id"`
 	// Blob is the compressed digest the layer was downloaded as.
-	Blob   digest.Digest `json:"blob"`
-	Size   uint64        `json:"size"`
-	Inodes uint64        `json:"inodes"`
+	Blob   Digest `json:"blob"`
+	Size   uint64 `json:"size"`
+	Inodes uint64 `json:"inodes"`
 }
 
 const (
@@ -36,31 +37,32 @@ const (
 // chainIDs computes the OCI chain IDs of a stack of diff IDs: a layer's
 // content is only meaningful on top of the layers below it, so layers are
 // stored and shared by chain ID.
-func chainIDs(diffIDs []digest.Digest) []digest.Digest {
-	out := make([]digest.Digest, len(diffIDs))
+func chainIDs(diffIDs []Digest) []Digest {
+	out := make([]Digest, len(diffIDs))
 	for i, d := range diffIDs {
 		if i == 0 {
 			out[i] = d
 			continue
 		}
-		out[i] = digest.FromString(out[i-1].String() + " " + d.String())
+		out[i] = sha256Of([]byte(out[i-1].String() + " " + d.String()))
 	}
 	return out
 }
 
-func (s *Service) layerDir(chainID digest.Digest) string {
-	return filepath.Join(s.root, "layers", chainID.Encoded())
+// layerDir is the directory of an unpacked layer: <root>/layers/<hex>.
+func (s *Service) layerDir(chainID Digest) string {
+	return filepath.Join(s.root, "layers", chainID.Hex())
 }
 
 // LayerDiffDir is the directory a container's overlay mount uses as the
 // lower dir for a layer.
-func (s *Service) LayerDiffDir(chainID digest.Digest) string {
+func (s *Service) LayerDiffDir(chainID Digest) string {
 	return filepath.Join(s.layerDir(chainID), layerDiffDir)
 }
 
 // readLayer returns the metadata of an unpacked layer, or an error that
 // satisfies errors.Is(err, fs.ErrNotExist) when it is not unpacked.
-func (s *Service) readLayer(chainID digest.Digest) (layerMeta, error) {
+func (s *Service) readLayer(chainID Digest) (layerMeta, error) {
 	var m layerMeta
 	b, err := os.ReadFile(filepath.Join(s.layerDir(chainID), layerMetaFile))
 	if err != nil {
@@ -92,15 +94,15 @@ func (s *Service) unpackLayer(ctx context.Context, blob io.Reader, want layerMet
 		return want, err
 	}
 
-	blobDigester := want.Blob.Algorithm().Digester()
-	compressed := io.TeeReader(&ctxReader{ctx: ctx, r: blob}, blobDigester.Hash())
+	blobHash := sha256.New()
+	compressed := io.TeeReader(&ctxReader{ctx: ctx, r: blob}, blobHash)
 	decompressed, err := decompress(compressed)
 	if err != nil {
 		return want, fmt.Errorf("layer %s: decompress: %w", want.Blob, err)
 	}
 	defer decompressed.Close()
-	diffDigester := want.DiffID.Algorithm().Digester()
-	tarStream := io.TeeReader(decompressed, diffDigester.Hash())
+	diffHash := sha256.New()
+	tarStream := io.TeeReader(decompressed, diffHash)
 	if err := untar(tarStream, diff); err != nil {
 		if ctx.Err() != nil {
 			return want, ctx.Err()
@@ -115,11 +117,11 @@ func (s *Service) unpackLayer(ctx context.Context, blob io.Reader, want layerMet
 	if _, err := io.Copy(io.Discard, compressed); err != nil {
 		return want, fmt.Errorf("layer %s: read: %w", want.Blob, err)
 	}
-	if got := blobDigester.Digest(); got != want.Blob {
-		return want, fmt.Errorf("layer blob digest mismatch: registry sent %s for %s", got, want.Blob)
+	if got := hex.EncodeToString(blobHash.Sum(nil)); got != want.Blob.Hex() {
+		return want, fmt.Errorf("layer blob digest mismatch: registry sent sha256:%s for %s", got, want.Blob)
 	}
-	if got := diffDigester.Digest(); got != want.DiffID {
-		return want, fmt.Errorf("layer %s: uncompressed digest %s does not match the config's diff ID %s", want.Blob, got, want.DiffID)
+	if got := hex.EncodeToString(diffHash.Sum(nil)); got != want.DiffID.Hex() {
+		return want, fmt.Errorf("layer %s: uncompressed digest sha256:%s does not match the config's diff ID %s", want.Blob, got, want.DiffID)
 	}
 
 	meta := want
@@ -145,7 +147,7 @@ func (s *Service) unpackLayer(ctx context.Context, blob io.Reader, want layerMet
 
 // removeLayer deletes an unpacked layer: renamed out of the way first so a
 // crash mid-delete never leaves a half layer under its chain ID.
-func (s *Service) removeLayer(chainID digest.Digest) error {
+func (s *Service) removeLayer(chainID Digest) error {
 	tmp, err := os.MkdirTemp(filepath.Join(s.root, "tmp"), "rm-")
 	if err != nil {
 		return err
