@@ -21,6 +21,9 @@ import (
 	"go.podman.io/image/v5/types"
 	"golang.org/x/sync/errgroup"
 	"k8s.io/klog/v2"
+
+	"github.com/crid-dev/crid/failpoint"
+	"github.com/crid-dev/crid/panicguard"
 )
 
 // Auth holds registry credentials for one pull.
@@ -171,7 +174,11 @@ func (s *Service) fetch(ctx context.Context, named reference.Named, auth *Auth, 
 			metas[i] = m
 			continue
 		}
-		g.Go(func() error {
+		g.Go(func() (err error) {
+			defer panicguard.Recover("fetch layer "+info.Digest.String(), &err)
+			if err := failpoint.Inject("pull.layer"); err != nil {
+				return err
+			}
 			rc, _, err := src.GetBlob(gctx, info, none.NoCache)
 			if err != nil {
 				return err

@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/crid-dev/crid/panicguard"
 )
 
 // A container's root filesystem is an overlay mount: the image's layers,
@@ -115,20 +117,20 @@ func (s *Service) mountOverlay(dir string, layers []Digest, target string) error
 	data = fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", strings.Join(lowers, ":"), upper, work)
 	errc := make(chan error, 1)
 	go func() {
+		var err error
+		defer func() { errc <- err }()
+		defer panicguard.Recover("mount overlay", &err)
 		runtime.LockOSThread() // never unlocked: the thread's cwd is changed
-		if err := unix.Unshare(unix.CLONE_FS); err != nil {
-			errc <- fmt.Errorf("unshare fs: %w", err)
+		if err = unix.Unshare(unix.CLONE_FS); err != nil {
+			err = fmt.Errorf("unshare fs: %w", err)
 			return
 		}
-		if err := unix.Chdir(links); err != nil {
-			errc <- err
+		if err = unix.Chdir(links); err != nil {
 			return
 		}
-		if err := unix.Mount("overlay", target, "overlay", 0, data); err != nil {
-			errc <- fmt.Errorf("mount overlay (%d layers): %w", len(layers), err)
-			return
+		if err = unix.Mount("overlay", target, "overlay", 0, data); err != nil {
+			err = fmt.Errorf("mount overlay (%d layers): %w", len(layers), err)
 		}
-		errc <- nil
 	}()
 	return <-errc
 }
