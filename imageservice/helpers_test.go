@@ -75,8 +75,8 @@ type testEnv struct {
 
 const testProgressTimeout = 30 * time.Second
 
-// testLimits are the daemon's defaults.
-var testLimits = Limits{FetchesPerPull: 3, FetchesTotal: 12, MaxLayers: 500, MaxLayerBytes: 1 << 30, MaxLayerFiles: 1 << 20}
+// testLimits are the daemon's defaults but for a 1 GiB layer size.
+var testLimits = Limits{FetchesPerPull: 3, FetchesTotal: 12, MaxLayers: 500, MaxLayerBytes: 1 << 30, MaxLayerFiles: 1_000_000}
 
 func newEnv(t *testing.T) *testEnv {
 	t.Helper()

@@ -102,8 +102,9 @@ func (s *Service) unpackLayer(ctx context.Context, blob io.Reader, want layerMet
 	}
 	defer decompressed.Close()
 	diffHash := sha256.New()
-	tarStream := io.TeeReader(decompressed, diffHash)
-	if err := untar(tarStream, diff); err != nil {
+	lim := s.opts.Limits
+	tarStream := io.TeeReader(&capReader{r: decompressed, left: lim.MaxLayerBytes}, diffHash)
+	if err := untar(tarStream, diff, untarLimits{Files: lim.MaxLayerFiles, Bytes: lim.MaxLayerBytes}); err != nil {
 		if ctx.Err() != nil {
 			return want, ctx.Err()
 		}
@@ -186,6 +187,22 @@ func usage(dir string) (bytes, inodes uint64, err error) {
 		return 0, 0, fmt.Errorf("usage of %s: %w", dir, err)
 	}
 	return bytes, inodes, nil
+}
+
+// capReader fails with an error wrapping ErrTooLarge once more than left
+// bytes come through: a layer's uncompressed stream is bounded however
+// well it compresses.
+type capReader struct {
+	r    io.Reader
+	left int64
+}
+
+func (c *capReader) Read(b []byte) (int, error) {
+	n, err := c.r.Read(b)
+	if c.left -= int64(n); c.left < 0 {
+		return 0, fmt.Errorf("%w: uncompressed layer over image.max_layer_bytes", ErrTooLarge)
+	}
+	return n, err
 }
 
 // ctxReader fails reads once ctx is done, so a cancelled pull stops

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	goruntime "runtime"
+	"time"
 
 	"github.com/docker/distribution/registry/api/errcode"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -168,6 +169,7 @@ func (s *Service) fetch(ctx context.Context, named reference.Named, auth *Auth, 
 	defer s.releaseLayers(chains)
 	metas := make([]layerMeta, len(layers))
 	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(s.opts.Limits.FetchesPerPull)
 	for i, info := range layers {
 		want := layerMeta{ChainID: chains[i], DiffID: diffIDs[i], Blob: stack.blobs[i]}
 		if m, err := s.readLayer(want.ChainID); err == nil {
@@ -179,6 +181,11 @@ func (s *Service) fetch(ctx context.Context, named reference.Named, auth *Auth, 
 			if err := failpoint.Inject("pull.layer"); err != nil {
 				return err
 			}
+			release, err := s.fetchSlot(gctx, watch)
+			if err != nil {
+				return err
+			}
+			defer release()
 			rc, _, err := src.GetBlob(gctx, info, none.NoCache)
 			if err != nil {
 				return err
@@ -217,6 +224,25 @@ func (s *Service) fetch(ctx context.Context, named reference.Named, auth *Auth, 
 		tag = named.String()
 	}
 	return s.commit(pulled, tag, reference.TrimNamed(named).String()+"@"+topDigest.String())
+}
+
+// fetchSlot takes one of the node's layer-fetch slots (Limits.FetchesTotal),
+// waiting for one while ctx lives, and returns its release. Waiting counts
+// as progress for the pull's watchdog: the pull is queued behind others,
+// not stalled by its registry, and the others' own watchdogs end theirs.
+func (s *Service) fetchSlot(ctx context.Context, watch *watchdog) (func(), error) {
+	tick := time.NewTicker(max(watch.timeout/2, time.Millisecond))
+	defer tick.Stop()
+	for {
+		select {
+		case s.fetchSlots <- struct{}{}:
+			return func() { <-s.fetchSlots }, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-tick.C:
+			watch.touch()
+		}
+	}
 }
 
 // manifestStack is what a platform manifest says about its image, checked.

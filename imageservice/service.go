@@ -93,6 +93,8 @@ type Service struct {
 	pulling map[Digest]int    // layers held by pulls in flight
 
 	pulls flightGroup[*Image]
+	// fetchSlots holds a token per layer being fetched, node-wide.
+	fetchSlots chan struct{}
 }
 
 // New opens the store at opts.Root: it loads the image records, removes
@@ -111,7 +113,8 @@ func New(opts Options) (*Service, error) {
 	if err := opts.Limits.validate(); err != nil {
 		return nil, err
 	}
-	s := &Service{root: opts.Root, opts: opts, images: map[Digest]*Image{}, byName: map[string]Digest{}}
+	s := &Service{root: opts.Root, opts: opts, images: map[Digest]*Image{}, byName: map[string]Digest{},
+		fetchSlots: make(chan struct{}, opts.Limits.FetchesTotal)}
 	if ref, err := parseReference(opts.SandboxImage); err == nil {
 		s.sandbox = ref.String()
 	} else {
