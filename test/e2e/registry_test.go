@@ -37,7 +37,12 @@ func ensureTestImages() (func(), error) {
 		return nil, fmt.Errorf("find repo root: %w", err)
 	}
 	repoRoot = strings.TrimSpace(string(out))
-	testbedDir = filepath.Join(repoRoot, "_output", "testbed")
+	// hack/test-images.sh honours CRID_TESTBED_DIR (a shared test bed for
+	// several worktrees); so must the tests that read its registries.conf.
+	testbedDir = os.Getenv("CRID_TESTBED_DIR")
+	if testbedDir == "" {
+		testbedDir = filepath.Join(repoRoot, "_output", "testbed")
+	}
 	wasUp := registryAnswers(testRegistry)
 	cmd := exec.Command("bash", filepath.Join(repoRoot, "hack", "test-images.sh"))
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
