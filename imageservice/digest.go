@@ -38,7 +38,7 @@ func ParseDigest(s string) (Digest, error) {
 	case alg != digestAlgorithm:
 		return Digest{}, fmt.Errorf("%w %q: algorithm %q is not supported (only sha256)", ErrInvalidDigest, s, alg)
 	case !isLowerHex(enc, digestHexLen):
-		return Digest{}, fmt.Errorf("%w %q: want 64 lowercase hex digits after sha256:", ErrInvalidDigest, s)
+		return Digest{}, fmt.Errorf("%w %q: want sha256 and 64 lowercase hex digits", ErrInvalidDigest, s)
 	}
 	return Digest{hex: enc}, nil
 }
