@@ -49,7 +49,7 @@ type Image struct {
 	// node's connections, CPU, disk or inodes.
 	MaxConcurrentDownloads      int   `toml:"max_concurrent_downloads" json:"max_concurrent_downloads" doc:"layers one pull downloads and unpacks at a time (as containerd's option of that name)"`
 	MaxConcurrentDownloadsTotal int   `toml:"max_concurrent_downloads_total" json:"max_concurrent_downloads_total" doc:"layers all pulls together download and unpack at a time"`
-	MaxLayers                   int   `toml:"max_layers" json:"max_layers" doc:"a manifest with more layers is refused (InvalidArgument) before anything is fetched; overlay itself stacks at most about 500"`
+	MaxLayers                   int   `toml:"max_layers" json:"max_layers" doc:"a manifest with more layers is refused (InvalidArgument) before anything is fetched (overlayfs stacks at most 500 lower dirs)"`
 	MaxLayerBytes               int64 `toml:"max_layer_bytes" json:"max_layer_bytes" doc:"a layer whose uncompressed tar, or the file content it unpacks to, exceeds this many bytes fails the pull (ResourceExhausted)"`
 	MaxLayerFiles               int64 `toml:"max_layer_files" json:"max_layer_files" doc:"a layer with more entries (files, dirs, links...) fails the pull (ResourceExhausted)"`
 }
