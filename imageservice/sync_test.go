@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 )
 
@@ -15,7 +16,10 @@ func TestLayersSyncedBeforeVisible(t *testing.T) {
 	e := newEnv(t)
 	img := basicImage(t, imageSpec{})
 	e.reg.push("app", "v1", img)
-	var synced []string
+	var (
+		mu     sync.Mutex // layers unpack concurrently
+		synced []string
+	)
 	layerSync = func(dir string) error {
 		if filepath.Dir(dir) != filepath.Join(e.root, "tmp") {
 			t.Errorf("synced %s, not a dir in tmp", dir)
@@ -35,7 +39,9 @@ func TestLayersSyncedBeforeVisible(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(dir, "diff", "etc")); err != nil {
 			t.Errorf("synced an incomplete layer: %v", err)
 		}
+		mu.Lock()
 		synced = append(synced, dir)
+		mu.Unlock()
 		return syncFS(dir)
 	}
 	t.Cleanup(func() { layerSync = syncFS })
