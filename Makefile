@@ -13,7 +13,7 @@ export CGO_ENABLED := 1
 # bridge/portmap exec iptables: the daemon needs the sbin dirs on PATH.
 export PATH := /usr/local/sbin:/usr/sbin:/sbin:$(PATH)
 
-.PHONY: all build run deps test unit e2e critest tools lint clean testbed bench install vm-test
+.PHONY: all build run deps test unit fuzz e2e critest tools lint clean testbed bench install vm-test
 
 all: build
 
@@ -44,7 +44,7 @@ install:
 
 # Everything CI checks: lint, unit tests, end-to-end tests, conformance.
 # The test bed's registry, started on the way, is stopped at the end.
-test: deps lint unit e2e critest vm-test
+test: deps lint unit fuzz e2e critest vm-test
 	bash hack/registry.sh stop
 
 # The test images and their registry on 127.0.0.1:5000 (unit tests of oci
@@ -54,6 +54,14 @@ testbed:
 
 unit: testbed
 	$(GO) test -tags '$(GOTAGS)' -count=1 $$($(GO) list ./... | grep -v /test/e2e)
+
+# A bounded fuzzing run where input comes from outside: image configs to
+# layer directories and overlay options (imageservice FuzzLayerStack, seed
+# corpus in imageservice/testdata/fuzz). New crashers land in that
+# directory: commit them with the fix.
+FUZZTIME ?= 20s
+fuzz:
+	$(GO) test -tags '$(GOTAGS)' -run '^$$' -fuzz '^FuzzLayerStack$$' -fuzztime $(FUZZTIME) -parallel 2 ./imageservice
 
 e2e: build tools testbed
 	CRID_BIN=$(BIN)/crid $(GO) test -tags '$(GOTAGS)' -count=1 -v ./test/e2e 2>&1 | tee _output/e2e.log | grep -E '^(=== RUN|--- |    |PASS|FAIL|ok|panic)' ; exit $${PIPESTATUS[0]}

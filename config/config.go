@@ -45,6 +45,13 @@ type Image struct {
 	RegistriesConf      string   `toml:"registries_conf" json:"registries_conf" doc:"containers-registries.conf(5) file: mirrors, blocked and insecure registries"`
 	SandboxImage        string   `toml:"sandbox_image" json:"sandbox_image" doc:"image of the pod infra (pause) process; pinned in the store"`
 	PullProgressTimeout Duration `toml:"pull_progress_timeout" json:"pull_progress_timeout" doc:"a pull that receives no bytes for this long fails"`
+	// Bounds on one pull, so a crafted or broken image cannot exhaust the
+	// node's connections, CPU, disk or inodes.
+	MaxConcurrentDownloads      int   `toml:"max_concurrent_downloads" json:"max_concurrent_downloads" doc:"layers one pull downloads and unpacks at a time (as containerd's option of that name)"`
+	MaxConcurrentDownloadsTotal int   `toml:"max_concurrent_downloads_total" json:"max_concurrent_downloads_total" doc:"layers all pulls together download and unpack at a time"`
+	MaxLayers                   int   `toml:"max_layers" json:"max_layers" doc:"a manifest with more layers is refused (InvalidArgument) before anything is fetched (overlayfs stacks at most 500 lower dirs)"`
+	MaxLayerBytes               int64 `toml:"max_layer_bytes" json:"max_layer_bytes" doc:"a layer whose uncompressed tar, or the file content it unpacks to, exceeds this many bytes fails the pull (ResourceExhausted)"`
+	MaxLayerFiles               int64 `toml:"max_layer_files" json:"max_layer_files" doc:"a layer with more entries (files, dirs, links...) fails the pull (ResourceExhausted)"`
 }
 
 // Network configures pod networking through CNI.
@@ -73,6 +80,12 @@ func Default() Config {
 			RegistriesConf:      "/etc/crid/registries.conf",
 			SandboxImage:        "registry.k8s.io/pause:3.10",
 			PullProgressTimeout: Duration(5 * time.Minute),
+
+			MaxConcurrentDownloads:      3,
+			MaxConcurrentDownloadsTotal: 12,
+			MaxLayers:                   500,
+			MaxLayerBytes:               32 << 30,
+			MaxLayerFiles:               1_000_000,
 		},
 		Network: Network{
 			CNIConfDir: "/etc/cni/net.d",
@@ -152,6 +165,25 @@ func (c *Config) Validate() error {
 	}
 	if c.Image.SandboxImage == "" {
 		return errors.New("config: image.sandbox_image: must not be empty")
+	}
+	for _, l := range []struct {
+		key string
+		val int64
+	}{
+		{"image.max_concurrent_downloads", int64(c.Image.MaxConcurrentDownloads)},
+		{"image.max_concurrent_downloads_total", int64(c.Image.MaxConcurrentDownloadsTotal)},
+		{"image.max_layers", int64(c.Image.MaxLayers)},
+		{"image.max_layer_bytes", c.Image.MaxLayerBytes},
+		{"image.max_layer_files", c.Image.MaxLayerFiles},
+	} {
+		if l.val <= 0 {
+			return fmt.Errorf("config: %s: must be positive, got %d", l.key, l.val)
+		}
+	}
+	// The store's paths go into overlay mount options, which cannot carry
+	// these characters.
+	if i := strings.IndexAny(c.RootDir, ",:\\"); i >= 0 {
+		return fmt.Errorf("config: root_dir: %q holds %q, which overlay mount options cannot carry", c.RootDir, c.RootDir[i])
 	}
 	switch c.Runtime.CgroupDriver {
 	case "cgroupfs":

@@ -35,7 +35,8 @@ func TestRenderedDefaultsRoundTrip(t *testing.T) {
 	}
 	// Every leaf option is written out with a comment above it.
 	for _, key := range []string{"socket", "root_dir", "run_dir", "shutdown_timeout", "registries_conf",
-		"sandbox_image", "pull_progress_timeout", "cni_conf_dir", "cni_bin_dirs", "cgroup_driver", "cgroup_parent", "infra", "pod_shm_size", "monitor_path"} {
+		"sandbox_image", "pull_progress_timeout", "max_concurrent_downloads", "max_concurrent_downloads_total",
+		"max_layers", "max_layer_bytes", "max_layer_files", "cni_conf_dir", "cni_bin_dirs", "cgroup_driver", "cgroup_parent", "infra", "pod_shm_size", "monitor_path"} {
 		i := strings.Index(string(out), "\n"+key+" = ")
 		if i < 0 {
 			t.Fatalf("option %s missing from rendered defaults:\n%s", key, out)
@@ -133,6 +134,13 @@ func TestValidate(t *testing.T) {
 		{"image.pull_progress_timeout", func(c *Config) { c.Image.PullProgressTimeout = -1 }},
 		{"image.sandbox_image", func(c *Config) { c.Image.SandboxImage = "" }},
 		{"image.registries_conf", func(c *Config) { c.Image.RegistriesConf = "r.conf" }},
+		{"image.max_concurrent_downloads", func(c *Config) { c.Image.MaxConcurrentDownloads = 0 }},
+		{"image.max_concurrent_downloads_total", func(c *Config) { c.Image.MaxConcurrentDownloadsTotal = -1 }},
+		{"image.max_layers", func(c *Config) { c.Image.MaxLayers = 0 }},
+		{"image.max_layer_bytes", func(c *Config) { c.Image.MaxLayerBytes = 0 }},
+		{"image.max_layer_files", func(c *Config) { c.Image.MaxLayerFiles = -5 }},
+		{"root_dir", func(c *Config) { c.RootDir = "/var/lib/crid,upperdir=/" }},
+		{"root_dir", func(c *Config) { c.RootDir = "/var/lib/cr:id" }},
 		{"network.cni_conf_dir", func(c *Config) { c.Network.CNIConfDir = "" }},
 		{"network.cni_bin_dirs[1]", func(c *Config) { c.Network.CNIBinDirs = []string{"/opt/cni/bin", "bin"} }},
 		{"network.cni_bin_dirs", func(c *Config) { c.Network.CNIBinDirs = nil }},

@@ -27,8 +27,11 @@ func toStatus(err error) error {
 	code := codes.Unknown
 	switch {
 	case errors.Is(err, panicguard.ErrPanic):
+		// A bug met by this request, never the client's fault.
 		code = codes.Internal
-	case errors.As(err, &badRef), errors.Is(err, imageservice.ErrAmbiguous),
+	case errors.Is(err, imageservice.ErrTooLarge):
+		code = codes.ResourceExhausted
+	case errors.As(err, &badRef), errors.Is(err, imageservice.ErrAmbiguous), errors.Is(err, imageservice.ErrInvalidImage),
 		errors.Is(err, podsandbox.ErrInvalid), errors.Is(err, podsandbox.ErrAmbiguous),
 		errors.Is(err, specgen.ErrInvalid), errors.Is(err, oci.ErrInvalidArgument), errors.Is(err, oci.ErrAmbiguous):
 		code = codes.InvalidArgument

@@ -3,6 +3,8 @@ package imageservice
 import (
 	"context"
 	"sync"
+
+	"github.com/crid-dev/crid/panicguard"
 )
 
 // flightGroup runs one call per key at a time and shares its result with
@@ -36,7 +38,7 @@ func (g *flightGroup[V]) Do(ctx context.Context, key string, fn func(context.Con
 		g.m[key] = f
 		go func() {
 			defer cancel()
-			f.val, f.err = fn(fctx)
+			f.val, f.err = guarded(fctx, key, fn)
 			g.mu.Lock()
 			if g.m[key] == f {
 				delete(g.m, key)
@@ -66,4 +68,11 @@ func (g *flightGroup[V]) Do(ctx context.Context, key string, fn func(context.Con
 		var zero V
 		return zero, ctx.Err()
 	}
+}
+
+// guarded runs fn, turning a panic into the error of this call alone: the
+// flight's goroutine is the pull's, and nobody else would recover it.
+func guarded[V any](ctx context.Context, key string, fn func(context.Context) (V, error)) (v V, err error) {
+	defer panicguard.Recover("pull "+key, &err)
+	return fn(ctx)
 }

@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	digest "github.com/opencontainers/go-digest"
-
 	"github.com/crid-dev/crid/records"
 )
 
@@ -77,6 +75,9 @@ type testEnv struct {
 
 const testProgressTimeout = 30 * time.Second
 
+// testLimits are the daemon's defaults but for a 1 GiB layer size.
+var testLimits = Limits{FetchesPerPull: 3, FetchesTotal: 12, MaxLayers: 500, MaxLayerBytes: 1 << 30, MaxLayerFiles: 1_000_000}
+
 func newEnv(t *testing.T) *testEnv {
 	t.Helper()
 	e := &testEnv{base: t.TempDir(), reg: newFakeRegistry(t)}
@@ -96,6 +97,7 @@ func newEnv(t *testing.T) *testEnv {
 		SandboxImage:    e.reg.ref("pause:3.10"),
 		ProgressTimeout: testProgressTimeout,
 		UserAgent:       "test",
+		Limits:          testLimits,
 	}
 	e.svc = e.open(t)
 	return e
@@ -151,8 +153,8 @@ func (e *testEnv) assertAbsent(t *testing.T, name string) {
 	}
 }
 
-func (e *testEnv) layerDir(chain digest.Digest) string {
-	return filepath.Join(e.root, "layers", chain.Encoded())
+func (e *testEnv) layerDir(chain Digest) string {
+	return filepath.Join(e.root, "layers", chain.Hex())
 }
 
 // layerNames lists the directories under <root>/layers.
@@ -174,16 +176,16 @@ func dirNames(t *testing.T, dir string) []string {
 	return out
 }
 
-func hexes(ds ...digest.Digest) []string {
+func hexes(ds ...Digest) []string {
 	var out []string
 	for _, d := range ds {
-		out = append(out, d.Encoded())
+		out = append(out, d.Hex())
 	}
 	slices.Sort(out)
 	return out
 }
 
-func (e *testEnv) assertLayers(t *testing.T, want ...digest.Digest) {
+func (e *testEnv) assertLayers(t *testing.T, want ...Digest) {
 	t.Helper()
 	got := e.layerNames(t)
 	slices.Sort(got)
@@ -253,3 +255,7 @@ func isNotExist(t *testing.T, p string) bool {
 	}
 	return err != nil
 }
+
+// testID returns a container ID of the form crid makes (64 hex digits)
+// derived from name.
+func testID(name string) string { return sha256Of([]byte(name)).Hex() }

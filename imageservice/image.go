@@ -1,25 +1,24 @@
 package imageservice
 
 import (
-	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // Image is a pulled image as the store records it.
 type Image struct {
 	// ID is the digest of the image config, as CRI and Docker name images.
-	ID digest.Digest `json:"id"`
+	ID Digest `json:"id"`
 	// RepoTags are normalized "repo:tag" names; RepoDigests "repo@digest".
 	RepoTags    []string `json:"repo_tags"`
 	RepoDigests []string `json:"repo_digests"`
 	// Layers are the chain IDs of the image's layers, bottom first: the
 	// overlay lower dirs of its containers.
-	Layers []digest.Digest `json:"layers"`
+	Layers []Digest `json:"layers"`
 	// Size is the unpacked size of its layers plus its config, in bytes.
 	Size   uint64        `json:"size"`
 	Config ocispec.Image `json:"config"`
 	// Manifest is the digest of the platform manifest the layers came from.
-	Manifest digest.Digest `json:"manifest"`
+	Manifest Digest `json:"manifest"`
 	// Pinned is set for the sandbox image: RemoveImage refuses it.
 	Pinned bool `json:"-"`
 }
@@ -29,7 +28,7 @@ func (img *Image) clone() *Image {
 	c := *img
 	c.RepoTags = append([]string(nil), img.RepoTags...)
 	c.RepoDigests = append([]string(nil), img.RepoDigests...)
-	c.Layers = append([]digest.Digest(nil), img.Layers...)
+	c.Layers = append([]Digest(nil), img.Layers...)
 	return &c
 }
 

@@ -3,6 +3,8 @@ package imageservice
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,21 +13,23 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	kgzip "github.com/klauspost/compress/gzip"
 	"github.com/moby/go-archive/compression"
-	digest "github.com/opencontainers/go-digest"
+	"golang.org/x/sys/unix"
+	"k8s.io/klog/v2"
 )
 
 // layerMeta is written beside each unpacked layer, inside the directory
 // that is renamed into place, so a layer and its metadata appear together.
 type layerMeta struct {
-	ChainID digest.Digest `json:"chain_id"`
-	DiffID  digest.Digest `json:"diff_id"`
+	ChainID Digest `json:"chain_id"`
+	DiffID  Digest `json:"diff_id"`
 	// Blob is the compressed digest the layer was downloaded as.
-	Blob   digest.Digest `json:"blob"`
-	Size   uint64        `json:"size"`
-	Inodes uint64        `json:"inodes"`
+	Blob   Digest `json:"blob"`
+	Size   uint64 `json:"size"`
+	Inodes uint64 `json:"inodes"`
 }
 
 const (
@@ -36,31 +40,32 @@ const (
 // chainIDs computes the OCI chain IDs of a stack of diff IDs: a layer's
 // content is only meaningful on top of the layers below it, so layers are
 // stored and shared by chain ID.
-func chainIDs(diffIDs []digest.Digest) []digest.Digest {
-	out := make([]digest.Digest, len(diffIDs))
+func chainIDs(diffIDs []Digest) []Digest {
+	out := make([]Digest, len(diffIDs))
 	for i, d := range diffIDs {
 		if i == 0 {
 			out[i] = d
 			continue
 		}
-		out[i] = digest.FromString(out[i-1].String() + " " + d.String())
+		out[i] = sha256Of([]byte(out[i-1].String() + " " + d.String()))
 	}
 	return out
 }
 
-func (s *Service) layerDir(chainID digest.Digest) string {
-	return filepath.Join(s.root, "layers", chainID.Encoded())
+// layerDir is the directory of an unpacked layer: <root>/layers/<hex>.
+func (s *Service) layerDir(chainID Digest) string {
+	return filepath.Join(s.root, "layers", chainID.Hex())
 }
 
 // LayerDiffDir is the directory a container's overlay mount uses as the
 // lower dir for a layer.
-func (s *Service) LayerDiffDir(chainID digest.Digest) string {
+func (s *Service) LayerDiffDir(chainID Digest) string {
 	return filepath.Join(s.layerDir(chainID), layerDiffDir)
 }
 
 // readLayer returns the metadata of an unpacked layer, or an error that
 // satisfies errors.Is(err, fs.ErrNotExist) when it is not unpacked.
-func (s *Service) readLayer(chainID digest.Digest) (layerMeta, error) {
+func (s *Service) readLayer(chainID Digest) (layerMeta, error) {
 	var m layerMeta
 	b, err := os.ReadFile(filepath.Join(s.layerDir(chainID), layerMetaFile))
 	if err != nil {
@@ -92,16 +97,17 @@ func (s *Service) unpackLayer(ctx context.Context, blob io.Reader, want layerMet
 		return want, err
 	}
 
-	blobDigester := want.Blob.Algorithm().Digester()
-	compressed := io.TeeReader(&ctxReader{ctx: ctx, r: blob}, blobDigester.Hash())
+	blobHash := sha256.New()
+	compressed := io.TeeReader(&ctxReader{ctx: ctx, r: blob}, blobHash)
 	decompressed, err := decompress(compressed)
 	if err != nil {
 		return want, fmt.Errorf("layer %s: decompress: %w", want.Blob, err)
 	}
 	defer decompressed.Close()
-	diffDigester := want.DiffID.Algorithm().Digester()
-	tarStream := io.TeeReader(decompressed, diffDigester.Hash())
-	if err := untar(tarStream, diff); err != nil {
+	diffHash := sha256.New()
+	lim := s.opts.Limits
+	tarStream := io.TeeReader(&capReader{r: decompressed, left: lim.MaxLayerBytes}, diffHash)
+	if err := untar(tarStream, diff, untarLimits{Files: lim.MaxLayerFiles, Bytes: lim.MaxLayerBytes}); err != nil {
 		if ctx.Err() != nil {
 			return want, ctx.Err()
 		}
@@ -115,11 +121,11 @@ func (s *Service) unpackLayer(ctx context.Context, blob io.Reader, want layerMet
 	if _, err := io.Copy(io.Discard, compressed); err != nil {
 		return want, fmt.Errorf("layer %s: read: %w", want.Blob, err)
 	}
-	if got := blobDigester.Digest(); got != want.Blob {
-		return want, fmt.Errorf("layer blob digest mismatch: registry sent %s for %s", got, want.Blob)
+	if got := hex.EncodeToString(blobHash.Sum(nil)); got != want.Blob.Hex() {
+		return want, fmt.Errorf("layer blob digest mismatch: registry sent sha256:%s for %s", got, want.Blob)
 	}
-	if got := diffDigester.Digest(); got != want.DiffID {
-		return want, fmt.Errorf("layer %s: uncompressed digest %s does not match the config's diff ID %s", want.Blob, got, want.DiffID)
+	if got := hex.EncodeToString(diffHash.Sum(nil)); got != want.DiffID.Hex() {
+		return want, fmt.Errorf("layer %s: uncompressed digest sha256:%s does not match the config's diff ID %s", want.Blob, got, want.DiffID)
 	}
 
 	meta := want
@@ -133,6 +139,16 @@ func (s *Service) unpackLayer(ctx context.Context, blob io.Reader, want layerMet
 	if err := os.WriteFile(filepath.Join(tmp, layerMetaFile), b, 0o600); err != nil {
 		return want, err
 	}
+	// Every file and directory unpacked, and layer.json, reach the disk
+	// before the rename makes the layer visible under its chain ID: after
+	// a power loss a layer is complete or absent, never a complete-looking
+	// directory of truncated files. One syncfs of the store's filesystem
+	// costs less than an fsync per file of a layer of many small ones.
+	start := time.Now()
+	if err := layerSync(tmp); err != nil {
+		return want, fmt.Errorf("layer %s: %w", want.Blob, err)
+	}
+	klog.V(3).InfoS("Synced layer", "layer", meta.ChainID, "duration", time.Since(start))
 	if err := os.Rename(tmp, s.layerDir(meta.ChainID)); err != nil {
 		// A concurrent pull of another image with the same layer won.
 		if errors.Is(err, syscall.EEXIST) || errors.Is(err, syscall.ENOTEMPTY) {
@@ -140,12 +156,42 @@ func (s *Service) unpackLayer(ctx context.Context, blob io.Reader, want layerMet
 		}
 		return want, fmt.Errorf("layer %s: %w", want.Blob, err)
 	}
+	if err := syncDir(filepath.Join(s.root, "layers")); err != nil {
+		return want, fmt.Errorf("layer %s: %w", want.Blob, err)
+	}
 	return meta, nil
+}
+
+// layerSync is syncFS; tests watch it.
+var layerSync = syncFS
+
+// syncFS flushes the filesystem holding dir to disk (syncfs(2), which
+// since Linux 5.8 also reports write-back errors).
+func syncFS(dir string) error {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return &os.PathError{Op: "open", Path: dir, Err: err}
+	}
+	defer unix.Close(fd)
+	if err := unix.Syncfs(fd); err != nil {
+		return &os.PathError{Op: "syncfs", Path: dir, Err: err}
+	}
+	return nil
+}
+
+// syncDir makes a rename in dir durable.
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
 }
 
 // removeLayer deletes an unpacked layer: renamed out of the way first so a
 // crash mid-delete never leaves a half layer under its chain ID.
-func (s *Service) removeLayer(chainID digest.Digest) error {
+func (s *Service) removeLayer(chainID Digest) error {
 	tmp, err := os.MkdirTemp(filepath.Join(s.root, "tmp"), "rm-")
 	if err != nil {
 		return err
@@ -184,6 +230,22 @@ func usage(dir string) (bytes, inodes uint64, err error) {
 		return 0, 0, fmt.Errorf("usage of %s: %w", dir, err)
 	}
 	return bytes, inodes, nil
+}
+
+// capReader fails with an error wrapping ErrTooLarge once more than left
+// bytes come through: a layer's uncompressed stream is bounded however
+// well it compresses.
+type capReader struct {
+	r    io.Reader
+	left int64
+}
+
+func (c *capReader) Read(b []byte) (int, error) {
+	n, err := c.r.Read(b)
+	if c.left -= int64(n); c.left < 0 {
+		return 0, fmt.Errorf("%w: uncompressed layer over image.max_layer_bytes", ErrTooLarge)
+	}
+	return n, err
 }
 
 // ctxReader fails reads once ctx is done, so a cancelled pull stops

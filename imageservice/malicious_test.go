@@ -306,7 +306,7 @@ func TestPullMaliciousLayers(t *testing.T) {
 				if tmp := dirNames(t, filepath.Join(e.root, "tmp")); len(tmp) != 0 {
 					t.Errorf("tmp not empty: %v", tmp)
 				}
-				if l := e.layerNames(t); slices.Contains(l, img.chains()[1].Encoded()) {
+				if l := e.layerNames(t); slices.Contains(l, img.chains()[1].Hex()) {
 					t.Errorf("the bad layer was committed: %v", l)
 				}
 				return
@@ -314,7 +314,7 @@ func TestPullMaliciousLayers(t *testing.T) {
 			if err != nil {
 				t.Fatalf("pull: %v", err)
 			}
-			if pulled.ID != img.configDigest {
+			if pulled.ID != img.id() {
 				t.Fatalf("pulled %s", pulled.ID)
 			}
 			tc.check(t, e, e.svc.LayerDiffDir(img.chains()[1]), marker)

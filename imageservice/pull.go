@@ -10,9 +10,9 @@ import (
 	"os"
 	"path/filepath"
 	goruntime "runtime"
+	"time"
 
 	"github.com/docker/distribution/registry/api/errcode"
-	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"go.podman.io/image/v5/docker"
 	"go.podman.io/image/v5/docker/reference"
@@ -22,6 +22,9 @@ import (
 	"go.podman.io/image/v5/types"
 	"golang.org/x/sync/errgroup"
 	"k8s.io/klog/v2"
+
+	"github.com/crid-dev/crid/failpoint"
+	"github.com/crid-dev/crid/panicguard"
 )
 
 // Auth holds registry credentials for one pull.
@@ -114,10 +117,7 @@ func (s *Service) fetch(ctx context.Context, named reference.Named, auth *Auth, 
 		return nil, err
 	}
 	watch.touch()
-	topDigest, err := manifest.Digest(topManifest)
-	if err != nil {
-		return nil, err
-	}
+	topDigest := sha256Of(topManifest)
 	// A manifest list or OCI index resolves to the node's platform; the
 	// instance's manifest is verified against the digest the list names.
 	// (The resolved image's Manifest() would return the list itself.)
@@ -127,20 +127,28 @@ func (s *Service) fetch(ctx context.Context, named reference.Named, auth *Auth, 
 		if err != nil {
 			return nil, err
 		}
-		if manifestDigest, err = list.ChooseInstance(sys); err != nil {
+		chosen, err := list.ChooseInstance(sys)
+		if err != nil {
 			return nil, err
 		}
-		instance = image.UnparsedInstance(src, &manifestDigest)
+		if manifestDigest, err = parseDigestField("manifest list entry digest", chosen); err != nil {
+			return nil, err
+		}
+		d := manifestDigest.OCI()
+		instance = image.UnparsedInstance(src, &d)
 	}
 	img, err := image.FromUnparsedImage(ctx, sys, instance)
 	if err != nil {
 		return nil, err
 	}
 	watch.touch()
-	configInfo := img.ConfigInfo()
+	stack, err := s.checkManifest(ctx, img)
+	if err != nil {
+		return nil, err
+	}
 	// An image pulled before has its config in the store: pulling it again
 	// downloads no blob at all.
-	configBlob, config, err := s.storedConfig(configInfo)
+	configBlob, config, err := s.storedConfig(stack.id, stack.configMediaType)
 	if err != nil {
 		if configBlob, err = img.ConfigBlob(ctx); err != nil { // verified against its digest
 			return nil, err
@@ -150,25 +158,34 @@ func (s *Service) fetch(ctx context.Context, named reference.Named, auth *Auth, 
 			return nil, err
 		}
 	}
-
-	layers := img.LayerInfos()
-	if len(layers) != len(config.RootFS.DiffIDs) {
-		return nil, fmt.Errorf("image %s: manifest has %d layers but config %d diff IDs", configInfo.Digest, len(layers), len(config.RootFS.DiffIDs))
+	diffIDs, chains, err := layerStack(config, len(stack.blobs))
+	if err != nil {
+		return nil, err
 	}
-	chains := chainIDs(config.RootFS.DiffIDs)
+	layers := img.LayerInfos()
 	// Held from the moment a layer is found or unpacked until the image is
 	// committed, so a concurrent RemoveImage's GC cannot take it away.
 	s.holdLayers(chains)
 	defer s.releaseLayers(chains)
 	metas := make([]layerMeta, len(layers))
 	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(s.opts.Limits.FetchesPerPull)
 	for i, info := range layers {
-		want := layerMeta{ChainID: chains[i], DiffID: config.RootFS.DiffIDs[i], Blob: info.Digest}
+		want := layerMeta{ChainID: chains[i], DiffID: diffIDs[i], Blob: stack.blobs[i]}
 		if m, err := s.readLayer(want.ChainID); err == nil {
 			metas[i] = m
 			continue
 		}
-		g.Go(func() error {
+		g.Go(func() (err error) {
+			defer panicguard.Recover("fetch layer "+info.Digest.String(), &err)
+			if err := failpoint.Inject("pull.layer"); err != nil {
+				return err
+			}
+			release, err := s.fetchSlot(gctx, watch)
+			if err != nil {
+				return err
+			}
+			defer release()
 			rc, _, err := src.GetBlob(gctx, info, none.NoCache)
 			if err != nil {
 				return err
@@ -191,7 +208,7 @@ func (s *Service) fetch(ctx context.Context, named reference.Named, auth *Auth, 
 		return nil, err
 	}
 	pulled := &Image{
-		ID:       configInfo.Digest,
+		ID:       stack.id,
 		Layers:   chains,
 		Config:   *config,
 		Manifest: manifestDigest,
@@ -207,6 +224,82 @@ func (s *Service) fetch(ctx context.Context, named reference.Named, auth *Auth, 
 		tag = named.String()
 	}
 	return s.commit(pulled, tag, reference.TrimNamed(named).String()+"@"+topDigest.String())
+}
+
+// fetchSlot takes one of the node's layer-fetch slots (Limits.FetchesTotal),
+// waiting for one while ctx lives, and returns its release. Waiting counts
+// as progress for the pull's watchdog: the pull is queued behind others,
+// not stalled by its registry, and the others' own watchdogs end theirs.
+func (s *Service) fetchSlot(ctx context.Context, watch *watchdog) (func(), error) {
+	tick := time.NewTicker(max(watch.timeout/2, time.Millisecond))
+	defer tick.Stop()
+	for {
+		select {
+		case s.fetchSlots <- struct{}{}:
+			return func() { <-s.fetchSlots }, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-tick.C:
+			watch.touch()
+		}
+	}
+}
+
+// manifestStack is what a platform manifest says about its image, checked.
+type manifestStack struct {
+	id              Digest   // the config's digest: the image ID
+	configMediaType string   // of the config blob
+	blobs           []Digest // the layers' blob digests, bottom first
+}
+
+// checkManifest checks the digests of a platform manifest before any of
+// them is fetched or names anything: the config's and every layer's, and
+// the number of layers against image.max_layers.
+func (s *Service) checkManifest(ctx context.Context, img types.Image) (manifestStack, error) {
+	var st manifestStack
+	_, mt, err := img.Manifest(ctx)
+	if err != nil {
+		return st, err
+	}
+	switch manifest.NormalizedMIMEType(mt) {
+	case manifest.DockerV2Schema1MediaType, manifest.DockerV2Schema1SignedMediaType:
+		return st, invalidImage("manifest mediaType", fmt.Errorf("%s: Docker schema 1 images are not supported", mt))
+	}
+	info := img.ConfigInfo()
+	if st.id, err = parseDigestField("manifest config.digest", info.Digest); err != nil {
+		return st, err
+	}
+	st.configMediaType = info.MediaType
+	layers := img.LayerInfos()
+	if len(layers) > s.opts.Limits.MaxLayers {
+		return st, invalidImage("manifest layers", fmt.Errorf("%d layers, more than image.max_layers (%d)", len(layers), s.opts.Limits.MaxLayers))
+	}
+	st.blobs = make([]Digest, len(layers))
+	for i, l := range layers {
+		if st.blobs[i], err = parseDigestField(fmt.Sprintf("manifest layers[%d].digest", i), l.Digest); err != nil {
+			return st, err
+		}
+	}
+	return st, nil
+}
+
+// layerStack checks an image config's layers against its manifest's
+// layer count and returns their diff IDs and chain IDs, bottom first:
+// nothing of the config names a layer directory before it passed here.
+func layerStack(config *ocispec.Image, manifestLayers int) (diffIDs, chains []Digest, err error) {
+	if config.RootFS.Type != "layers" {
+		return nil, nil, invalidImage("config rootfs.type", fmt.Errorf("%q is not \"layers\"", config.RootFS.Type))
+	}
+	if n := len(config.RootFS.DiffIDs); n != manifestLayers {
+		return nil, nil, invalidImage("config rootfs.diff_ids", fmt.Errorf("%d diff IDs for the manifest's %d layers", n, manifestLayers))
+	}
+	diffIDs = make([]Digest, len(config.RootFS.DiffIDs))
+	for i, d := range config.RootFS.DiffIDs {
+		if diffIDs[i], err = parseDigestField(fmt.Sprintf("config rootfs.diff_ids[%d]", i), d); err != nil {
+			return nil, nil, err
+		}
+	}
+	return diffIDs, chainIDs(diffIDs), nil
 }
 
 // commit records a pulled image under its new names: the record write is
@@ -239,13 +332,13 @@ func (s *Service) commit(pulled *Image, tag, repoDigest string) (*Image, error) 
 	}
 	img.RepoDigests = addName(img.RepoDigests, repoDigest)
 	for _, o := range moved {
-		if err := s.opts.Records.Put(recordKind, o.ID.Encoded(), o); err != nil {
+		if err := s.opts.Records.Put(recordKind, o.ID.Hex(), o); err != nil {
 			return nil, err
 		}
 		s.unindex(s.images[o.ID])
 		s.index(o)
 	}
-	if err := s.opts.Records.Put(recordKind, img.ID.Encoded(), img); err != nil {
+	if err := s.opts.Records.Put(recordKind, img.ID.Hex(), img); err != nil {
 		return nil, err
 	}
 	if old, ok := s.images[img.ID]; ok {
@@ -256,14 +349,13 @@ func (s *Service) commit(pulled *Image, tag, repoDigest string) (*Image, error) 
 	return &c, nil
 }
 
-func (s *Service) blobPath(d digest.Digest) string {
-	return filepath.Join(s.root, "blobs", d.Algorithm().String(), d.Encoded())
+func (s *Service) blobPath(d Digest) string {
+	return filepath.Join(s.root, "blobs", digestAlgorithm, d.Hex())
 }
 
 // writeBlob stores an image config under its digest.
 func (s *Service) writeBlob(b []byte) error {
-	d := digest.FromBytes(b)
-	path := s.blobPath(d)
+	path := s.blobPath(sha256Of(b))
 	if _, err := os.Stat(path); err == nil {
 		return nil
 	}
@@ -287,28 +379,25 @@ func (s *Service) writeBlob(b []byte) error {
 
 // storedConfig returns the image config an earlier pull stored, verified
 // against its digest, or an error when there is none.
-func (s *Service) storedConfig(info types.BlobInfo) ([]byte, *ocispec.Image, error) {
-	if info.MediaType != manifest.DockerV2Schema2ConfigMediaType && info.MediaType != ocispec.MediaTypeImageConfig {
-		return nil, nil, fmt.Errorf("config media type %q", info.MediaType)
+func (s *Service) storedConfig(id Digest, mediaType string) ([]byte, *ocispec.Image, error) {
+	if mediaType != manifest.DockerV2Schema2ConfigMediaType && mediaType != ocispec.MediaTypeImageConfig {
+		return nil, nil, fmt.Errorf("config media type %q", mediaType)
 	}
-	if err := info.Digest.Validate(); err != nil {
-		return nil, nil, err
-	}
-	b, err := os.ReadFile(s.blobPath(info.Digest))
+	b, err := os.ReadFile(s.blobPath(id))
 	if err != nil {
 		return nil, nil, err
 	}
-	if got := info.Digest.Algorithm().FromBytes(b); got != info.Digest {
-		return nil, nil, fmt.Errorf("stored config %s has digest %s", info.Digest, got)
+	if got := sha256Of(b); got != id {
+		return nil, nil, fmt.Errorf("stored config %s has digest %s", id, got)
 	}
 	var config ocispec.Image
 	if err := json.Unmarshal(b, &config); err != nil {
-		return nil, nil, fmt.Errorf("stored config %s: %w", info.Digest, err)
+		return nil, nil, fmt.Errorf("stored config %s: %w", id, err)
 	}
 	return b, &config, nil
 }
 
-func (s *Service) removeBlob(d digest.Digest) error {
+func (s *Service) removeBlob(d Digest) error {
 	if err := os.Remove(s.blobPath(d)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}

@@ -104,7 +104,7 @@ func TestPullByTag(t *testing.T) {
 
 	img := e.mustPull(t, e.reg.ref("team/app:v1"))
 
-	if img.ID != want.configDigest {
+	if img.ID != want.id() {
 		t.Errorf("ID = %s, want the config digest %s", img.ID, want.configDigest)
 	}
 	if w := []string{e.reg.ref("team/app:v1")}; !slices.Equal(img.RepoTags, w) {
@@ -113,7 +113,7 @@ func TestPullByTag(t *testing.T) {
 	if w := []string{e.reg.ref("team/app@" + want.manifestDigest.String())}; !slices.Equal(img.RepoDigests, w) {
 		t.Errorf("RepoDigests = %v, want %v", img.RepoDigests, w)
 	}
-	if img.Manifest != want.manifestDigest {
+	if img.Manifest != want.manifestID() {
 		t.Errorf("Manifest = %s, want %s", img.Manifest, want.manifestDigest)
 	}
 	if !slices.Equal(img.Layers, want.chains()) {
@@ -169,7 +169,7 @@ func TestPullByTag(t *testing.T) {
 	var meta layerMeta
 	if b, err := os.ReadFile(filepath.Join(e.layerDir(want.chains()[1]), "layer.json")); err != nil {
 		t.Error(err)
-	} else if err := json.Unmarshal(b, &meta); err != nil || meta.Blob != want.layers[1].digest || meta.DiffID != want.layers[1].diffID || meta.Size == 0 || meta.Inodes == 0 {
+	} else if err := json.Unmarshal(b, &meta); err != nil || meta.Blob != mustDigest(want.layers[1].digest) || meta.DiffID != mustDigest(want.layers[1].diffID) || meta.Size == 0 || meta.Inodes == 0 {
 		t.Errorf("layer.json = %+v, %v", meta, err)
 	}
 	if tmp := dirNames(t, filepath.Join(e.root, "tmp")); len(tmp) != 0 {
@@ -190,7 +190,7 @@ func TestPullByDigest(t *testing.T) {
 	ref := e.reg.ref("app@" + want.manifestDigest.String())
 
 	img := e.mustPull(t, ref)
-	if img.ID != want.configDigest {
+	if img.ID != want.id() {
 		t.Errorf("ID = %s, want %s", img.ID, want.configDigest)
 	}
 	if len(img.RepoTags) != 0 {
@@ -208,7 +208,7 @@ func TestPullByDigest(t *testing.T) {
 	if uid, name := img.User(); uid == nil || *uid != 1002 || name != "" {
 		t.Errorf("User() = %v, %q; want 1002", uid, name)
 	}
-	if got := e.mustGet(t, ref); got.ID != want.configDigest {
+	if got := e.mustGet(t, ref); got.ID != want.id() {
 		t.Errorf("Get(%s) = %s", ref, got.ID)
 	}
 	e.assertAbsent(t, e.reg.ref("app:v1"))
@@ -249,7 +249,7 @@ func TestPullManifestVariants(t *testing.T) {
 				t.Fatalf("built a %s manifest", want.mediaType)
 			}
 			img := e.mustPull(t, e.reg.ref(tc.name)) // ":latest" implied
-			if img.ID != want.configDigest || img.Manifest != want.manifestDigest {
+			if img.ID != want.id() || img.Manifest != want.manifestID() {
 				t.Errorf("ID %s manifest %s, want %s %s", img.ID, img.Manifest, want.configDigest, want.manifestDigest)
 			}
 			if w := []string{e.reg.ref(tc.name + ":latest")}; !slices.Equal(img.RepoTags, w) {
@@ -287,13 +287,13 @@ func TestPullManifestList(t *testing.T) {
 			list := e.reg.pushList("multi", "v1", oci, append(others[:2:2], append([]*testImage{native}, others[2:]...)...)...)
 
 			img := e.mustPull(t, e.reg.ref("multi:v1"))
-			if img.ID != native.configDigest {
+			if img.ID != native.id() {
 				t.Errorf("ID = %s, want linux/%s config %s", img.ID, testArch, native.configDigest)
 			}
 			if w := []string{e.reg.ref("multi@" + list.String())}; !slices.Equal(img.RepoDigests, w) {
 				t.Errorf("RepoDigests = %v, want the list's digest %v", img.RepoDigests, w)
 			}
-			if img.Manifest != native.manifestDigest {
+			if img.Manifest != native.manifestID() {
 				t.Errorf("Manifest = %s, want the platform manifest %s", img.Manifest, native.manifestDigest)
 			}
 			if !slices.Equal(img.Layers, native.chains()) {
@@ -309,7 +309,7 @@ func TestPullManifestList(t *testing.T) {
 			}
 			e.assertLayers(t, native.chains()...)
 			// The list's digest and the platform's tag both name the image.
-			if got := e.mustGet(t, e.reg.ref("multi@"+list.String())); got.ID != native.configDigest {
+			if got := e.mustGet(t, e.reg.ref("multi@"+list.String())); got.ID != native.id() {
 				t.Errorf("Get by list digest = %s", got.ID)
 			}
 		})
@@ -405,7 +405,7 @@ func TestPullDiffIDMismatch(t *testing.T) {
 	// The good layer may have been unpacked before the other failed: it
 	// must not stay behind without an image using it.
 	e.assertEmptyStore(t)
-	if !isNotExist(t, e.layerDir(digest.FromString(good.diffID.String()+" "+forged.diffID.String()))) {
+	if !isNotExist(t, e.layerDir(mustDigest(digest.FromString(good.diffID.String()+" "+forged.diffID.String())))) {
 		t.Error("the forged layer was unpacked under its chain ID")
 	}
 }
@@ -464,7 +464,7 @@ func TestPullConcurrentSameReference(t *testing.T) {
 			t.Errorf("caller %d: %v", i, results[i].err)
 			continue
 		}
-		if results[i].img.ID != want.configDigest {
+		if results[i].img.ID != want.id() {
 			t.Errorf("caller %d got %s, want %s", i, results[i].img.ID, want.configDigest)
 		}
 	}
@@ -571,7 +571,7 @@ func TestPullBasicAuth(t *testing.T) {
 	if err != nil {
 		t.Fatalf("pull with the right credentials: %v", err)
 	}
-	if img.ID != want.configDigest {
+	if img.ID != want.id() {
 		t.Errorf("ID = %s, want %s", img.ID, want.configDigest)
 	}
 	e.assertLayers(t, want.chains()...)
@@ -634,7 +634,7 @@ func TestPullCancel(t *testing.T) {
 
 	e.reg.unstall(d)
 	img := e.mustPull(t, e.reg.ref("app:v1"))
-	if img.ID != want.configDigest {
+	if img.ID != want.id() {
 		t.Errorf("second pull got %s", img.ID)
 	}
 	if c := e.reg.blobGetCount(d); c != 2 {
@@ -703,12 +703,12 @@ func TestPullTagMove(t *testing.T) {
 
 	e.reg.push("app", "stable", y)
 	imgY := e.mustPull(t, tag)
-	if imgY.ID != y.configDigest || imgX.ID == imgY.ID {
+	if imgY.ID != y.id() || imgX.ID == imgY.ID {
 		t.Fatalf("second pull got %s, want %s", imgY.ID, y.configDigest)
 	}
 	check := func(t *testing.T) {
 		t.Helper()
-		if got := e.mustGet(t, tag); got.ID != y.configDigest {
+		if got := e.mustGet(t, tag); got.ID != y.id() {
 			t.Errorf("tag %s names %s, want the new image %s", tag, got.ID, y.configDigest)
 		}
 		oldImg := e.mustGet(t, x.configDigest.String())

@@ -551,16 +551,33 @@ func newImage(t testing.TB, s imageSpec) *testImage {
 
 // chains returns the chain IDs of the image's layers, computed here
 // independently of the code under test.
-func (img *testImage) chains() []digest.Digest {
-	var out []digest.Digest
+func (img *testImage) chains() []Digest {
+	var out []Digest
 	var prev digest.Digest
 	for i, l := range img.layers {
 		c := l.diffID
 		if i > 0 {
 			c = digest.FromString(prev.String() + " " + l.diffID.String())
 		}
-		out = append(out, c)
+		v, err := ParseDigest(string(c))
+		if err != nil {
+			panic(err)
+		}
+		out = append(out, v)
 		prev = c
 	}
 	return out
+}
+
+// id and manifestID are the image's config and manifest digests in the
+// service's type.
+func (img *testImage) id() Digest         { return mustDigest(img.configDigest) }
+func (img *testImage) manifestID() Digest { return mustDigest(img.manifestDigest) }
+
+func mustDigest(d digest.Digest) Digest {
+	v, err := ParseDigest(string(d))
+	if err != nil {
+		panic(err)
+	}
+	return v
 }

@@ -10,8 +10,9 @@ import (
 	"strconv"
 	"strings"
 
-	digest "github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
+
+	"github.com/crid-dev/crid/panicguard"
 )
 
 // A container's root filesystem is an overlay mount: the image's layers,
@@ -24,17 +25,20 @@ const (
 	rootfsMerged     = "merged"
 )
 
-func (s *Service) rootfsDir(id string) string { return filepath.Join(s.opts.RootfsDir, id) }
+func (s *Service) rootfsDir(id containerDirName) string {
+	return filepath.Join(s.opts.RootfsDir, id.id)
+}
 
 // MountRootfs mounts the root filesystem of container id from image and
 // returns the path to give the runtime spec as Root.Path.
 func (s *Service) MountRootfs(id, image string) (string, error) {
-	if strings.ContainsAny(id, "/\x00") || id == "" || id == "." || id == ".." {
-		return "", fmt.Errorf("invalid container id %q", id)
+	cid, err := parseContainerID(id)
+	if err != nil {
+		return "", err
 	}
 	s.mu.RLock()
 	img, err := s.lookup(image)
-	var layers []digest.Digest
+	var layers []Digest
 	if img != nil {
 		layers = append(layers, img.Layers...)
 	}
@@ -45,7 +49,7 @@ func (s *Service) MountRootfs(id, image string) (string, error) {
 	if img == nil {
 		return "", fmt.Errorf("%w: %s", ErrImageNotFound, image)
 	}
-	dir := s.rootfsDir(id)
+	dir := s.rootfsDir(cid)
 	// The container's / takes the upper dir's mode: 0755, so any user the
 	// image runs as can enter it. The directory above stays private.
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -74,11 +78,10 @@ func (s *Service) MountRootfs(id, image string) (string, error) {
 // at target. When absolute lower dirs would not fit the one page the kernel
 // accepts for mount options, the mount is made with short relative links,
 // from a thread whose working directory is its own.
-func (s *Service) mountOverlay(dir string, layers []digest.Digest, target string) error {
-	layersDir := filepath.Join(s.root, "layers")
+func (s *Service) mountOverlay(dir string, layers []Digest, target string) error {
 	var lowers []string
 	for i := len(layers) - 1; i >= 0; i-- {
-		lowers = append(lowers, filepath.Join(layersDir, layers[i].Encoded(), layerDiffDir))
+		lowers = append(lowers, s.LayerDiffDir(layers[i]))
 	}
 	if len(lowers) == 0 {
 		empty := filepath.Join(dir, "empty")
@@ -87,7 +90,11 @@ func (s *Service) mountOverlay(dir string, layers []digest.Digest, target string
 		}
 		lowers = []string{empty}
 	}
-	data := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", strings.Join(lowers, ":"), filepath.Join(dir, "upper"), filepath.Join(dir, "work"))
+	upper, work := filepath.Join(dir, "upper"), filepath.Join(dir, "work")
+	data, err := s.overlayOptions(lowers, upper, work)
+	if err != nil {
+		return err
+	}
 	if len(data) < unix.Getpagesize()-1 {
 		if err := unix.Mount("overlay", target, "overlay", 0, data); err != nil {
 			return fmt.Errorf("mount overlay: %w", err)
@@ -107,31 +114,86 @@ func (s *Service) mountOverlay(dir string, layers []digest.Digest, target string
 		}
 		lowers[i] = name
 	}
-	data = fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", strings.Join(lowers, ":"), filepath.Join(dir, "upper"), filepath.Join(dir, "work"))
+	data = fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", strings.Join(lowers, ":"), upper, work)
 	errc := make(chan error, 1)
 	go func() {
+		var err error
+		defer func() { errc <- err }()
+		defer panicguard.Recover("mount overlay", &err)
 		runtime.LockOSThread() // never unlocked: the thread's cwd is changed
-		if err := unix.Unshare(unix.CLONE_FS); err != nil {
-			errc <- fmt.Errorf("unshare fs: %w", err)
+		if err = unix.Unshare(unix.CLONE_FS); err != nil {
+			err = fmt.Errorf("unshare fs: %w", err)
 			return
 		}
-		if err := unix.Chdir(links); err != nil {
-			errc <- err
+		if err = unix.Chdir(links); err != nil {
 			return
 		}
-		if err := unix.Mount("overlay", target, "overlay", 0, data); err != nil {
-			errc <- fmt.Errorf("mount overlay (%d layers): %w", len(layers), err)
-			return
+		if err = unix.Mount("overlay", target, "overlay", 0, data); err != nil {
+			err = fmt.Errorf("mount overlay (%d layers): %w", len(layers), err)
 		}
-		errc <- nil
 	}()
 	return <-errc
+}
+
+// overlayOptions returns the overlay mount data for lowers (top first)
+// under upper and work, refusing any directory that is not crid's own: a
+// lower dir must lie in the layer store or the rootfs dir, upper and work
+// dirs in the rootfs dir, and no path may be unclean or carry overlay's
+// option syntax (',' ':' '\\') or control characters, so nothing from an
+// image can add a directory or an option to the mount.
+func (s *Service) overlayOptions(lowers []string, upper, work string) (string, error) {
+	layers := filepath.Join(s.root, "layers")
+	for _, l := range lowers {
+		if err := checkMountDir("lower", l, layers, s.opts.RootfsDir); err != nil {
+			return "", err
+		}
+	}
+	if err := checkMountDir("upper", upper, s.opts.RootfsDir); err != nil {
+		return "", err
+	}
+	if err := checkMountDir("work", work, s.opts.RootfsDir); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", strings.Join(lowers, ":"), upper, work), nil
+}
+
+// errUnsafeMountDir marks an overlay directory overlayOptions refused.
+var errUnsafeMountDir = errors.New("refusing overlay directory")
+
+func checkMountDir(what, p string, roots ...string) error {
+	if err := checkOptionSafe(p); err != nil {
+		return fmt.Errorf("%w: %s dir: %w", errUnsafeMountDir, what, err)
+	}
+	if !filepath.IsAbs(p) || filepath.Clean(p) != p {
+		return fmt.Errorf("%w: %s dir %q is not a clean absolute path", errUnsafeMountDir, what, p)
+	}
+	for _, r := range roots {
+		if strings.HasPrefix(p, r+"/") {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: %s dir %q is not in crid's store (%s)", errUnsafeMountDir, what, p, strings.Join(roots, ", "))
+}
+
+// checkOptionSafe refuses a path that could not stand inside overlay mount
+// options as one value.
+func checkOptionSafe(p string) error {
+	if i := strings.IndexFunc(p, func(r rune) bool {
+		return r == ',' || r == ':' || r == '\\' || r < 0x20 || r == 0x7f
+	}); i >= 0 {
+		return fmt.Errorf("%q holds %q, which overlay mount options cannot carry", p, p[i])
+	}
+	return nil
 }
 
 // UnmountRootfs unmounts container id's root filesystem and deletes its
 // writable layer. It is idempotent.
 func (s *Service) UnmountRootfs(id string) error {
-	dir := s.rootfsDir(id)
+	cid, err := parseContainerID(id)
+	if err != nil {
+		return err
+	}
+	dir := s.rootfsDir(cid)
 	if err := unix.Unmount(filepath.Join(dir, rootfsMerged), unix.MNT_DETACH); err != nil &&
 		!errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
 		return fmt.Errorf("unmount rootfs of %s: %w", id, err)
@@ -143,18 +205,22 @@ func (s *Service) UnmountRootfs(id string) error {
 }
 
 // rootfsLayers returns the layers every existing rootfs uses.
-func (s *Service) rootfsLayers() []digest.Digest {
+func (s *Service) rootfsLayers() []Digest {
 	entries, err := os.ReadDir(s.opts.RootfsDir)
 	if err != nil {
 		return nil
 	}
-	var out []digest.Digest
+	var out []Digest
 	for _, e := range entries {
-		b, err := os.ReadFile(filepath.Join(s.rootfsDir(e.Name()), rootfsLayersFile))
+		cid, err := parseContainerID(e.Name())
 		if err != nil {
 			continue
 		}
-		var layers []digest.Digest
+		b, err := os.ReadFile(filepath.Join(s.rootfsDir(cid), rootfsLayersFile))
+		if err != nil {
+			continue
+		}
+		var layers []Digest
 		if json.Unmarshal(b, &layers) == nil {
 			out = append(out, layers...)
 		}
@@ -173,7 +239,11 @@ func (s *Service) ContainerFsUsage() (FsUsage, error) {
 		return u, err
 	}
 	for _, e := range entries {
-		b, i, err := usage(filepath.Join(s.rootfsDir(e.Name()), "upper"))
+		cid, err := parseContainerID(e.Name())
+		if err != nil {
+			continue
+		}
+		b, i, err := usage(filepath.Join(s.rootfsDir(cid), "upper"))
 		if err != nil {
 			continue // being removed
 		}
@@ -188,10 +258,11 @@ func (s *Service) ContainerFsUsage() (FsUsage, error) {
 // (the one ImageFsInfo reports for container filesystems).
 func (s *Service) ContainerUsage(id string) (FsUsage, error) {
 	u := FsUsage{Mountpoint: s.opts.RootfsDir}
-	if strings.ContainsAny(id, "/\x00") || id == "" || id == "." || id == ".." {
-		return u, fmt.Errorf("invalid container id %q", id)
+	cid, err := parseContainerID(id)
+	if err != nil {
+		return u, err
 	}
-	b, i, err := usage(filepath.Join(s.rootfsDir(id), "upper"))
+	b, i, err := usage(filepath.Join(s.rootfsDir(cid), "upper"))
 	if err != nil {
 		return u, err
 	}

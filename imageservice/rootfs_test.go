@@ -2,13 +2,13 @@ package imageservice
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	digest "github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
 
 	"github.com/crid-dev/crid/records"
@@ -23,14 +23,14 @@ func fakeImage(t *testing.T, n int) (*Service, *Image) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(Options{Root: filepath.Join(dir, "images"), RootfsDir: filepath.Join(dir, "rootfs"), Records: rec, SandboxImage: "pause:test"})
+	s, err := New(Options{Root: filepath.Join(dir, "images"), RootfsDir: filepath.Join(dir, "rootfs"), Records: rec, SandboxImage: "pause:test", Limits: testLimits})
 	if err != nil {
 		t.Fatal(err)
 	}
-	img := &Image{ID: digest.FromString(fmt.Sprint("config", n)), RepoTags: []string{"docker.io/library/fake:latest"}}
-	var diffs []digest.Digest
+	img := &Image{ID: sha256Of([]byte(fmt.Sprint("config", n))), RepoTags: []string{"docker.io/library/fake:latest"}}
+	var diffs []Digest
 	for i := range n {
-		diffs = append(diffs, digest.FromString(fmt.Sprint("layer", i)))
+		diffs = append(diffs, sha256Of([]byte(fmt.Sprint("layer", i))))
 	}
 	img.Layers = chainIDs(diffs)
 	for i, chain := range img.Layers {
@@ -71,11 +71,11 @@ func TestMountRootfs(t *testing.T) {
 	for _, n := range []int{1, 3, 60} { // 60 layers do not fit one page of absolute paths
 		t.Run(fmt.Sprint(n, " layers"), func(t *testing.T) {
 			s, img := fakeImage(t, n)
-			root, err := s.MountRootfs("c1", "fake")
+			root, err := s.MountRootfs(testID("c1"), "fake")
 			if err != nil {
 				t.Fatal(err)
 			}
-			t.Cleanup(func() { _ = s.UnmountRootfs("c1") })
+			t.Cleanup(func() { _ = s.UnmountRootfs(testID("c1")) })
 			top, err := os.ReadFile(filepath.Join(root, "top"))
 			if err != nil || string(top) != fmt.Sprint(n-1) {
 				t.Fatalf("/top = %q, %v; want the topmost layer's", top, err)
@@ -107,14 +107,14 @@ func TestMountRootfs(t *testing.T) {
 			if _, err := os.Stat(s.LayerDiffDir(img.Layers[0])); err != nil {
 				t.Fatalf("layer used by a rootfs was collected: %v", err)
 			}
-			if err := s.UnmountRootfs("c1"); err != nil {
+			if err := s.UnmountRootfs(testID("c1")); err != nil {
 				t.Fatal(err)
 			}
-			if err := s.UnmountRootfs("c1"); err != nil {
+			if err := s.UnmountRootfs(testID("c1")); err != nil {
 				t.Fatalf("second unmount: %v", err)
 			}
 			mi, _ := os.ReadFile("/proc/self/mountinfo")
-			if strings.Contains(string(mi), s.rootfsDir("c1")) {
+			if strings.Contains(string(mi), filepath.Join(s.opts.RootfsDir, testID("c1"))) {
 				t.Fatal("rootfs still mounted")
 			}
 			if err := s.gcLayers(); err != nil {
@@ -129,10 +129,69 @@ func TestMountRootfs(t *testing.T) {
 
 func TestMountRootfsUnknownImage(t *testing.T) {
 	s, _ := fakeImage(t, 1)
-	if _, err := s.MountRootfs("c2", "nothing:here"); err == nil || !strings.Contains(err.Error(), "image not found") {
+	if _, err := s.MountRootfs(testID("c2"), "nothing:here"); err == nil || !strings.Contains(err.Error(), "image not found") {
 		t.Fatalf("unknown image: %v", err)
 	}
-	if _, err := s.MountRootfs("../escape", "fake"); err == nil {
-		t.Fatal("an id with a slash was accepted")
+	for _, id := range []string{"../escape", "c1", "", strings.ToUpper(testID("c2"))} {
+		if _, err := s.MountRootfs(id, "fake"); err == nil {
+			t.Fatalf("container id %q was accepted", id)
+		}
+	}
+	if entries, _ := os.ReadDir(s.opts.RootfsDir); len(entries) != 0 {
+		t.Fatalf("refused mounts left %v", entries)
+	}
+}
+
+// overlayOptions takes only crid's own directories, and no value that
+// could add a directory or an option to the mount.
+func TestOverlayOptionsRefuseForeignDirs(t *testing.T) {
+	s, img := fakeImage(t, 2)
+	layer := s.LayerDiffDir(img.Layers[0])
+	dir := filepath.Join(s.opts.RootfsDir, testID("c"))
+	upper, work := filepath.Join(dir, "upper"), filepath.Join(dir, "work")
+	data, err := s.overlayOptions([]string{s.LayerDiffDir(img.Layers[1]), layer}, upper, work)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "lowerdir=" + s.LayerDiffDir(img.Layers[1]) + ":" + layer + ",upperdir=" + upper + ",workdir=" + work; data != want {
+		t.Fatalf("options %q, want %q", data, want)
+	}
+	layers := filepath.Join(s.root, "layers")
+	for _, tc := range []struct {
+		name               string
+		lower, upper, work string
+	}{
+		{"lower outside", "/etc", upper, work},
+		{"lower climbing out", layers + "/../../../etc", upper, work},
+		{"lower is the layers dir", layers, upper, work},
+		{"lower with a comma", layer + ",upperdir=/tmp", upper, work},
+		{"lower with a colon", layer + ":/etc", upper, work},
+		{"lower with a backslash", layer + `\:/etc`, upper, work},
+		{"lower with a newline", layer + "\n", upper, work},
+		{"relative lower", "layers/x/diff", upper, work},
+		{"upper in the layer store", layer, layer, work},
+		{"upper outside", layer, "/tmp/upper", work},
+		{"work outside", layer, upper, "/tmp/work"},
+		{"work with a comma", layer, upper, work + ",index=on"},
+	} {
+		if data, err := s.overlayOptions([]string{tc.lower}, tc.upper, tc.work); !errors.Is(err, errUnsafeMountDir) {
+			t.Errorf("%s: options %q, %v; want errUnsafeMountDir", tc.name, data, err)
+		}
+	}
+}
+
+func TestStoreRootsMustBeOptionSafe(t *testing.T) {
+	dir := t.TempDir()
+	rec, err := records.Open(filepath.Join(dir, "records"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, root := range []string{filepath.Join(dir, "a,b"), filepath.Join(dir, "a:b")} {
+		if _, err := New(Options{Root: root, RootfsDir: filepath.Join(dir, "rootfs"), Records: rec, SandboxImage: "pause:test", Limits: testLimits}); err == nil {
+			t.Errorf("store root %q accepted", root)
+		}
+		if _, err := New(Options{Root: filepath.Join(dir, "images"), RootfsDir: root, Records: rec, SandboxImage: "pause:test", Limits: testLimits}); err == nil {
+			t.Errorf("rootfs dir %q accepted", root)
+		}
 	}
 }

@@ -15,7 +15,6 @@ import (
 	"sync"
 	"time"
 
-	digest "github.com/opencontainers/go-digest"
 	"k8s.io/klog/v2"
 
 	"github.com/crid-dev/crid/records"
@@ -41,6 +40,45 @@ type Options struct {
 	ProgressTimeout time.Duration
 	// UserAgent is sent to registries.
 	UserAgent string
+	// Limits bound what one pull may cost.
+	Limits Limits
+}
+
+// Limits bound the work and space a pull may take, so that a crafted or
+// broken image cannot exhaust the node: connections and decompressors,
+// layer directories, disk and inodes. Every field must be positive.
+type Limits struct {
+	// FetchesPerPull is how many layers one pull downloads and unpacks at
+	// a time.
+	FetchesPerPull int
+	// FetchesTotal is how many layers all pulls together download and
+	// unpack at a time.
+	FetchesTotal int
+	// MaxLayers refuses a manifest with more layers.
+	MaxLayers int
+	// MaxLayerBytes refuses a layer whose uncompressed tar stream, or the
+	// file content it unpacks to, is larger.
+	MaxLayerBytes int64
+	// MaxLayerFiles refuses a layer with more tar entries.
+	MaxLayerFiles int64
+}
+
+func (l Limits) validate() error {
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{
+		{"FetchesPerPull", int64(l.FetchesPerPull)},
+		{"FetchesTotal", int64(l.FetchesTotal)},
+		{"MaxLayers", int64(l.MaxLayers)},
+		{"MaxLayerBytes", l.MaxLayerBytes},
+		{"MaxLayerFiles", l.MaxLayerFiles},
+	} {
+		if f.v <= 0 {
+			return fmt.Errorf("image store: limit %s must be positive, got %d", f.name, f.v)
+		}
+	}
+	return nil
 }
 
 // Service is the image store and puller.
@@ -50,11 +88,13 @@ type Service struct {
 	sandbox string // normalized name of the sandbox image
 
 	mu      sync.RWMutex
-	images  map[digest.Digest]*Image
-	byName  map[string]digest.Digest // tag or digest reference → image ID
-	pulling map[digest.Digest]int    // layers held by pulls in flight
+	images  map[Digest]*Image
+	byName  map[string]Digest // tag or digest reference → image ID
+	pulling map[Digest]int    // layers held by pulls in flight
 
 	pulls flightGroup[*Image]
+	// fetchSlots holds a token per layer being fetched, node-wide.
+	fetchSlots chan struct{}
 }
 
 // New opens the store at opts.Root: it loads the image records, removes
@@ -64,7 +104,17 @@ func New(opts Options) (*Service, error) {
 	if !filepath.IsAbs(opts.Root) || !filepath.IsAbs(opts.RootfsDir) {
 		return nil, fmt.Errorf("image store: root %q and rootfs dir %q must be absolute", opts.Root, opts.RootfsDir)
 	}
-	s := &Service{root: opts.Root, opts: opts, images: map[digest.Digest]*Image{}, byName: map[string]digest.Digest{}}
+	for _, d := range []string{opts.Root, opts.RootfsDir} {
+		// Both go into overlay mount options.
+		if err := checkOptionSafe(d); err != nil {
+			return nil, fmt.Errorf("image store: %w", err)
+		}
+	}
+	if err := opts.Limits.validate(); err != nil {
+		return nil, err
+	}
+	s := &Service{root: opts.Root, opts: opts, images: map[Digest]*Image{}, byName: map[string]Digest{},
+		fetchSlots: make(chan struct{}, opts.Limits.FetchesTotal)}
 	if ref, err := parseReference(opts.SandboxImage); err == nil {
 		s.sandbox = ref.String()
 	} else {
@@ -85,13 +135,24 @@ func New(opts Options) (*Service, error) {
 	}
 	for _, r := range recs {
 		img, err := records.Decode[Image](r)
+		if err == nil && img.ID.Hex() != r.ID {
+			err = fmt.Errorf("%w: record %s holds image %s", ErrInvalidDigest, r.ID, img.ID)
+		}
+		if errors.Is(err, ErrInvalidDigest) {
+			// Its IDs would name paths: never used, dropped for good.
+			klog.ErrorS(err, "Dropping image record with an invalid digest", "record", r.ID)
+			if err := opts.Records.Delete(recordKind, r.ID); err != nil {
+				klog.ErrorS(err, "Deleting image record", "record", r.ID)
+			}
+			continue
+		}
 		if err != nil {
 			klog.ErrorS(err, "Skipping unreadable image record", "image", r.ID)
 			continue
 		}
-		if missing := s.missingLayer(&img); missing != "" {
+		if missing, ok := s.missingLayer(&img); !ok {
 			klog.InfoS("Dropping image whose layer is gone", "image", img.ID, "layer", missing)
-			_ = opts.Records.Delete(recordKind, img.ID.Encoded())
+			_ = opts.Records.Delete(recordKind, img.ID.Hex())
 			continue
 		}
 		s.index(&img)
@@ -102,13 +163,15 @@ func New(opts Options) (*Service, error) {
 	return s, nil
 }
 
-func (s *Service) missingLayer(img *Image) digest.Digest {
+// missingLayer returns the first layer of img that is not unpacked, and
+// false, or true when every layer is there.
+func (s *Service) missingLayer(img *Image) (Digest, bool) {
 	for _, l := range img.Layers {
 		if _, err := s.readLayer(l); err != nil {
-			return l
+			return l, false
 		}
 	}
-	return ""
+	return Digest{}, true
 }
 
 // index adds img to the in-memory maps; s.mu must be held or the service
@@ -151,7 +214,7 @@ func (s *Service) Get(name string) (*Image, error) {
 }
 
 func (s *Service) lookup(name string) (*Image, error) {
-	if d, err := digest.Parse(name); err == nil {
+	if d, err := ParseDigest(name); err == nil {
 		return s.images[d], nil
 	}
 	if ref, err := parseReference(name); err == nil {
@@ -163,7 +226,7 @@ func (s *Service) lookup(name string) (*Image, error) {
 	if len(name) >= 3 && len(name) <= 64 && strings.Trim(name, "0123456789abcdef") == "" {
 		var found *Image
 		for id, img := range s.images {
-			if strings.HasPrefix(id.Encoded(), name) {
+			if strings.HasPrefix(id.Hex(), name) {
 				if found != nil {
 					return nil, fmt.Errorf("%w: %q", ErrAmbiguous, name)
 				}
@@ -190,7 +253,7 @@ func (s *Service) List(filter string) ([]*Image, error) {
 	for _, img := range s.images {
 		out = append(out, img.clone())
 	}
-	slices.SortFunc(out, func(a, b *Image) int { return strings.Compare(string(a.ID), string(b.ID)) })
+	slices.SortFunc(out, func(a, b *Image) int { return strings.Compare(a.ID.Hex(), b.ID.Hex()) })
 	return out, nil
 }
 
@@ -210,7 +273,7 @@ func (s *Service) Remove(name string) error {
 	if img.Pinned {
 		return fmt.Errorf("%w: %s is the sandbox image %s", ErrPinned, img.ID, s.sandbox)
 	}
-	if err := s.opts.Records.Delete(recordKind, img.ID.Encoded()); err != nil {
+	if err := s.opts.Records.Delete(recordKind, img.ID.Hex()); err != nil {
 		return err
 	}
 	s.unindex(img)
@@ -232,17 +295,17 @@ func (s *Service) gcLayers() error {
 // gcLayersLocked removes unpacked layers that no image and no container
 // uses. s.mu must be held.
 func (s *Service) gcLayersLocked() error {
-	used := map[string]bool{}
+	used := map[Digest]bool{}
 	for _, img := range s.images {
 		for _, l := range img.Layers {
-			used[l.Encoded()] = true
+			used[l] = true
 		}
 	}
 	for l := range s.pulling {
-		used[l.Encoded()] = true
+		used[l] = true
 	}
 	for _, l := range s.rootfsLayers() {
-		used[l.Encoded()] = true
+		used[l] = true
 	}
 	entries, err := os.ReadDir(filepath.Join(s.root, "layers"))
 	if err != nil {
@@ -250,12 +313,9 @@ func (s *Service) gcLayersLocked() error {
 	}
 	var errs []error
 	for _, e := range entries {
-		if used[e.Name()] {
-			continue
-		}
-		d := digest.NewDigestFromEncoded(digest.SHA256, e.Name())
-		if err := d.Validate(); err != nil {
-			continue
+		d, err := ParseDigest(digestAlgorithm + ":" + e.Name())
+		if err != nil || used[d] {
+			continue // not a layer of ours, or in use
 		}
 		klog.V(2).InfoS("Removing unused layer", "layer", d)
 		errs = append(errs, s.removeLayer(d))
@@ -263,18 +323,18 @@ func (s *Service) gcLayersLocked() error {
 	return errors.Join(errs...)
 }
 
-func (s *Service) holdLayers(chains []digest.Digest) {
+func (s *Service) holdLayers(chains []Digest) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.pulling == nil {
-		s.pulling = map[digest.Digest]int{}
+		s.pulling = map[Digest]int{}
 	}
 	for _, c := range chains {
 		s.pulling[c]++
 	}
 }
 
-func (s *Service) releaseLayers(chains []digest.Digest) {
+func (s *Service) releaseLayers(chains []Digest) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, c := range chains {
@@ -299,9 +359,13 @@ func (s *Service) Usage() (FsUsage, error) {
 		return u, fmt.Errorf("image fs usage: %w", err)
 	}
 	for _, e := range entries {
-		m, err := s.readLayer(digest.NewDigestFromEncoded(digest.SHA256, e.Name()))
+		d, err := ParseDigest(digestAlgorithm + ":" + e.Name())
 		if err != nil {
-			continue // being removed or not ours
+			continue // not ours
+		}
+		m, err := s.readLayer(d)
+		if err != nil {
+			continue // being removed
 		}
 		u.Bytes += m.Size
 		u.Inodes += m.Inodes

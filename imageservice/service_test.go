@@ -10,7 +10,6 @@ import (
 	"strings"
 	"testing"
 
-	digest "github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
 )
 
@@ -140,10 +139,10 @@ func TestRemoveKeepsLayersContainersUse(t *testing.T) {
 	e.mustPull(t, e.reg.ref("a:v1"))
 	e.mustPull(t, e.reg.ref("b:v1"))
 	// A container runs on A.
-	if _, err := e.svc.MountRootfs("c1", e.reg.ref("a:v1")); err != nil {
+	if _, err := e.svc.MountRootfs(testID("c1"), e.reg.ref("a:v1")); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = e.svc.UnmountRootfs("c1") })
+	t.Cleanup(func() { _ = e.svc.UnmountRootfs(testID("c1")) })
 	if err := e.svc.Remove(e.reg.ref("a:v1")); err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +150,7 @@ func TestRemoveKeepsLayersContainersUse(t *testing.T) {
 	e.assertLayers(t, a.chains()[0], a.chains()[1], b.chains()[1])
 
 	// The container is gone: the next GC frees the layers.
-	if err := e.svc.UnmountRootfs("c1"); err != nil {
+	if err := e.svc.UnmountRootfs(testID("c1")); err != nil {
 		t.Fatal(err)
 	}
 	if err := e.svc.Remove(e.reg.ref("b:v1")); err != nil {
@@ -190,7 +189,7 @@ func TestRestart(t *testing.T) {
 	if u, _ := e.svc.Usage(); u != usageBefore {
 		t.Errorf("usage %+v after restart, %+v before", u, usageBefore)
 	}
-	if got := e.mustGet(t, e.reg.ref("a:v2")); got.ID != a.configDigest {
+	if got := e.mustGet(t, e.reg.ref("a:v2")); got.ID != a.id() {
 		t.Errorf("a:v2 = %s after restart", got.ID)
 	}
 
@@ -204,7 +203,7 @@ func TestRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A layer no image uses, as left by a crash between unpack and commit.
-	orphan := digest.FromString("orphan layer")
+	orphan := sha256Of([]byte("orphan layer"))
 	if err := os.MkdirAll(filepath.Join(e.layerDir(orphan), "diff"), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -227,7 +226,7 @@ func TestRestart(t *testing.T) {
 		t.Errorf("tmp debris not removed at start: %v", tmp)
 	}
 	imgs, _ := e.svc.List("")
-	if len(imgs) != 1 || imgs[0].ID != b.configDigest {
+	if len(imgs) != 1 || imgs[0].ID != b.id() {
 		t.Fatalf("images after restart = %v, want only B", imgs)
 	}
 	e.assertAbsent(t, e.reg.ref("a:v1"))
@@ -321,7 +320,7 @@ func TestGet(t *testing.T) {
 			t.Errorf("List(%q) = %v, %v; want nothing", n, l, err)
 		}
 	}
-	if l, _ := e.svc.List(""); len(l) != 2 || l[0].ID > l[1].ID {
+	if l, _ := e.svc.List(""); len(l) != 2 || l[0].ID.Hex() > l[1].ID.Hex() {
 		t.Errorf("List() = %v, want both images sorted by ID", l)
 	}
 }

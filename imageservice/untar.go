@@ -44,12 +44,17 @@ var (
 // itself is created or changed relative to that parent fd by its last
 // component only, never following a symlink there. The parent fd of the
 // previous entry is reused as long as nothing has been removed since.
-func untar(r io.Reader, dir string) error {
+//
+// lim bounds the entries and the bytes of file content written (which a
+// sparse entry can make far larger than the stream); going over fails
+// with an error wrapping ErrTooLarge.
+func untar(r io.Reader, dir string, lim untarLimits) error {
 	root, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return &os.PathError{Op: "open", Path: dir, Err: err}
 	}
 	u := &untarrer{
+		lim:         lim,
 		root:        root,
 		cacheFd:     -1,
 		opaqueXattr: "trusted.overlay.opaque",
@@ -68,6 +73,9 @@ func untar(r io.Reader, dir string) error {
 		}
 		if err != nil {
 			return fmt.Errorf("untar: read header: %w", err)
+		}
+		if u.entries++; u.entries > lim.Files {
+			return fmt.Errorf("untar: %w: more than %d entries (image.max_layer_files)", ErrTooLarge, lim.Files)
 		}
 		if err := u.entry(hdr, tr); err != nil {
 			return err
@@ -91,7 +99,16 @@ type untarDir struct {
 	times [2]unix.Timespec
 }
 
+// untarLimits bound one layer's extraction.
+type untarLimits struct {
+	Files int64 // tar entries
+	Bytes int64 // file content written
+}
+
 type untarrer struct {
+	lim         untarLimits
+	entries     int64
+	written     int64
 	root        int
 	cacheKey    string // cleaned relative path of the cached directory
 	cacheFd     int    // -1 when empty; never root
@@ -485,6 +502,9 @@ func (u *untarrer) regular(hdr *tar.Header, pfd int, base string, perm uint32, t
 func (u *untarrer) copyTo(fd int, r io.Reader) error {
 	for {
 		n, rerr := r.Read(u.buf)
+		if u.written += int64(n); u.written > u.lim.Bytes {
+			return fmt.Errorf("%w: more than %d bytes of file content (image.max_layer_bytes)", ErrTooLarge, u.lim.Bytes)
+		}
 		for b := u.buf[:n]; len(b) > 0; {
 			w, err := unix.Write(fd, b)
 			if errors.Is(err, unix.EINTR) {

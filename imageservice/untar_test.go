@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -19,6 +20,9 @@ import (
 )
 
 var utTime = time.Date(2020, 5, 6, 7, 8, 9, 0, time.UTC)
+
+// noLimits are limits no test layer reaches.
+var noLimits = untarLimits{Files: math.MaxInt64, Bytes: math.MaxInt64}
 
 // utEntry is one tar entry: a header and, for a regular file, its content.
 type utEntry struct {
@@ -156,7 +160,7 @@ func utBoth(t *testing.T, data []byte) (want, got string, wantErr, gotErr error)
 		}
 	}
 	wantErr = archive.UntarUncompressed(bytes.NewReader(data), want, &archive.TarOptions{WhiteoutFormat: archive.OverlayWhiteoutFormat})
-	gotErr = untar(bytes.NewReader(data), got)
+	gotErr = untar(bytes.NewReader(data), got, noLimits)
 	return want, got, wantErr, gotErr
 }
 
@@ -297,7 +301,7 @@ func TestUntarAufsMeta(t *testing.T) {
 	utRequireRoot(t)
 	dir := t.TempDir()
 	data := utTar(t, utDir(".wh..wh.plnk/", 0o700), utFile(".wh..wh.aufs", "", 0o600), utFile("x", "x", 0o644))
-	if err := untar(bytes.NewReader(data), dir); err != nil {
+	if err := untar(bytes.NewReader(data), dir, noLimits); err != nil {
 		t.Fatal(err)
 	}
 	if names := dirNames(t, dir); !slices.Equal(names, []string{"x"}) {
@@ -311,7 +315,7 @@ func TestUntarConsumesArchive(t *testing.T) {
 	utRequireRoot(t)
 	data := append(utTar(t, utFile("a", "a", 0o644)), "trailer"...)
 	for name, fn := range map[string]func(io.Reader, string) error{
-		"untar": untar,
+		"untar": func(r io.Reader, d string) error { return untar(r, d, noLimits) },
 		"go-archive": func(r io.Reader, d string) error {
 			return archive.UntarUncompressed(r, d, &archive.TarOptions{WhiteoutFormat: archive.OverlayWhiteoutFormat})
 		},
@@ -449,7 +453,7 @@ func TestUntarHostile(t *testing.T) {
 				}
 			}
 			before := fsSnapshot(t, base, "root")
-			err := untar(bytes.NewReader(utTar(t, tc.entries(canary)...)), root)
+			err := untar(bytes.NewReader(utTar(t, tc.entries(canary)...)), root, noLimits)
 			if after := fsSnapshot(t, base, "root"); !mapsEqual(before, after) {
 				t.Errorf("outside the root changed:\nbefore %v\nafter  %v", before, after)
 			}
@@ -523,7 +527,7 @@ func BenchmarkUntarLayer(b *testing.B) {
 	utRequireRoot(b)
 	data := utLayerBlob(b)
 	for name, fn := range map[string]func(io.Reader, string) error{
-		"untar": untar,
+		"untar": func(r io.Reader, d string) error { return untar(r, d, noLimits) },
 		"goarchive": func(r io.Reader, d string) error {
 			return archive.UntarUncompressed(r, d, &archive.TarOptions{WhiteoutFormat: archive.OverlayWhiteoutFormat})
 		},

@@ -11,16 +11,16 @@ import (
 // there, in bytes and inodes, against the rootfs filesystem.
 func TestContainerUsage(t *testing.T) {
 	s, _ := fakeImage(t, 2)
-	root, err := s.MountRootfs("cu", "fake")
+	root, err := s.MountRootfs(testID("cu"), "fake")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if err := s.UnmountRootfs("cu"); err != nil {
+		if err := s.UnmountRootfs(testID("cu")); err != nil {
 			t.Error(err)
 		}
 	})
-	before, err := s.ContainerUsage("cu")
+	before, err := s.ContainerUsage(testID("cu"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,7 +35,7 @@ func TestContainerUsage(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	after, err := s.ContainerUsage("cu")
+	after, err := s.ContainerUsage(testID("cu"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,7 +45,7 @@ func TestContainerUsage(t *testing.T) {
 	if _, err := s.ContainerUsage("../cu"); err == nil {
 		t.Fatal("an id with a slash was accepted")
 	}
-	if _, err := s.ContainerUsage("missing"); err == nil {
+	if _, err := s.ContainerUsage(testID("missing")); err == nil {
 		t.Fatal("usage of a missing container")
 	}
 	c, err := s.ContainerFsCapacity()

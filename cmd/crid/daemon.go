@@ -58,6 +58,13 @@ func serve(cfg config.Config) error {
 		SandboxImage:    cfg.Image.SandboxImage,
 		ProgressTimeout: cfg.Image.PullProgressTimeout.Std(),
 		UserAgent:       "crid/" + buildVersion(),
+		Limits: imageservice.Limits{
+			FetchesPerPull: cfg.Image.MaxConcurrentDownloads,
+			FetchesTotal:   cfg.Image.MaxConcurrentDownloadsTotal,
+			MaxLayers:      cfg.Image.MaxLayers,
+			MaxLayerBytes:  cfg.Image.MaxLayerBytes,
+			MaxLayerFiles:  cfg.Image.MaxLayerFiles,
+		},
 	})
 	if err != nil {
 		return err
