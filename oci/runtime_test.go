@@ -857,6 +857,8 @@ func TestLongWaitsLeaveLifecycleCallsRoom(t *testing.T) {
 	if err := e.r.Start(ctx(t), "held"); err != nil {
 		t.Fatal(err)
 	}
+	mon := e.r.MonitorPid()
+	fdsBefore := monitorFDs(mon)
 	hold, release := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	defer func() { release(); wg.Wait() }()
@@ -898,6 +900,13 @@ func TestLongWaitsLeaveLifecycleCallsRoom(t *testing.T) {
 		b, _ := os.ReadFile(filepath.Join("/sys/fs/cgroup/pids", e.cgParent, "held", "cgroup.procs"))
 		return strings.Count(string(b), "\n") == 1
 	})
+	// Their connections, pipes and pidfds are gone from the monitor.
+	waitUntil(t, "the monitor to let go of the execs' descriptors", func() bool { return monitorFDs(mon) <= fdsBefore })
+}
+
+func monitorFDs(pid int) int {
+	fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	return len(fds)
 }
 
 // An exec belongs to the connection that started it: when that ends (a

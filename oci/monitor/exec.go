@@ -22,13 +22,34 @@ import (
 // daemon holds its stdio and copies to the client; the monitor reaps it
 // and keeps its exit until the daemon's exec_wait collects it, or until the
 // connection that started it ends, which kills it.
+//
+// It keeps a pidfd of its own, not libcontainer's Process, which retains
+// the whole start-time state (tens of kB per exec, held as long as a
+// terminal session stays open).
 type streamExec struct {
-	id   string // container
-	p    *libcontainer.Process
-	done chan struct{} // closed once exit is set
-	exit protocol.Exit
+	id    string        // container
+	pidfd *os.File      // closed once forgotten; signals never reach a reused pid
+	done  chan struct{} // closed once exit is set
+	exit  protocol.Exit
 	// unbind stops the kill-on-disconnect of the starting connection.
 	unbind func() bool
+}
+
+// signal sends sig through the pidfd; a process that is gone (or an exec
+// already forgotten) gives os.ErrProcessDone.
+func (e *streamExec) signal(sig unix.Signal) error {
+	rc, err := e.pidfd.SyscallConn()
+	if err != nil {
+		return os.ErrProcessDone
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = unix.PidfdSendSignal(int(fd), sig, nil, 0) }); err != nil {
+		return os.ErrProcessDone
+	}
+	if errors.Is(serr, unix.ESRCH) {
+		return os.ErrProcessDone
+	}
+	return serr
 }
 
 // execStart starts a process in a running container and returns its stdio
@@ -62,7 +83,7 @@ func (m *Monitor) execStart(ctx context.Context, req protocol.ExecStartRequest) 
 	if console != nil {
 		p.ConsoleSocket = console
 	}
-	e := &streamExec{id: req.ID, p: p, done: make(chan struct{})}
+	e := &streamExec{id: req.ID, done: make(chan struct{})}
 	execID := newExecID()
 
 	m.reaper.starting.RLock()
@@ -74,6 +95,14 @@ func (m *Monitor) execStart(ctx context.Context, req protocol.ExecStartRequest) 
 			e.exit = protocol.ExitFromStatus(syscall.WaitStatus(ws), at, "", "monitor")
 			close(e.done)
 		})
+		// Not reaped before the lock is released: pid is still ours.
+		var fd int
+		if fd, err = unix.PidfdOpen(pid, 0); err == nil {
+			e.pidfd = os.NewFile(uintptr(fd), "pidfd")
+		} else {
+			_ = p.Signal(unix.SIGKILL)
+			err = fmt.Errorf("pidfd_open: %w", err)
+		}
 	}
 	m.reaper.starting.RUnlock()
 	if err != nil {
@@ -82,7 +111,8 @@ func (m *Monitor) execStart(ctx context.Context, req protocol.ExecStartRequest) 
 	}
 	if tty {
 		if err := stdio.receiveConsole(false); err != nil {
-			_ = p.Signal(unix.SIGKILL)
+			_ = e.signal(unix.SIGKILL)
+			e.pidfd.Close()
 			stdio.closeAll()
 			return nil, nil, fmt.Errorf("exec in %s: %w", req.ID, err)
 		}
@@ -130,33 +160,37 @@ func (m *Monitor) execWait(ctx context.Context, req protocol.ExecIDRequest) (*pr
 // abandonExec kills an exec whose connection ended before its exit was
 // collected, and forgets it; the reaper still reaps it.
 func (m *Monitor) abandonExec(execID string, e *streamExec) {
-	if !m.forgetExec(execID, e) {
-		return
-	}
 	select {
 	case <-e.done:
-		return
 	default:
+		m.log.Info("Killing exec: the connection that started it ended", "id", e.id, "exec", execID)
+		if err := e.signal(unix.SIGKILL); err != nil && !errors.Is(err, os.ErrProcessDone) {
+			m.log.Warn("Killing abandoned exec failed", "id", e.id, "exec", execID, "err", err)
+		}
 	}
-	m.log.Info("Killing exec: the connection that started it ended", "id", e.id, "exec", execID)
-	if err := e.p.Signal(unix.SIGKILL); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		m.log.Warn("Killing abandoned exec failed", "id", e.id, "exec", execID, "err", err)
-	}
+	m.forgetExec(execID, e)
 }
 
-// forgetExec drops e from the table and stops its kill-on-disconnect; it
-// reports whether e was still there.
-func (m *Monitor) forgetExec(execID string, e *streamExec) bool {
+// forgetExec drops e from the table, stops its kill-on-disconnect and
+// closes its pidfd.
+func (m *Monitor) forgetExec(execID string, e *streamExec) {
 	m.mu.Lock()
 	known := m.execs[execID] == e
 	if known {
 		delete(m.execs, execID)
 	}
 	m.mu.Unlock()
-	if known && e.unbind != nil {
+	if known {
+		e.release()
+	}
+}
+
+// release lets go of what the exec holds.
+func (e *streamExec) release() {
+	if e.unbind != nil {
 		e.unbind()
 	}
-	return known
+	e.pidfd.Close()
 }
 
 // execKill signals a streamed exec through its pidfd: never a reused pid.
@@ -165,7 +199,10 @@ func (m *Monitor) execKill(req protocol.ExecKillRequest) error {
 	if err != nil {
 		return err
 	}
-	if err := e.p.Signal(syscall.Signal(req.Signal)); err != nil && !errors.Is(err, os.ErrProcessDone) {
+	if req.Signal <= 0 || req.Signal > 64 {
+		return invalid("signal exec %s in %s: invalid signal %d", req.ExecID, req.ID, req.Signal)
+	}
+	if err := e.signal(unix.Signal(req.Signal)); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		return fmt.Errorf("signal exec %s in %s: %w", req.ExecID, req.ID, err)
 	}
 	return nil
@@ -194,9 +231,7 @@ func (m *Monitor) forgetExecs(id string) {
 	}
 	m.mu.Unlock()
 	for _, e := range gone {
-		if e.unbind != nil {
-			e.unbind()
-		}
+		e.release()
 	}
 }
 
