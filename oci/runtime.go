@@ -16,6 +16,7 @@ import (
 
 	"github.com/crid-dev/crid/failpoint"
 	"github.com/crid-dev/crid/oci/protocol"
+	"github.com/crid-dev/crid/panicguard"
 )
 
 // Options configure a Runtime.
@@ -439,13 +440,13 @@ func (r *Runtime) spawn(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("oci: start monitor %s: %w", r.opts.MonitorBinary, err)
 	}
-	go func() { _ = cmd.Wait() }() // ends when the monitor exits
+	panicguard.Go("monitor reaper", func() { _ = cmd.Wait() }) // ends when the monitor exits
 	msg := make(chan string, 1)
-	go func() { // ends when the monitor writes its verdict or dies
+	panicguard.Go("monitor start", func() { // ends when the monitor writes its verdict or dies
 		b := make([]byte, 4096)
 		n, _ := readyR.Read(b)
 		msg <- string(b[:max(n, 0)])
-	}()
+	})
 	select {
 	case m := <-msg:
 		if m != "ok\n" {

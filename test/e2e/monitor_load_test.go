@@ -221,11 +221,15 @@ func (n *podNode) lifecycle(t *testing.T, name string, bound time.Duration) []st
 	pod := n.logPod(name)
 	run, err := rt.RunPodSandbox(ctx, &runtime.RunPodSandboxRequest{Config: pod})
 	step("run", err)
-	cfg := ctrConfig("c", "sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.1; done")
+	// A process that ends at SIGTERM once it says so, like a server: the
+	// stop then takes its real time, not the grace period.
+	cfg := ctrConfig("c", "sh", "-c", "trap 'exit 0' TERM; echo ready; while true; do sleep 0.1; done")
 	created, err := rt.CreateContainer(ctx, &runtime.CreateContainerRequest{PodSandboxId: run.GetPodSandboxId(), SandboxConfig: pod, Config: cfg})
 	step("create", err)
 	_, err = rt.StartContainer(ctx, &runtime.StartContainerRequest{ContainerId: created.GetContainerId()})
 	step("start", err)
+	waitLog(t, filepath.Join(pod.LogDirectory, "c.log"), "ready", bound)
+	last = time.Now()
 	_, err = rt.StopContainer(ctx, &runtime.StopContainerRequest{ContainerId: created.GetContainerId(), Timeout: 10})
 	step("stop", err)
 	_, err = rt.RemoveContainer(ctx, &runtime.RemoveContainerRequest{ContainerId: created.GetContainerId()})
@@ -245,13 +249,17 @@ func TestMonitorNoStallUnderExecLoad(t *testing.T) {
 	n := newPodNode(t)
 	_, id := streamPod(t, n, "load", ctrConfig("sleeper", "sleep", "100000"))
 	const sessions, syncs = 300, 100
-	ctx := context.Background()
+	// Bounds every call: a stalled monitor fails the test, not hangs it.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
 
 	// Warm the paths up (monitor connection, streaming listener, CNI) and
 	// take the unloaded lifecycle's time.
 	n.exec(t, id, "true")
 	open := func() (*spdySession, error) {
-		resp, err := n.runtime().Exec(ctx, &runtime.ExecRequest{ContainerId: id, Cmd: []string{"sh"}, Tty: true, Stdin: true, Stdout: true})
+		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		resp, err := n.runtime().Exec(rctx, &runtime.ExecRequest{ContainerId: id, Cmd: []string{"sh"}, Tty: true, Stdin: true, Stdout: true})
 		if err != nil {
 			return nil, err
 		}
@@ -264,7 +272,7 @@ func TestMonitorNoStallUnderExecLoad(t *testing.T) {
 			return nil, err
 		}
 		// The shell's prompt: the session's process runs.
-		if err := s.waitOutput("# ", 60*time.Second); err != nil {
+		if err := s.waitOutput("# ", 30*time.Second); err != nil {
 			s.close()
 			return nil, err
 		}
@@ -302,6 +310,10 @@ func TestMonitorNoStallUnderExecLoad(t *testing.T) {
 	start := time.Now()
 	for range sessions {
 		gate <- struct{}{}
+		if len(errs) > 0 {
+			<-gate
+			break
+		}
 		wg.Go(func() {
 			defer func() { <-gate }()
 			s, err := open()
