@@ -190,13 +190,12 @@ func (r *Runtime) runExec(ctx context.Context, id string, p *specs.Process, s St
 		err  error
 	}
 	done := make(chan waited, 1)
-	panicguard.Go("exec wait", func() {
-		// Ends when the process exits or the session closes.
+	go func() { // ends when the process exits or the session closes
 		var w waited
 		defer func() { done <- w }()
 		defer panicguard.Recover("exec wait", &w.err)
 		_, w.err = sess.Call(context.WithoutCancel(ctx), protocol.MethodExecWait, protocol.ExecIDRequest{ID: id, ExecID: reply.ExecID}, nil, &w.exit)
-	})
+	}()
 	var w waited
 	select {
 	case w = <-done:
