@@ -18,6 +18,7 @@ import (
 	utilexec "k8s.io/utils/exec"
 
 	"github.com/crid-dev/crid/oci"
+	"github.com/crid-dev/crid/panicguard"
 	"github.com/crid-dev/crid/podsandbox"
 )
 
@@ -66,7 +67,7 @@ type streamRuntime struct{ s *Server }
 // back as an exit error, which the streaming package reports to the client
 // as the command's exit code.
 func (r *streamRuntime) Exec(ctx context.Context, containerID string, cmd []string, in io.Reader, out, errw io.WriteCloser, tty bool, resize <-chan remotecommand.TerminalSize) error {
-	x, err := r.s.opts.Containers.Exec(ctx, containerID, cmd, streams(in, out, errw, tty, resize))
+	x, err := r.s.opts.Containers.Exec(ctx, containerID, cmd, streams(ctx, in, out, errw, tty, resize))
 	if err != nil {
 		klog.ErrorS(err, "Exec failed", "containerID", containerID)
 		return toStatus(err)
@@ -80,7 +81,7 @@ func (r *streamRuntime) Exec(ctx context.Context, containerID string, cmd []stri
 // Attach connects the client to the container's stdio until its output or
 // the client's input ends.
 func (r *streamRuntime) Attach(ctx context.Context, containerID string, in io.Reader, out, errw io.WriteCloser, tty bool, resize <-chan remotecommand.TerminalSize) error {
-	if err := r.s.opts.Containers.Attach(ctx, containerID, streams(in, out, errw, tty, resize)); err != nil {
+	if err := r.s.opts.Containers.Attach(ctx, containerID, streams(ctx, in, out, errw, tty, resize)); err != nil {
 		klog.ErrorS(err, "Attach failed", "containerID", containerID)
 		return toStatus(err)
 	}
@@ -100,6 +101,7 @@ func (r *streamRuntime) PortForward(ctx context.Context, podSandboxID string, po
 	defer conn.Close()
 	var wg sync.WaitGroup
 	wg.Go(func() {
+		defer panicguard.Recover("port forward relay", nil)
 		_, _ = io.Copy(conn, stream)
 		// The client finished sending: pass the half-close on.
 		if tc, ok := conn.(*net.TCPConn); ok {
@@ -118,8 +120,10 @@ func (r *streamRuntime) PortForward(ctx context.Context, podSandboxID string, po
 }
 
 // streams adapts the streaming package's ends to the container manager's.
-// Its resize channel is relayed until the package closes it.
-func streams(in io.Reader, out, errw io.WriteCloser, tty bool, resize <-chan remotecommand.TerminalSize) oci.Streams {
+// Its resize channel is relayed until the package closes it; once ctx (the
+// stream's request) ends, sizes are dropped rather than handed on, so a
+// call that failed before reading them leaves no relay blocked behind.
+func streams(ctx context.Context, in io.Reader, out, errw io.WriteCloser, tty bool, resize <-chan remotecommand.TerminalSize) oci.Streams {
 	s := oci.Streams{TTY: tty}
 	if in != nil {
 		s.Stdin = in
@@ -132,12 +136,15 @@ func streams(in io.Reader, out, errw io.WriteCloser, tty bool, resize <-chan rem
 	}
 	if resize != nil {
 		ch := make(chan oci.TerminalSize)
-		go func() { // ends when the streaming package closes resize
+		panicguard.Go("resize relay", func() { // ends when the streaming package closes resize
 			defer close(ch)
 			for sz := range resize {
-				ch <- oci.TerminalSize{Width: sz.Width, Height: sz.Height}
+				select {
+				case ch <- oci.TerminalSize{Width: sz.Width, Height: sz.Height}:
+				case <-ctx.Done():
+				}
 			}
-		}()
+		})
 		s.Resize = ch
 	}
 	return s

@@ -61,9 +61,11 @@ func (r *Runtime) kill(ctx context.Context, id string, sig syscall.Signal, all b
 }
 
 // Wait returns when the container has exited and its output is in the log.
+// It waits on a session of its own: a stop with a long grace period holds
+// no request slot of the main connection.
 func (r *Runtime) Wait(ctx context.Context, id string) (Exit, error) {
 	var e protocol.Exit
-	if _, _, err := r.call(ctx, protocol.MethodWait, protocol.IDRequest{ID: id}, nil, &e, true); err != nil {
+	if err := r.sessionCall(ctx, protocol.MethodWait, protocol.IDRequest{ID: id}, &e, true); err != nil {
 		return Exit{}, fmt.Errorf("wait for container %s: %w", id, err)
 	}
 	r.exited(id)
@@ -131,30 +133,6 @@ func (r *Runtime) CloseStdin(ctx context.Context, id string) error {
 	}
 	r.mu.Unlock()
 	return nil
-}
-
-// Exec runs a process in a running container and returns its output and
-// exit (CRI ExecSync). A process outliving Timeout (or ctx) is killed and
-// the result says TimedOut.
-func (r *Runtime) Exec(ctx context.Context, req ExecRequest) (ExecResult, error) {
-	timeout := req.Timeout
-	if dl, ok := ctx.Deadline(); ok {
-		// Leave the monitor time to kill and report before ctx ends.
-		if left := timeUntil(dl) - execReplyMargin; left > 0 && (timeout == 0 || left < timeout) {
-			timeout = left
-		}
-	}
-	var reply protocol.ExecReply
-	_, _, err := r.call(ctx, protocol.MethodExec, protocol.ExecRequest{
-		ID: req.ID, Process: req.Process, Stdin: req.Stdin, Timeout: timeout, MaxOutput: req.MaxOutput,
-	}, nil, &reply, false)
-	if err != nil {
-		return ExecResult{}, fmt.Errorf("exec in container %s: %w", req.ID, err)
-	}
-	return ExecResult{
-		Exit: *exitFrom(&reply.Exit), Stdout: reply.Stdout, Stderr: reply.Stderr,
-		TimedOut: reply.TimedOut, Truncated: reply.Truncated,
-	}, nil
 }
 
 // exited drops the stdio duplicates of a container known to have stopped:

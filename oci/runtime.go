@@ -14,7 +14,9 @@ import (
 	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
 
+	"github.com/crid-dev/crid/failpoint"
 	"github.com/crid-dev/crid/oci/protocol"
+	"github.com/crid-dev/crid/panicguard"
 )
 
 // Options configure a Runtime.
@@ -39,7 +41,9 @@ type Options struct {
 // Runtime is the daemon's handle on the monitor. It is safe for concurrent
 // use. Calls wait while the monitor is being restarted; calls that can be
 // repeated safely (everything but Create, Start and Exec) are repeated on
-// the new monitor, the others fail with ErrMonitorLost.
+// the new monitor, the others fail with ErrMonitorLost. Short calls share
+// one connection; calls that wait as long as a process lives each get a
+// session (see session.go).
 type Runtime struct {
 	opts   Options
 	ctx    context.Context // ends at Close
@@ -421,7 +425,9 @@ func (r *Runtime) spawn(ctx context.Context) error {
 	cmd := exec.Command(r.opts.MonitorBinary, args...)
 	cmd.Dir = "/"
 	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
-	for _, k := range []string{"GORACE", "GOTRACEBACK", "GODEBUG"} { // diagnostics only
+	// Diagnostics only, and the test fault points, which a monitor reads
+	// from its own environment like the daemon does.
+	for _, k := range []string{"GORACE", "GOTRACEBACK", "GODEBUG", failpoint.EnvVar} {
 		if v, ok := os.LookupEnv(k); ok {
 			cmd.Env = append(cmd.Env, k+"="+v)
 		}
@@ -434,13 +440,13 @@ func (r *Runtime) spawn(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("oci: start monitor %s: %w", r.opts.MonitorBinary, err)
 	}
-	go func() { _ = cmd.Wait() }() // ends when the monitor exits
+	panicguard.Go("monitor reaper", func() { _ = cmd.Wait() }) // ends when the monitor exits
 	msg := make(chan string, 1)
-	go func() { // ends when the monitor writes its verdict or dies
+	panicguard.Go("monitor start", func() { // ends when the monitor writes its verdict or dies
 		b := make([]byte, 4096)
 		n, _ := readyR.Read(b)
 		msg <- string(b[:max(n, 0)])
-	}()
+	})
 	select {
 	case m := <-msg:
 		if m != "ok\n" {

@@ -826,3 +826,135 @@ func TestMonitorSurvivesDaemonExit(t *testing.T) {
 		t.Fatalf("log %+v", es)
 	}
 }
+
+// ExecSync output beyond the cap is dropped, not a failed call: both
+// streams at once well past it come back capped and marked truncated.
+func TestExecSyncOutputIsCapped(t *testing.T) {
+	e := newEnv(t)
+	s := e.spec("big", "sleep", "100")
+	e.create("big", s)
+	if err := e.r.Start(ctx(t), "big"); err != nil {
+		t.Fatal(err)
+	}
+	p := *s.Process
+	p.Args = []string{"sh", "-c", "head -c 3000000 /dev/zero; head -c 3000000 /dev/zero >&2; echo done >&2"}
+	res, err := e.r.Exec(ctx(t), ExecRequest{ID: "big", Process: &p, MaxOutput: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Stdout) != 1<<20 || len(res.Stderr) != 1<<20 || !res.Truncated || res.Exit.Code != 0 || res.TimedOut {
+		t.Fatalf("stdout %d bytes, stderr %d bytes, truncated %v, exit %+v, timed out %v", len(res.Stdout), len(res.Stderr), res.Truncated, res.Exit, res.TimedOut)
+	}
+}
+
+// Waits and execs that last as long as their process hold no request slot
+// of the main connection: with more of them outstanding than the monitor
+// serves at once on one connection, lifecycle calls still get through.
+func TestLongWaitsLeaveLifecycleCallsRoom(t *testing.T) {
+	e := newEnv(t)
+	s := e.spec("held", "sleep", "1000")
+	e.create("held", s)
+	if err := e.r.Start(ctx(t), "held"); err != nil {
+		t.Fatal(err)
+	}
+	mon := e.r.MonitorPid()
+	fdsBefore := monitorFDs(mon)
+	hold, release := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer func() { release(); wg.Wait() }()
+	const waits, execs = 300, 20
+	for range waits {
+		wg.Go(func() { _, _ = e.r.Wait(hold, "held") })
+	}
+	p := *s.Process
+	p.Args = []string{"sleep", "1000"}
+	for range execs {
+		wg.Go(func() { _, _ = e.r.Exec(hold, ExecRequest{ID: "held", Process: &p}) })
+	}
+	waitUntil(t, "the execs to run", func() bool {
+		b, _ := os.ReadFile(filepath.Join("/sys/fs/cgroup/pids", e.cgParent, "held", "cgroup.procs"))
+		return strings.Count(string(b), "\n") == execs+1
+	})
+	// Each wait and exec holds a connection of its own while it waits.
+	waitUntil(t, "the waits to be outstanding", func() bool { return monitorSockets(t, e.r.MonitorPid()) > waits+execs })
+	lctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	start := time.Now()
+	if _, err := e.r.Create(lctx, CreateRequest{ID: "other", Spec: e.spec("other", "true"), LogPath: e.logPath("other")}); err != nil {
+		t.Fatalf("create under %d waits and %d execs: %v", waits, execs, err)
+	}
+	if err := e.r.Start(lctx, "other"); err != nil {
+		t.Fatal(err)
+	}
+	if x, err := e.r.Wait(lctx, "other"); err != nil || x.Code != 0 {
+		t.Fatalf("wait under load: %+v %v", x, err)
+	}
+	if err := e.r.Delete(lctx, "other"); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("create, start, wait and delete under %d waits and %d execs: %v", waits, execs, time.Since(start).Round(time.Millisecond))
+	// Ending the requests ends their execs in the container.
+	release()
+	wg.Wait()
+	waitUntil(t, "the execs to end", func() bool {
+		b, _ := os.ReadFile(filepath.Join("/sys/fs/cgroup/pids", e.cgParent, "held", "cgroup.procs"))
+		return strings.Count(string(b), "\n") == 1
+	})
+	// Their connections, pipes and pidfds are gone from the monitor.
+	waitUntil(t, "the monitor to let go of the execs' descriptors", func() bool { return monitorFDs(mon) <= fdsBefore })
+}
+
+func monitorFDs(pid int) int {
+	fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	return len(fds)
+}
+
+// An exec belongs to the connection that started it: when that ends (a
+// daemon that died mid-exec), the monitor kills the process.
+func TestExecDiesWithItsSession(t *testing.T) {
+	e := newEnv(t)
+	s := e.spec("own", "sleep", "1000")
+	e.create("own", s)
+	if err := e.r.Start(ctx(t), "own"); err != nil {
+		t.Fatal(err)
+	}
+	c, err := protocol.Dial(ctx(t), protocol.SocketPath(e.opts.RunDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := *s.Process
+	p.Args = []string{"sleep", "1000"}
+	var reply protocol.ExecStartReply
+	fds, err := c.Call(ctx(t), protocol.MethodExecStart, protocol.ExecStartRequest{ID: "own", Process: &p}, nil, &reply)
+	if err != nil {
+		t.Fatal(err)
+	}
+	protocol.CloseFiles(fds)
+	if !alive(reply.Pid) {
+		t.Fatalf("exec pid %d not running", reply.Pid)
+	}
+	c.Close()
+	waitUntil(t, "the exec to be killed", func() bool { return !alive(reply.Pid) })
+}
+
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(b, ')')
+	return i > 0 && i+2 < len(b) && b[i+2] != 'Z'
+}
+
+// monitorSockets counts the sockets the monitor holds open.
+func monitorSockets(t *testing.T, pid int) int {
+	t.Helper()
+	fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	n := 0
+	for _, fd := range fds {
+		if l, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name())); err == nil && strings.HasPrefix(l, "socket:") {
+			n++
+		}
+	}
+	return n
+}

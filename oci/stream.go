@@ -1,6 +1,7 @@
 package oci
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -15,6 +16,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/crid-dev/crid/oci/protocol"
+	"github.com/crid-dev/crid/panicguard"
 )
 
 // TerminalSize is a client terminal's size, for a pty's window.
@@ -35,20 +37,93 @@ type Streams struct {
 // drain: a background child of the exec may keep the pipes open forever.
 const outputGrace = 2 * time.Second
 
+// killWait bounds how long an exec killed because its request ended waits
+// for the monitor to report the exit before the session is dropped (the
+// monitor then kills and forgets it on its own).
+const killWait = 10 * time.Second
+
+// DefaultMaxExecOutput is kubelet's cap on ExecSync output per stream
+// (containerd and CRI-O cap the same): more is dropped, and the result
+// says Truncated.
+const DefaultMaxExecOutput = 16 << 20
+
 // ExecStream runs a process in a running container with the client's
 // streams wired to it (CRI Exec) and returns its exit. The process is
 // killed when ctx ends or the client stops taking its output.
 func (r *Runtime) ExecStream(ctx context.Context, id string, p *specs.Process, s Streams) (Exit, error) {
-	p.Terminal = s.TTY
-	var reply protocol.ExecStartReply
-	fds, _, err := r.call(ctx, protocol.MethodExecStart, protocol.ExecStartRequest{ID: id, Process: p, Stdin: s.Stdin != nil}, nil, &reply, false)
+	x, _, err := r.runExec(ctx, id, p, s)
+	return x, err
+}
+
+// Exec runs a process in a running container and returns its output and
+// exit (CRI ExecSync). A process outliving Timeout (or ctx) is killed and
+// the result says TimedOut. Output is read here, from the process's own
+// pipes, and capped per stream at MaxOutput: the monitor never holds it,
+// and no amount of it can exceed a protocol frame.
+func (r *Runtime) Exec(ctx context.Context, req ExecRequest) (ExecResult, error) {
+	if req.Process == nil {
+		return ExecResult{}, fmt.Errorf("%w: exec in container %s: no process", ErrInvalidArgument, req.ID)
+	}
+	timeout := req.Timeout
+	if dl, ok := ctx.Deadline(); ok {
+		// Leave time to kill and report before ctx ends.
+		if left := timeUntil(dl) - execReplyMargin; left > 0 && (timeout == 0 || left < timeout) {
+			timeout = left
+		}
+	}
+	maxOut := req.MaxOutput
+	if maxOut <= 0 {
+		maxOut = DefaultMaxExecOutput
+	}
+	stdout, stderr := &capped{max: maxOut}, &capped{max: maxOut}
+	s := Streams{Stdout: stdout, Stderr: stderr}
+	if len(req.Stdin) > 0 {
+		s.Stdin = bytes.NewReader(req.Stdin)
+	}
+	p := *req.Process
+	xctx, cancel := ctx, context.CancelFunc(func() {})
+	if timeout > 0 {
+		xctx, cancel = context.WithTimeout(ctx, timeout)
+	}
+	defer cancel()
+	x, killed, err := r.runExec(xctx, req.ID, &p, s)
+	if ctx.Err() != nil {
+		return ExecResult{}, fmt.Errorf("exec in container %s: %w", req.ID, ctx.Err())
+	}
 	if err != nil {
-		return Exit{}, fmt.Errorf("exec in container %s: %w", id, err)
+		return ExecResult{}, err
+	}
+	return ExecResult{
+		Exit: x, Stdout: stdout.b, Stderr: stderr.b,
+		TimedOut: killed && xctx.Err() != nil, Truncated: stdout.dropped || stderr.dropped,
+	}, nil
+}
+
+// runExec starts p in container id on a session of its own, copies between
+// s and the process's stdio until it exits and its output is drained (at
+// most outputGrace longer), and returns its exit. It kills the process when
+// ctx ends or a write to the client fails, and says so in killed. Every
+// goroutine it starts for the copies ends by its return, except the input
+// copier, which ends when the client's input does.
+func (r *Runtime) runExec(ctx context.Context, id string, p *specs.Process, s Streams) (_ Exit, killed bool, _ error) {
+	p.Terminal = s.TTY
+	sess, err := r.session(ctx)
+	if err != nil {
+		return Exit{}, false, fmt.Errorf("exec in container %s: %w", id, err)
+	}
+	// Closing the session also kills the process if it still runs.
+	defer sess.Close()
+	var reply protocol.ExecStartReply
+	fds, err := sess.Call(ctx, protocol.MethodExecStart, protocol.ExecStartRequest{ID: id, Process: p, Stdin: s.Stdin != nil}, nil, &reply)
+	if err != nil {
+		return Exit{}, false, fmt.Errorf("exec in container %s: %w", id, mapError(err))
 	}
 	files := map[string]*os.File{}
-	for i, role := range reply.Stdio {
-		if i < len(fds) {
-			files[role] = fds[i]
+	for i, f := range fds {
+		if i < len(reply.Stdio) && files[reply.Stdio[i]] == nil {
+			files[reply.Stdio[i]] = f
+		} else {
+			f.Close()
 		}
 	}
 	defer func() {
@@ -61,10 +136,11 @@ func (r *Runtime) ExecStream(ctx context.Context, id string, p *specs.Process, s
 	var killOnce sync.Once
 	kill := func(why string) {
 		killOnce.Do(func() {
+			killed = true
 			klog.V(2).InfoS("Killing exec", "containerID", id, "exec", reply.ExecID, "reason", why)
 			kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 			defer cancel()
-			if _, _, err := r.call(kctx, protocol.MethodExecKill, protocol.ExecKillRequest{ID: id, ExecID: reply.ExecID, Signal: int(syscall.SIGKILL)}, nil, nil, true); err != nil {
+			if _, err := sess.Call(kctx, protocol.MethodExecKill, protocol.ExecKillRequest{ID: id, ExecID: reply.ExecID, Signal: int(syscall.SIGKILL)}, nil, nil); err != nil {
 				klog.V(2).InfoS("Killing exec failed", "containerID", id, "exec", reply.ExecID, "err", err)
 			}
 		})
@@ -73,9 +149,14 @@ func (r *Runtime) ExecStream(ctx context.Context, id string, p *specs.Process, s
 	var out sync.WaitGroup
 	copyOut := func(w io.Writer, f *os.File) {
 		out.Go(func() {
-			if err := copyOutput(w, f); err != nil {
-				kill("client stopped reading: " + err.Error())
-			}
+			var err error
+			defer func() {
+				if err != nil {
+					kill("client stopped reading: " + err.Error())
+				}
+			}()
+			defer panicguard.Recover("exec output relay", &err)
+			err = copyOutput(w, f)
 		})
 	}
 	if pty := files[protocol.StdioPTY]; pty != nil {
@@ -85,20 +166,23 @@ func (r *Runtime) ExecStream(ctx context.Context, id string, p *specs.Process, s
 			// input is its terminal going away: closing the master (we
 			// hold the only one) hangs the session up, as a closed
 			// terminal does, so no shell lingers without a client.
-			go copyInput(pty, s.Stdin, true)
+			panicguard.Go("exec input relay", func() { copyInput(pty, s.Stdin, true) })
 		}
 	} else {
 		copyOut(s.Stdout, files[protocol.StdioStdout])
 		copyOut(s.Stderr, files[protocol.StdioStderr])
 		if in := files[protocol.StdioStdin]; in != nil {
-			delete(files, protocol.StdioStdin) // closed by the copier at EOF
-			go copyInput(in, s.Stdin, true)
+			// Closed by the copier at the client's EOF, so the process
+			// reads EOF; else by the return, which ends a copier
+			// blocked on a full pipe.
+			panicguard.Go("exec input relay", func() { copyInput(in, s.Stdin, true) })
 		}
 	}
 
 	if s.Resize != nil {
 		// Ends when the stream closes the channel.
-		go resizeLoop(files[protocol.StdioPTY], s.Resize)
+		pty := files[protocol.StdioPTY]
+		panicguard.Go("exec resize relay", func() { resizeLoop(pty, s.Resize) })
 	}
 
 	type waited struct {
@@ -106,33 +190,61 @@ func (r *Runtime) ExecStream(ctx context.Context, id string, p *specs.Process, s
 		err  error
 	}
 	done := make(chan waited, 1)
-	go func() { // ends when the process exits or the monitor connection drops
-		var x protocol.Exit
-		_, _, err := r.call(context.WithoutCancel(ctx), protocol.MethodExecWait, protocol.ExecIDRequest{ID: id, ExecID: reply.ExecID}, nil, &x, false)
-		done <- waited{x, err}
+	go func() { // ends when the process exits or the session closes
+		var w waited
+		defer func() { done <- w }()
+		defer panicguard.Recover("exec wait", &w.err)
+		_, w.err = sess.Call(context.WithoutCancel(ctx), protocol.MethodExecWait, protocol.ExecIDRequest{ID: id, ExecID: reply.ExecID}, nil, &w.exit)
 	}()
 	var w waited
 	select {
 	case w = <-done:
 	case <-ctx.Done():
 		kill("request ended")
-		w = <-done
+		t := time.NewTimer(killWait)
+		select {
+		case w = <-done:
+		case <-t.C:
+			sess.Close()
+			w = <-done
+		}
+		t.Stop()
 	}
 	// Output written before the exit still reaches the client.
 	drained := make(chan struct{})
-	go func() { out.Wait(); close(drained) }()
+	panicguard.Go("exec output drain", func() { out.Wait(); close(drained) })
+	t := time.NewTimer(outputGrace)
 	select {
 	case <-drained:
-	case <-time.After(outputGrace):
+	case <-t.C:
 		for _, f := range files {
 			f.Close() // unblocks the copiers
 		}
 		<-drained
 	}
+	t.Stop()
 	if w.err != nil {
-		return Exit{}, fmt.Errorf("exec in container %s: %w", id, w.err)
+		return Exit{}, killed, fmt.Errorf("exec in container %s: %w", id, mapError(w.err))
 	}
-	return *exitFrom(&w.exit), nil
+	return *exitFrom(&w.exit), killed, nil
+}
+
+// capped keeps the first max bytes written to it and drops the rest, so a
+// chatty process can neither block nor exhaust the daemon.
+type capped struct {
+	max     int
+	b       []byte
+	dropped bool
+}
+
+func (c *capped) Write(p []byte) (int, error) {
+	if room := c.max - len(c.b); room < len(p) {
+		c.b = append(c.b, p[:max(room, 0)]...)
+		c.dropped = true
+	} else {
+		c.b = append(c.b, p...)
+	}
+	return len(p), nil
 }
 
 // Attach wires the client's streams to a running container's stdio (CRI
@@ -180,12 +292,14 @@ func (r *Runtime) Attach(ctx context.Context, id string, stdinOnce bool, s Strea
 	}
 
 	ended := make(chan string, 3)
-	go func() { // ends at the output's EOF, a client write error or conn.Close
+	panicguard.Go("attach output relay", func() { // ends at the output's EOF, a client write error or conn.Close
+		why := "relay failed"
+		defer func() { ended <- why }()
 		buf := make([]byte, protocol.AttachMaxMessage)
 		for {
 			n, err := conn.Read(buf)
 			if err != nil || n == 0 {
-				ended <- "container output ended"
+				why = "container output ended"
 				return
 			}
 			w := s.Stdout
@@ -196,21 +310,23 @@ func (r *Runtime) Attach(ctx context.Context, id string, stdinOnce bool, s Strea
 				continue
 			}
 			if _, err := w.Write(buf[1:n]); err != nil {
-				ended <- "client stopped reading"
+				why = "client stopped reading"
 				return
 			}
 		}
-	}()
+	})
 	if s.Stdin != nil && input != nil {
-		go func() { // ends at the client's EOF, or when input is closed on return
+		panicguard.Go("attach input relay", func() { // ends at the client's EOF, or when input is closed on return
+			why := "relay failed"
+			defer func() { ended <- why }()
 			copyInput(input, s.Stdin, false)
 			if stdinOnce {
 				if err := r.CloseStdin(context.WithoutCancel(ctx), id); err != nil {
 					klog.V(2).InfoS("Closing stdin after attach", "containerID", id, "err", err)
 				}
 			}
-			ended <- "client stdin ended"
-		}()
+			why = "client stdin ended"
+		})
 	} else if s.Stdin != nil {
 		klog.V(2).InfoS("Attach asked for stdin but the container has none open", "containerID", id)
 	}
@@ -221,7 +337,7 @@ func (r *Runtime) Attach(ctx context.Context, id string, stdinOnce bool, s Strea
 		if s.TTY {
 			pty = input
 		}
-		go resizeLoop(pty, s.Resize)
+		panicguard.Go("attach resize relay", func() { resizeLoop(pty, s.Resize) })
 	}
 	select {
 	case why := <-ended:

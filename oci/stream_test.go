@@ -40,7 +40,7 @@ func TestCopyOutput(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	go func() { _, _ = w.Write([]byte("hello")); w.Close() }()
+	go func(w *os.File) { _, _ = w.Write([]byte("hello")); w.Close() }(w)
 	pr, pw := io.Pipe()
 	got := make(chan []byte, 1)
 	go func() { b, _ := io.ReadAll(pr); got <- b }()
@@ -58,7 +58,7 @@ func TestCopyOutput(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	go func() { _, _ = w.Write([]byte("hello")); w.Close() }()
+	go func(w *os.File) { _, _ = w.Write([]byte("hello")); w.Close() }(w)
 	if err := copyOutput(failingWriter{}, r); err == nil {
 		t.Fatal("a client that cannot be written to is not reported")
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/crid-dev/crid/oci/crilog"
 	"github.com/crid-dev/crid/oci/protocol"
+	"github.com/crid-dev/crid/panicguard"
 )
 
 // drainGrace bounds how long an exit waits for the output pipes to reach
@@ -115,27 +116,32 @@ func (m *Monitor) attachOutput(c *container, files map[string]*os.File) {
 			tag = protocol.AttachStderr
 		}
 		go func() {
+			// At EOF no writer is left: the pipe is done with (a pty's
+			// input too, once the container is gone). A panic ends
+			// the copy the same way, after its stack is logged.
+			defer func() {
+				c.mu.Lock()
+				if c.stdio[role] == f {
+					delete(c.stdio, role)
+					f.Close()
+				}
+				c.mu.Unlock()
+				if remaining.Add(-1) == 0 {
+					c.mu.Lock()
+					c.outputEnded = true
+					c.closeSinksLocked()
+					c.mu.Unlock()
+					close(done)
+				}
+			}()
+			var err error
+			defer panicguard.Recover("log copy of container "+c.id, &err)
 			src := &teeReader{r: f, c: c, stream: tag, onDrop: onDrop}
-			err := crilog.Copy(log, stream, src, maxLine, nil, func(err error) {
+			err = crilog.Copy(log, stream, src, maxLine, nil, func(err error) {
 				m.log.Warn("Writing container log failed; output dropped until reopen", "id", c.id, "err", err)
 			})
 			if err != nil {
 				m.log.Warn("Reading container output failed", "id", c.id, "stream", stream, "err", err)
-			}
-			// At EOF no writer is left: the pipe is done with (a pty's
-			// input too, once the container is gone).
-			c.mu.Lock()
-			if c.stdio[role] == f {
-				delete(c.stdio, role)
-				f.Close()
-			}
-			c.mu.Unlock()
-			if remaining.Add(-1) == 0 {
-				c.mu.Lock()
-				c.outputEnded = true
-				c.closeSinksLocked()
-				c.mu.Unlock()
-				close(done)
 			}
 		}()
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/crid-dev/crid/cgroupmgr"
 	"github.com/crid-dev/crid/oci/crilog"
 	"github.com/crid-dev/crid/oci/protocol"
+	"github.com/crid-dev/crid/panicguard"
 )
 
 // create makes the container and runs its init up to the exec fifo, where
@@ -237,7 +238,7 @@ func (m *Monitor) startInit(c *container, lc *libcontainer.Container, p *libcont
 		return 0, err
 	}
 	m.reaper.watch(pid, func(ws unix.WaitStatus, at time.Time) {
-		go m.onExit(c, ws, at)
+		panicguard.Go("exit of container "+c.id, func() { m.onExit(c, ws, at) })
 	})
 	return pid, nil
 }

@@ -2,11 +2,11 @@ package monitor
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"os"
-	"sync"
 	"syscall"
 	"time"
 
@@ -15,126 +15,230 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/crid-dev/crid/oci/protocol"
+	"github.com/crid-dev/crid/panicguard"
 )
 
-// defaultMaxExecOutput is kubelet's cap on ExecSync output per stream.
-const defaultMaxExecOutput = 16 << 20
+// streamExec is a process started for an exec (CRI Exec or ExecSync): the
+// daemon holds its stdio and copies to the client; the monitor reaps it
+// and keeps its exit until the daemon's exec_wait collects it, or until the
+// connection that started it ends, which kills it.
+//
+// It keeps a pidfd of its own, not libcontainer's Process, which retains
+// the whole start-time state (tens of kB per exec, held as long as a
+// terminal session stays open).
+type streamExec struct {
+	id    string        // container
+	pidfd *os.File      // closed once forgotten; signals never reach a reused pid
+	done  chan struct{} // closed once exit is set
+	exit  protocol.Exit
+	// unbind stops the kill-on-disconnect of the starting connection.
+	unbind func() bool
+}
 
-// exec runs a process in a running container, joining its namespaces and
-// cgroup (CRI ExecSync), and returns its output and exit. A timed-out or
-// abandoned exec is killed: the reply then says TimedOut.
-func (m *Monitor) exec(ctx context.Context, req protocol.ExecRequest) (*protocol.ExecReply, error) {
+// signal sends sig through the pidfd; a process that is gone (or an exec
+// already forgotten) gives os.ErrProcessDone.
+func (e *streamExec) signal(sig unix.Signal) error {
+	rc, err := e.pidfd.SyscallConn()
+	if err != nil {
+		return os.ErrProcessDone
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = unix.PidfdSendSignal(int(fd), sig, nil, 0) }); err != nil {
+		return os.ErrProcessDone
+	}
+	if errors.Is(serr, unix.ESRCH) {
+		return os.ErrProcessDone
+	}
+	return serr
+}
+
+// execStart starts a process in a running container and returns its stdio
+// (pipes, or the pty master with a terminal) for the daemon to keep. The
+// process belongs to the connection of ctx: when it ends before exec_wait
+// collected the exit, nobody can any more, so the process is killed and
+// forgotten.
+func (m *Monitor) execStart(ctx context.Context, req protocol.ExecStartRequest) (*protocol.ExecStartReply, []*os.File, error) {
+	if req.Process == nil {
+		return nil, nil, invalid("exec in %s: no process", req.ID)
+	}
 	lc, p, err := m.execProcess(req.ID, req.Process)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	if req.Process.Terminal {
-		return nil, invalid("exec in %s: a terminal needs the streaming exec, not exec-sync", req.ID)
-	}
-	maxOut := req.MaxOutput
-	if maxOut <= 0 {
-		maxOut = defaultMaxExecOutput
-	}
-
-	var mine, child []*os.File
-	defer func() { protocol.CloseFiles(mine); protocol.CloseFiles(child) }()
-	outR, outW, err := pipe(true)
+	tty := req.Process.Terminal
+	stdio, in, out, errw, console, err := newStdio(req.Stdin, tty)
 	if err != nil {
-		return nil, fmt.Errorf("exec in %s: %w", req.ID, err)
+		return nil, nil, fmt.Errorf("exec in %s: %w", req.ID, err)
 	}
-	errR, errW, err := pipe(true)
-	if err != nil {
-		protocol.CloseFiles([]*os.File{outR, outW})
-		return nil, fmt.Errorf("exec in %s: %w", req.ID, err)
+	defer stdio.closeChild()
+	if in != nil {
+		p.Stdin = in
 	}
-	mine, child = append(mine, outR, errR), append(child, outW, errW)
-	p.Stdout, p.Stderr = outW, errW
-	var inW *os.File
-	if len(req.Stdin) > 0 {
-		w, r, err := pipe(false)
-		if err != nil {
-			return nil, fmt.Errorf("exec in %s: %w", req.ID, err)
-		}
-		inW = w
-		mine, child = append(mine, w), append(child, r)
-		p.Stdin = r
+	if out != nil {
+		p.Stdout = out
 	}
+	if errw != nil {
+		p.Stderr = errw
+	}
+	if console != nil {
+		p.ConsoleSocket = console
+	}
+	e := &streamExec{id: req.ID, done: make(chan struct{})}
+	execID := newExecID()
 
-	exited := make(chan unix.WaitStatus, 1)
 	m.reaper.starting.RLock()
 	err = lc.Start(p)
 	pid := 0
 	if err == nil {
 		pid, _ = p.Pid()
-		m.reaper.watch(pid, func(ws unix.WaitStatus, _ time.Time) { exited <- ws })
+		m.reaper.watch(pid, func(ws unix.WaitStatus, at time.Time) {
+			e.exit = protocol.ExitFromStatus(syscall.WaitStatus(ws), at, "", "monitor")
+			close(e.done)
+		})
+		// Not reaped before the lock is released: pid is still ours.
+		var fd int
+		if fd, err = unix.PidfdOpen(pid, 0); err == nil {
+			e.pidfd = os.NewFile(uintptr(fd), "pidfd")
+		} else {
+			_ = p.Signal(unix.SIGKILL)
+			err = fmt.Errorf("pidfd_open: %w", err)
+		}
 	}
 	m.reaper.starting.RUnlock()
 	if err != nil {
-		return nil, fmt.Errorf("exec in %s: %w", req.ID, err)
+		stdio.closeAll()
+		return nil, nil, fmt.Errorf("exec in %s: %w", req.ID, err)
 	}
-	protocol.CloseFiles(child)
-	child = nil
-
-	var wg sync.WaitGroup
-	stdout, stderr := &capped{max: maxOut}, &capped{max: maxOut}
-	for _, rc := range []struct {
-		r *os.File
-		w *capped
-	}{{outR, stdout}, {errR, stderr}} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, _ = io.Copy(rc.w, rc.r) // ends at EOF or when the read end is closed
-		}()
-	}
-	if inW != nil {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, _ = inW.Write(req.Stdin) // ends when written, or the process is gone (EPIPE), or closed
-			inW.Close()
-		}()
-	}
-
-	var timeout <-chan time.Time
-	if req.Timeout > 0 {
-		t := time.NewTimer(req.Timeout)
-		defer t.Stop()
-		timeout = t.C
-	}
-	reply := &protocol.ExecReply{}
-	var ws unix.WaitStatus
-	select {
-	case ws = <-exited:
-	case <-timeout:
-		reply.TimedOut = true
-	case <-ctx.Done():
-		reply.TimedOut = true
-	}
-	if reply.TimedOut {
-		// p.Signal goes through a pidfd: never a reused pid.
-		if err := p.Signal(unix.SIGKILL); err != nil && !errors.Is(err, os.ErrProcessDone) {
-			m.log.Warn("Killing timed-out exec failed", "id", req.ID, "pid", pid, "err", err)
+	if tty {
+		if err := stdio.receiveConsole(false); err != nil {
+			_ = e.signal(unix.SIGKILL)
+			e.pidfd.Close()
+			stdio.closeAll()
+			return nil, nil, fmt.Errorf("exec in %s: %w", req.ID, err)
 		}
-		ws = <-exited
 	}
-	reply.Exit = protocol.ExitFromStatus(syscall.WaitStatus(ws), time.Now(), "", "monitor")
-	// Output ends at EOF, unless a child of the exec keeps the pipes open.
-	drained := make(chan struct{})
-	go func() { wg.Wait(); close(drained) }()
+	m.mu.Lock()
+	if m.execs == nil {
+		m.execs = map[string]*streamExec{}
+	}
+	m.execs[execID] = e
+	e.unbind = context.AfterFunc(ctx, func() {
+		defer panicguard.Recover("abandoned exec "+execID, nil)
+		m.abandonExec(execID, e)
+	})
+	m.mu.Unlock()
+
+	var roles []string
+	var files []*os.File
+	for _, role := range []string{protocol.StdioStdin, protocol.StdioStdout, protocol.StdioStderr, protocol.StdioPTY} {
+		if f := stdio.mine[role]; f != nil {
+			roles = append(roles, role)
+			files = append(files, f)
+		}
+	}
+	stdio.mine = nil // handed over: the reply closes our copies once sent
+	m.log.Info("Exec started", "id", req.ID, "exec", execID, "pid", pid, "tty", tty)
+	return &protocol.ExecStartReply{ExecID: execID, Pid: pid, Stdio: roles}, files, nil
+}
+
+// execWait returns a streamed exec's exit once it has one, and forgets it.
+func (m *Monitor) execWait(ctx context.Context, req protocol.ExecIDRequest) (*protocol.Exit, error) {
+	e, err := m.getExec(req)
+	if err != nil {
+		return nil, err
+	}
 	select {
-	case <-drained:
-	case <-time.After(drainGrace):
-		protocol.CloseFiles(mine)
-		mine = nil
-		<-drained
+	case <-e.done:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("wait for exec %s in %s: %w", req.ExecID, req.ID, ctx.Err())
 	}
-	reply.Stdout, reply.Stderr = stdout.b, stderr.b
-	reply.Truncated = stdout.dropped || stderr.dropped
-	if ctx.Err() != nil {
-		return nil, fmt.Errorf("exec in %s: %w", req.ID, ctx.Err())
+	m.forgetExec(req.ExecID, e)
+	x := e.exit
+	return &x, nil
+}
+
+// abandonExec kills an exec whose connection ended before its exit was
+// collected, and forgets it; the reaper still reaps it.
+func (m *Monitor) abandonExec(execID string, e *streamExec) {
+	select {
+	case <-e.done:
+	default:
+		m.log.Info("Killing exec: the connection that started it ended", "id", e.id, "exec", execID)
+		if err := e.signal(unix.SIGKILL); err != nil && !errors.Is(err, os.ErrProcessDone) {
+			m.log.Warn("Killing abandoned exec failed", "id", e.id, "exec", execID, "err", err)
+		}
 	}
-	return reply, nil
+	m.forgetExec(execID, e)
+}
+
+// forgetExec drops e from the table, stops its kill-on-disconnect and
+// closes its pidfd.
+func (m *Monitor) forgetExec(execID string, e *streamExec) {
+	m.mu.Lock()
+	known := m.execs[execID] == e
+	if known {
+		delete(m.execs, execID)
+	}
+	m.mu.Unlock()
+	if known {
+		e.release()
+	}
+}
+
+// release lets go of what the exec holds.
+func (e *streamExec) release() {
+	if e.unbind != nil {
+		e.unbind()
+	}
+	e.pidfd.Close()
+}
+
+// execKill signals a streamed exec through its pidfd: never a reused pid.
+func (m *Monitor) execKill(req protocol.ExecKillRequest) error {
+	e, err := m.getExec(protocol.ExecIDRequest{ID: req.ID, ExecID: req.ExecID})
+	if err != nil {
+		return err
+	}
+	if req.Signal <= 0 || req.Signal > 64 {
+		return invalid("signal exec %s in %s: invalid signal %d", req.ExecID, req.ID, req.Signal)
+	}
+	if err := e.signal(unix.Signal(req.Signal)); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("signal exec %s in %s: %w", req.ExecID, req.ID, err)
+	}
+	return nil
+}
+
+func (m *Monitor) getExec(req protocol.ExecIDRequest) (*streamExec, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e := m.execs[req.ExecID]
+	if e == nil || e.id != req.ID {
+		return nil, protocol.Errorf(protocol.CodeNotFound, "exec %q in container %q not found", req.ExecID, req.ID)
+	}
+	return e, nil
+}
+
+// forgetExecs drops the execs of a deleted container: their processes died
+// with it, and no one will wait for them any more.
+func (m *Monitor) forgetExecs(id string) {
+	m.mu.Lock()
+	var gone []*streamExec
+	for k, e := range m.execs {
+		if e.id == id {
+			delete(m.execs, k)
+			gone = append(gone, e)
+		}
+	}
+	m.mu.Unlock()
+	for _, e := range gone {
+		e.release()
+	}
+}
+
+func newExecID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on Linux
+	return hex.EncodeToString(b[:])
 }
 
 // execProcess checks that the container runs and prepares the process to
@@ -165,22 +269,4 @@ func (m *Monitor) execProcess(id string, proc *specs.Process) (*libcontainer.Con
 		m.log.Info("Clamped exec settings to what the monitor may grant", "id", id, "changes", clamped)
 	}
 	return lc, p, nil
-}
-
-// capped keeps the first max bytes written to it and drops the rest, so a
-// chatty process can neither block nor exhaust the monitor.
-type capped struct {
-	max     int
-	b       []byte
-	dropped bool
-}
-
-func (c *capped) Write(p []byte) (int, error) {
-	if room := c.max - len(c.b); room < len(p) {
-		c.b = append(c.b, p[:max(room, 0)]...)
-		c.dropped = true
-	} else {
-		c.b = append(c.b, p...)
-	}
-	return len(p), nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 
+	"github.com/crid-dev/crid/failpoint"
 	"github.com/crid-dev/crid/oci/protocol"
 )
 
@@ -27,8 +28,13 @@ func (m *Monitor) get(id string) (*container, error) {
 }
 
 // handle dispatches one request. Only adopt keeps descriptors; every other
-// method closes what it was sent.
+// method closes what it was sent. Each method is a fault point named
+// "monitor.<method>" for tests (see package failpoint).
 func (m *Monitor) handle(ctx context.Context, method string, body json.RawMessage, fds []*os.File) (any, []*os.File, error) {
+	if err := failpoint.Inject("monitor." + method); err != nil {
+		protocol.CloseFiles(fds)
+		return nil, nil, err
+	}
 	if reply, ok, err := m.handleUpdates(ctx, method, body); ok {
 		protocol.CloseFiles(fds)
 		return reply, nil, err
@@ -43,7 +49,7 @@ func (m *Monitor) handle(ctx context.Context, method string, body json.RawMessag
 	}
 	protocol.CloseFiles(fds)
 	switch method {
-	case protocol.MethodCreate, protocol.MethodExec, protocol.MethodExecStart, protocol.MethodDelete:
+	case protocol.MethodCreate, protocol.MethodExecStart, protocol.MethodDelete:
 		defer m.trim.touch()
 	}
 	switch method {
@@ -63,19 +69,12 @@ func (m *Monitor) handle(ctx context.Context, method string, body json.RawMessag
 			return nil, nil, err
 		}
 		return struct{}{}, nil, m.kill(req)
-	case protocol.MethodExec:
-		var req protocol.ExecRequest
-		if err := protocol.Decode(body, &req); err != nil {
-			return nil, nil, err
-		}
-		reply, err := m.exec(ctx, req)
-		return reply, nil, err
 	case protocol.MethodExecStart:
 		var req protocol.ExecStartRequest
 		if err := protocol.Decode(body, &req); err != nil {
 			return nil, nil, err
 		}
-		return m.execStart(req)
+		return m.execStart(ctx, req)
 	case protocol.MethodExecWait:
 		var req protocol.ExecIDRequest
 		if err := protocol.Decode(body, &req); err != nil {

@@ -37,7 +37,10 @@ type Config struct {
 	Log        *slog.Logger
 }
 
-// maxInFlight bounds concurrent requests per connection.
+// maxInFlight bounds concurrent requests per connection. The daemon's main
+// connection carries short calls only; each request that waits as long as
+// a process lives comes on a connection of its own (see oci/protocol), so
+// no number of those can take these slots.
 const maxInFlight = 256
 
 // Monitor is the running monitor.

@@ -48,7 +48,8 @@ func TestHandleRejectsBadRequests(t *testing.T) {
 		`{"id":"c","spec":{"root":{"path":"/r"},"linux":{"cgroupsPath":""},"process":{"args":["x"]}}}`}
 	methods := []string{protocol.MethodCreate, protocol.MethodStart, protocol.MethodKill, protocol.MethodWait,
 		protocol.MethodState, protocol.MethodDelete, protocol.MethodReopenLog, protocol.MethodAdopt,
-		protocol.MethodStdio, protocol.MethodCloseStdin, protocol.MethodExec, "bogus"}
+		protocol.MethodStdio, protocol.MethodCloseStdin, protocol.MethodExecStart, protocol.MethodExecWait,
+		protocol.MethodExecKill, "exec", "bogus"}
 	for _, method := range methods {
 		for _, body := range bodies {
 			_, fds, err := m.handle(context.Background(), method, json.RawMessage(body), nil)

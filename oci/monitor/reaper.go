@@ -4,10 +4,13 @@ import (
 	"context"
 	"os"
 	"os/signal"
+	"strconv"
 	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/crid-dev/crid/panicguard"
 )
 
 // reaper is the monitor's only wait4(-1) caller. As a child subreaper the
@@ -67,9 +70,16 @@ func (r *reaper) reapAll() {
 		delete(r.subs, pid)
 		r.mu.Unlock()
 		if f != nil {
-			f(ws, at)
+			notify(pid, f, ws, at)
 		}
 	}
+}
+
+// notify calls one watcher; a panic in it is logged and ends only that
+// call, so the reaper goes on reaping.
+func notify(pid int, f func(unix.WaitStatus, time.Time), ws unix.WaitStatus, at time.Time) {
+	defer panicguard.Recover("exit callback of pid "+strconv.Itoa(pid), nil)
+	f(ws, at)
 }
 
 // watch calls f (which must not block) with pid's exit status. Call it while

@@ -16,6 +16,7 @@ import (
 	"github.com/crid-dev/crid/cgroupmgr"
 	"github.com/crid-dev/crid/oci/crilog"
 	"github.com/crid-dev/crid/oci/protocol"
+	"github.com/crid-dev/crid/panicguard"
 )
 
 // exitFileWait bounds how long a reloaded container whose init was gone
@@ -98,6 +99,7 @@ func (m *Monitor) reloadOne(rec protocol.Record) *container {
 	m.bg.Add(2)
 	go func() {
 		defer m.bg.Done()
+		defer panicguard.Recover("adopt grace of container "+c.id, nil)
 		t := time.NewTimer(adoptGrace)
 		defer t.Stop()
 		select {
@@ -109,6 +111,7 @@ func (m *Monitor) reloadOne(rec protocol.Record) *container {
 	}()
 	go func() {
 		defer m.bg.Done()
+		defer panicguard.Recover("watch of reloaded container "+c.id, nil)
 		m.watchReloaded(c)
 	}()
 	return c

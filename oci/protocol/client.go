@@ -8,6 +8,8 @@ import (
 	"net"
 	"os"
 	"sync"
+
+	"github.com/crid-dev/crid/panicguard"
 )
 
 // ErrConnLost says the connection ended before the reply came: the request
@@ -61,6 +63,16 @@ func (c *Client) Close() error {
 func (c *Client) readLoop() {
 	defer close(c.done)
 	var err error
+	defer func() {
+		// A bug here ends this connection like a broken frame would:
+		// pending calls fail, the daemon reconnects.
+		c.fc.Close()
+		c.mu.Lock()
+		c.err = err
+		c.pending = nil // callers still waiting see done
+		c.mu.Unlock()
+	}()
+	defer panicguard.Recover("monitor client reader", &err)
 	for {
 		var payload []byte
 		var fds []*os.File
@@ -84,11 +96,6 @@ func (c *Client) readLoop() {
 		}
 		ch <- reply{m: m, fds: fds}
 	}
-	c.fc.Close()
-	c.mu.Lock()
-	c.err = err
-	c.pending = nil
-	c.mu.Unlock()
 }
 
 // Call sends a request and decodes the reply body into resp (when non-nil).

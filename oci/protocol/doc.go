@@ -10,7 +10,12 @@
 // sends requests (ID, Method, Body), the monitor answers each with one reply
 // carrying the same ID (Body or Error with a Code). Replies come in any
 // order, so a blocking "wait" never holds up other calls on the connection.
-// A malformed frame closes the connection, never the monitor.
+// The monitor serves a bounded number of requests at a time per connection;
+// calls that wait as long as a container or process lives go on a
+// connection of their own (see the Method constants), so the daemon's main
+// connection always has room for lifecycle calls. A malformed frame closes
+// the connection, never the monitor; a panic in a handler fails only its
+// request.
 //
 // Crash recovery: the create reply carries duplicates of the container's
 // stdio (output read ends, stdin write end or the pty master), which the

@@ -25,8 +25,11 @@ const (
 	MaxPayload = 32 << 20
 	// MaxFDs bounds the descriptors of one frame.
 	MaxFDs = 16
-	// readChunk is the size of one recvmsg.
-	readChunk = 64 << 10
+	// minRead is the smallest read buffer: small frames come in one
+	// recvmsg, and an idle connection holds no more than this while it
+	// waits (the daemon keeps a connection per held exec). A larger frame
+	// gets a buffer of its announced size, once.
+	minRead = 4 << 10
 )
 
 // ErrProtocol marks a malformed frame; the connection cannot be resynchronised
@@ -146,7 +149,12 @@ func (fc *FrameConn) ReadFrame() ([]byte, []*os.File, error) {
 // fill reads until at least n bytes are buffered.
 func (fc *FrameConn) fill(n int) error {
 	for len(fc.buf) < n {
-		chunk := make([]byte, readChunk)
+		if cap(fc.buf) < n {
+			grown := make([]byte, len(fc.buf), max(n, minRead))
+			copy(grown, fc.buf)
+			fc.buf = grown
+		}
+		chunk := fc.buf[len(fc.buf):cap(fc.buf)]
 		m, oobn, flags, _, err := fc.c.ReadMsgUnix(chunk, fc.oob)
 		m, oobn = max(m, 0), max(oobn, 0) // -1 on some errors
 		if oobn > 0 {
@@ -157,7 +165,7 @@ func (fc *FrameConn) fill(n int) error {
 		if flags&unix.MSG_CTRUNC != 0 {
 			return fmt.Errorf("%w: descriptors truncated (more than %d in one message)", ErrProtocol, MaxFDs)
 		}
-		fc.buf = append(fc.buf, chunk[:m]...)
+		fc.buf = fc.buf[:len(fc.buf)+m]
 		if err != nil {
 			return err
 		}

@@ -13,6 +13,15 @@ const Version = 1
 
 // Methods. Every request gets exactly one reply with the same ID; replies may
 // come in any order, so a blocking wait never holds up other calls.
+//
+// Calls that wait for as long as a container or a process lives (wait, and
+// the streamed exec's exec_start, exec_wait and exec_kill) are made on a
+// connection of their own, one per waiting request, which the daemon closes
+// when the request ends: however many execs are held open, the daemon's
+// main connection keeps its request slots for lifecycle calls, and what a
+// connection started (an exec) is killed and forgotten when it closes. The
+// one long wait on the main connection is exits, a single outstanding
+// request however many containers there are.
 const (
 	MethodHello      = "hello"       // → HelloReply
 	MethodCreate     = "create"      // CreateRequest → CreateReply + stdio fds
@@ -26,8 +35,7 @@ const (
 	MethodAdopt      = "adopt"       // AdoptRequest + fds → {}: hands stdio back to a restarted monitor
 	MethodStdio      = "stdio"       // IDRequest → StdioReply + fds: duplicates for a restarted daemon
 	MethodCloseStdin = "close_stdin" // IDRequest → {}
-	MethodExec       = "exec"        // ExecRequest → ExecReply
-	MethodExecStart  = "exec_start"  // ExecStartRequest → ExecStartReply + stdio fds
+	MethodExecStart  = "exec_start"  // ExecStartRequest → ExecStartReply + stdio fds; the exec lives as long as this connection
 	MethodExecWait   = "exec_wait"   // ExecIDRequest → Exit, when the process has exited
 	MethodExecKill   = "exec_kill"   // ExecKillRequest → {}
 	MethodAttach     = "attach"      // IDRequest → {} + one output socket
@@ -174,31 +182,13 @@ type StdioReply struct {
 	Stdio []string `json:"stdio,omitempty"`
 }
 
-// ExecRequest runs a process in a running container (setns) and waits for
-// it (CRI ExecSync).
-type ExecRequest struct {
-	ID      string         `json:"id"`
-	Process *specs.Process `json:"process"`
-	Stdin   []byte         `json:"stdin,omitempty"`
-	// Timeout kills the process when it runs longer; 0 means no timeout.
-	Timeout time.Duration `json:"timeout,omitempty"`
-	// MaxOutput bounds each of stdout and stderr; 0 means the default
-	// (16 MiB, kubelet's cap).
-	MaxOutput int `json:"maxOutput,omitempty"`
-}
-
-// ExecReply is the exec's outcome.
-type ExecReply struct {
-	Exit      Exit   `json:"exit"`
-	Stdout    []byte `json:"stdout,omitempty"`
-	Stderr    []byte `json:"stderr,omitempty"`
-	TimedOut  bool   `json:"timedOut,omitempty"`
-	Truncated bool   `json:"truncated,omitempty"`
-}
-
 // ExecStartRequest starts a process in a running container and hands its
-// stdio to the daemon (CRI Exec, streamed): the daemon copies between the
-// client and the descriptors, and waits with exec_wait.
+// stdio to the daemon (CRI Exec and ExecSync): the daemon copies between
+// the client (or its output buffers) and the descriptors, and waits with
+// exec_wait. Output never travels in frames, so no size of it can break
+// the connection. The process belongs to the connection that started it:
+// when that connection ends before exec_wait collected the exit, the
+// monitor kills the process and forgets it.
 type ExecStartRequest struct {
 	ID      string         `json:"id"`
 	Process *specs.Process `json:"process"` // Terminal asks for a pty

@@ -6,8 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"runtime/debug"
 	"sync"
+
+	"github.com/crid-dev/crid/panicguard"
 )
 
 // Handler serves one request. It owns fds (and must close those it does not
@@ -32,12 +33,18 @@ func CodeOf(err error) Code {
 
 // ServeConn reads requests from fc until it fails or ctx ends and serves each
 // in its own goroutine, at most maxInFlight at a time (the reader waits for a
-// slot, so a flooding peer slows itself down). A frame that cannot be decoded
-// ends the connection, never the process; a panicking handler becomes an
-// internal error reply. The context given to handlers is cancelled when the
-// connection ends, so blocking calls such as wait return. ServeConn returns
-// after every handler it started has returned.
-func ServeConn(ctx context.Context, fc *FrameConn, h Handler, maxInFlight int) error {
+// slot, so a flooding peer slows itself down). The cap is per connection:
+// calls that wait for long (wait, exec_wait) come on connections of their
+// own, one per waiting request, so they never take the slots of the
+// lifecycle calls on the daemon's main connection. A frame that cannot be
+// decoded ends the connection, never the process; a panicking handler
+// becomes an internal error reply to its request, logged with its stack. The
+// context given to handlers is cancelled when the connection ends, so
+// blocking calls such as wait return and what a connection owns (a streamed
+// exec) can be let go. ServeConn returns after every handler it started has
+// returned.
+func ServeConn(ctx context.Context, fc *FrameConn, h Handler, maxInFlight int) (err error) {
+	defer panicguard.Recover("monitor connection reader", &err)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -87,11 +94,13 @@ type encoded struct {
 }
 
 func serveOne(ctx context.Context, h Handler, m Message, fds []*os.File) (out encoded) {
+	var perr error
 	defer func() {
-		if r := recover(); r != nil {
-			out = encodeError(m.ID, fmt.Errorf("internal error serving %s: %v\n%s", m.Method, r, debug.Stack()))
+		if perr != nil {
+			out = encodeError(m.ID, perr)
 		}
 	}()
+	defer panicguard.Recover("monitor request "+m.Method, &perr)
 	body, rfds, err := h(ctx, m.Method, m.Body, fds)
 	if err != nil {
 		CloseFiles(rfds)
