@@ -13,7 +13,7 @@ export CGO_ENABLED := 1
 # bridge/portmap exec iptables: the daemon needs the sbin dirs on PATH.
 export PATH := /usr/local/sbin:/usr/sbin:/sbin:$(PATH)
 
-.PHONY: all build run deps test unit e2e critest tools lint clean testbed bench install
+.PHONY: all build run deps test unit fuzz-targets e2e critest tools lint clean testbed bench install
 
 all: build
 
@@ -44,7 +44,7 @@ install:
 
 # Everything CI checks: lint, unit tests, end-to-end tests, conformance.
 # The test bed's registry, started on the way, is stopped at the end.
-test: deps lint unit e2e critest
+test: deps lint unit fuzz-targets e2e critest
 	bash hack/registry.sh stop
 
 # The test images and their registry on 127.0.0.1:5000 (unit tests of oci
@@ -54,6 +54,15 @@ testbed:
 
 unit: testbed
 	$(GO) test -tags '$(GOTAGS)' -count=1 $$($(GO) list ./... | grep -v /test/e2e)
+
+# Every Go fuzz target of the tree (CRI configs to specs, the layer
+# extractor, the monitor's frames, records, CRI logs...) for FUZZTIME each,
+# one after the other (hack/fuzz.sh; FUZZ=regexp picks targets). A failing
+# input lands in its package's testdata/fuzz/<Target>/: commit it with the
+# fix. Heavy: flock -o /tmp/crid-heavy.lock make fuzz-targets.
+FUZZTIME ?= 20s
+fuzz-targets:
+	GO=$(GO) GOTAGS='$(GOTAGS)' FUZZTIME=$(FUZZTIME) bash hack/fuzz.sh
 
 e2e: build tools testbed
 	CRID_BIN=$(BIN)/crid $(GO) test -tags '$(GOTAGS)' -count=1 -v ./test/e2e 2>&1 | tee _output/e2e.log | grep -E '^(=== RUN|--- |    |PASS|FAIL|ok|panic)' ; exit $${PIPESTATUS[0]}
