@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // fuzzKind and fuzzID name the record file the decoder is fed.
@@ -16,6 +18,22 @@ const (
 	fuzzKind = "k"
 	fuzzID   = "rec-1"
 )
+
+// fuzzDir returns a fresh directory, on tmpfs when /dev/shm is one: every
+// Put fsyncs a file and a directory, which on a busy disk stalls the
+// fuzzer for seconds at a time, and durability is not what is fuzzed.
+func fuzzDir(t *testing.T) string {
+	var st unix.Statfs_t
+	if unix.Statfs("/dev/shm", &st) != nil || st.Type != unix.TMPFS_MAGIC {
+		return t.TempDir()
+	}
+	dir, err := os.MkdirTemp("/dev/shm", "crid-fuzz-records-")
+	if err != nil {
+		return t.TempDir()
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
 
 // validFile returns the bytes Put writes for v under fuzzID.
 func validFile(tb testing.TB, v any) []byte {
@@ -52,8 +70,7 @@ func FuzzRecordFile(f *testing.F) {
 	f.Add([]byte(`{"version":1,"id":"rec-1","checksum":"sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"}`), "a/b", []byte("not json"))
 	f.Add([]byte{}, "x\x00y", []byte(`<&>`))
 	f.Fuzz(func(t *testing.T, file []byte, id string, data []byte) {
-		dir := t.TempDir()
-		s, err := Open(dir)
+		s, err := Open(fuzzDir(t))
 		if err != nil {
 			t.Fatal(err)
 		}
