@@ -7,7 +7,10 @@
 #   FUZZTIME      time per target (default 20s; `go test -fuzztime`, so 5000x
 #                 also works)
 #   FUZZPARALLEL  fuzzing workers (default 2)
+#   FUZZMINIMIZE  time to minimize each new input (default 5s; go test's own
+#                 60s would eat a short run: these targets touch files)
 #   FUZZ          only targets matching this regexp (default all)
+#   FUZZTIMEOUT   go test -timeout of each target's run (default 30m)
 #   FUZZLOG       the full output (default _output/fuzz.log)
 #
 # A failure leaves its input in the package's testdata/fuzz/<Target>/, where
@@ -20,6 +23,7 @@ GO=${GO:-go}
 GOTAGS=${GOTAGS:-containers_image_openpgp seccomp}
 FUZZTIME=${FUZZTIME:-20s}
 FUZZPARALLEL=${FUZZPARALLEL:-2}
+FUZZMINIMIZE=${FUZZMINIMIZE:-5s}
 FUZZ=${FUZZ:-.}
 FUZZLOG=${FUZZLOG:-_output/fuzz.log}
 mkdir -p "$(dirname "$FUZZLOG")"
@@ -45,7 +49,8 @@ for dir in "${dirs[@]}"; do
 		out=$(mktemp)
 		start=$(date +%s)
 		rc=0
-		"$GO" test -tags "$GOTAGS" -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" -parallel "$FUZZPARALLEL" "$dir" \
+		"$GO" test -tags "$GOTAGS" -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" -fuzzminimizetime "$FUZZMINIMIZE" \
+			-parallel "$FUZZPARALLEL" -timeout "${FUZZTIMEOUT:-30m}" "$dir" \
 			>"$out" 2>&1 || rc=$?
 		cat "$out" >>"$FUZZLOG"
 		# The last progress line: "fuzz: elapsed: 20s, execs: 123 (6/sec), ...".
