@@ -197,13 +197,14 @@ func fuzzSeeds() (pods []*runtime.PodSandboxConfig, ctrs []*runtime.ContainerCon
 				Capabilities: &runtime.Capability{AddCapabilities: []string{"ALL"}, DropCapabilities: []string{"net_raw"}, AddAmbientCapabilities: []string{"CAP_SYS_ADMIN"}},
 				MaskedPaths:  []string{}, ReadonlyPaths: []string{"/proc/sys"},
 				NamespaceOptions: &runtime.NamespaceOption{Pid: runtime.NamespaceMode_NODE},
+				Seccomp:          &runtime.SecurityProfile{ProfileType: runtime.SecurityProfile_RuntimeDefault},
 				RunAsUser:        &runtime.Int64Value{Value: 1000}, RunAsGroup: &runtime.Int64Value{Value: 50000},
 				SupplementalGroups: []int64{1, 2},
 			})
 		}),
 		with(func(c *runtime.ContainerConfig) {
 			c.Linux = sc(&runtime.LinuxContainerSecurityContext{
-				Capabilities:   &runtime.Capability{AddCapabilities: []string{"sys_admin", "BOGUS"}, DropCapabilities: []string{"ALL"}},
+				Capabilities:   &runtime.Capability{AddCapabilities: []string{"sys_admin"}, DropCapabilities: []string{"ALL"}},
 				RunAsUsername:  "www-data",
 				Seccomp:        &runtime.SecurityProfile{ProfileType: runtime.SecurityProfile_Localhost, LocalhostRef: "/profiles/p.json"},
 				Apparmor:       &runtime.SecurityProfile{ProfileType: runtime.SecurityProfile_RuntimeDefault},
@@ -212,6 +213,13 @@ func fuzzSeeds() (pods []*runtime.PodSandboxConfig, ctrs []*runtime.ContainerCon
 			})
 			c.Linux.Resources = &runtime.LinuxContainerResources{CpuQuota: -1, MemoryLimitInBytes: 1 << 30, OomScoreAdj: 1000}
 			c.WorkingDir = "/../../work"
+		}),
+		with(func(c *runtime.ContainerConfig) {
+			c.Linux = sc(&runtime.LinuxContainerSecurityContext{
+				Capabilities: &runtime.Capability{AddCapabilities: []string{"BOGUS"}},
+				//lint:ignore SA1019 older kubelets and critest still send the deprecated field
+				SeccompProfilePath: "localhost/profiles/p.json",
+			})
 		}),
 		with(func(c *runtime.ContainerConfig) {
 			c.Command, c.Args = nil, nil
@@ -394,6 +402,17 @@ func checkSpec(t *testing.T, w specWorld, pod *runtime.PodSandboxConfig, cfg *ru
 		if !slices.Contains(c.Bounding, cp) {
 			t.Errorf("ambient capability %s outside the bounding set", cp)
 		}
+	}
+
+	// A seccomp profile asked for is applied.
+	//lint:ignore SA1019 older kubelets and critest still send the deprecated field
+	path := sc.GetSeccompProfilePath()
+	wantSeccomp := path == "runtime/default" || path == "docker/default" || strings.HasPrefix(path, "localhost/")
+	if p := sc.GetSeccomp(); p != nil {
+		wantSeccomp = p.GetProfileType() == runtime.SecurityProfile_RuntimeDefault || p.GetProfileType() == runtime.SecurityProfile_Localhost
+	}
+	if wantSeccomp && !priv && s.Linux.Seccomp == nil {
+		t.Errorf("seccomp profile %s %q asked for, none applied", sc.GetSeccomp().GetProfileType(), path)
 	}
 
 	// Masked and read-only paths.
