@@ -30,7 +30,7 @@ type specWorld struct {
 }
 
 func newSpecWorld(t *testing.T) specWorld {
-	d := t.TempDir()
+	d := fuzzTempDir(t)
 	w := specWorld{dir: d, rootfs: filepath.Join(d, "rootfs"), host: filepath.Join(d, "host"), pod: filepath.Join(d, "pod")}
 	for _, p := range []string{"rootfs/etc", "rootfs/var", "rootfs/data", "host/dev/sub", "host/data", "outside", "pod"} {
 		if err := os.MkdirAll(filepath.Join(d, p), 0o755); err != nil {
@@ -66,6 +66,21 @@ func newSpecWorld(t *testing.T) specWorld {
 		}
 	}
 	return w
+}
+
+// fuzzTempDir returns a fresh directory, on tmpfs when /dev/shm is one: the
+// world of each input is a few dozen files, and the shared disk is busy.
+func fuzzTempDir(t *testing.T) string {
+	var st unix.Statfs_t
+	if unix.Statfs("/dev/shm", &st) != nil || st.Type != unix.TMPFS_MAGIC {
+		return t.TempDir()
+	}
+	dir, err := os.MkdirTemp("/dev/shm", "crid-fuzz-cri-")
+	if err != nil {
+		return t.TempDir()
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
 }
 
 func (w specWorld) pin(kind string) string { return filepath.Join(w.pod, "ns", kind) }
