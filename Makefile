@@ -55,13 +55,14 @@ testbed:
 unit: testbed
 	$(GO) test -tags '$(GOTAGS)' -count=1 $$($(GO) list ./... | grep -v /test/e2e)
 
-# A bounded fuzzing run where input comes from outside: image configs to
-# layer directories and overlay options (imageservice FuzzLayerStack, seed
-# corpus in imageservice/testdata/fuzz). New crashers land in that
-# directory: commit them with the fix.
+# Every Go fuzz target of the tree (CRI configs to specs, the layer
+# extractor, the monitor's frames, records, CRI logs...) for FUZZTIME each,
+# one after the other (hack/fuzz.sh; FUZZ=regexp picks targets). A failing
+# input lands in its package's testdata/fuzz/<Target>/: commit it with the
+# fix. Heavy: flock -o /tmp/crid-heavy.lock make fuzz.
 FUZZTIME ?= 20s
 fuzz:
-	$(GO) test -tags '$(GOTAGS)' -run '^$$' -fuzz '^FuzzLayerStack$$' -fuzztime $(FUZZTIME) -parallel 2 ./imageservice
+	GO=$(GO) GOTAGS='$(GOTAGS)' FUZZTIME=$(FUZZTIME) bash hack/fuzz.sh
 
 e2e: build tools testbed
 	CRID_BIN=$(BIN)/crid $(GO) test -tags '$(GOTAGS)' -count=1 -v ./test/e2e 2>&1 | tee _output/e2e.log | grep -E '^(=== RUN|--- |    |PASS|FAIL|ok|panic)' ; exit $${PIPESTATUS[0]}

@@ -24,6 +24,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 )
 
 const (
@@ -204,6 +205,10 @@ func (s *Store) read(path, id string) (Record, error) {
 		return Record{}, fmt.Errorf("records: %s: unsupported format version %d", path, env.Version)
 	case env.ID != id:
 		return Record{}, fmt.Errorf("records: corrupt record %s: holds id %q", path, env.ID)
+	case len(env.Data) == 0:
+		// Put always writes a payload; without one the checksum would
+		// be the empty input's and the record would pass as valid.
+		return Record{}, fmt.Errorf("records: corrupt record %s: no data", path)
 	case env.Checksum != checksum(env.Data):
 		return Record{}, fmt.Errorf("records: corrupt record %s: checksum mismatch", path)
 	}
@@ -233,9 +238,11 @@ func checksum(b []byte) string {
 }
 
 // checkName keeps kinds and IDs to single, ordinary path elements so a
-// record can never be written outside the store.
+// record can never be written outside the store. They must be valid UTF-8:
+// the envelope's JSON would replace a bad byte of the ID, and the record
+// would no longer load.
 func checkName(what, name string) error {
-	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") || strings.HasPrefix(name, ".") {
+	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") || strings.HasPrefix(name, ".") || !utf8.ValidString(name) {
 		return fmt.Errorf("records: invalid %s %q", what, name)
 	}
 	return nil

@@ -44,27 +44,51 @@ type File struct {
 	path string
 	f    *os.File
 	err  error // the first write error since the last (re)open, reported once
+	// torn is set when the file ends in the middle of a line (a writer
+	// was killed or ran out of space mid-entry): the next entry starts
+	// with a newline, so that it is not glued to the torn one and lost
+	// with it to kubelet's parser.
+	torn bool
 }
 
 // Open opens (creating it and its directory if needed) the log at path for
 // appending.
 func Open(path string) (*File, error) {
-	f, err := openAppend(path)
+	f, torn, err := openAppend(path)
 	if err != nil {
 		return nil, err
 	}
-	return &File{path: path, f: f}, nil
+	return &File{path: path, f: f, torn: torn}, nil
 }
 
-func openAppend(path string) (*os.File, error) {
+// openAppend opens path for appending and reports whether its last line
+// is unterminated.
+func openAppend(path string) (*os.File, bool, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, fmt.Errorf("create log directory: %w", err)
+		return nil, false, fmt.Errorf("create log directory: %w", err)
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_CLOEXEC, 0o640)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND|os.O_CREATE|syscall.O_CLOEXEC, 0o640)
 	if err != nil {
-		return nil, fmt.Errorf("open log: %w", err)
+		return nil, false, fmt.Errorf("open log: %w", err)
 	}
-	return f, nil
+	torn, err := endsTorn(f)
+	if err != nil {
+		f.Close()
+		return nil, false, fmt.Errorf("open log: %w", err)
+	}
+	return f, torn, nil
+}
+
+func endsTorn(f *os.File) (bool, error) {
+	st, err := f.Stat()
+	if err != nil || st.Size() == 0 {
+		return false, err
+	}
+	var last [1]byte
+	if _, err := f.ReadAt(last[:], st.Size()-1); err != nil {
+		return false, err
+	}
+	return last[0] != '\n', nil
 }
 
 // Path returns the log's path.
@@ -73,13 +97,13 @@ func (l *File) Path() string { return l.path }
 // Reopen opens the path again (after kubelet renamed the file to rotate it)
 // and switches writes to the new file.
 func (l *File) Reopen() error {
-	f, err := openAppend(l.path)
+	f, torn, err := openAppend(l.path)
 	if err != nil {
 		return err
 	}
 	l.mu.Lock()
 	old := l.f
-	l.f, l.err = f, nil
+	l.f, l.err, l.torn = f, nil, torn
 	l.mu.Unlock()
 	if old != nil {
 		old.Close()
@@ -107,6 +131,13 @@ func (l *File) write(p []byte) error {
 	defer l.mu.Unlock()
 	if l.f == nil || l.err != nil {
 		return nil
+	}
+	if l.torn {
+		if _, err := l.f.Write([]byte{'\n'}); err != nil {
+			l.err = err
+			return err
+		}
+		l.torn = false
 	}
 	if _, err := l.f.Write(p); err != nil {
 		l.err = err

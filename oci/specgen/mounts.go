@@ -198,6 +198,12 @@ func setDevices(s *specs.Spec, devs []*runtime.Device, privileged bool) error {
 		}
 	}
 	for i, d := range devs {
+		// The spec's device paths are created inside the rootfs: only
+		// a clean absolute path says where.
+		if !filepath.IsAbs(d.ContainerPath) || strings.ContainsRune(d.ContainerPath, 0) {
+			return fmt.Errorf("%w: devices[%d].container_path %q is not an absolute path", ErrInvalid, i, d.ContainerPath)
+		}
+		ctrPath := filepath.Clean(d.ContainerPath)
 		found, err := devicesUnder(d.HostPath)
 		if err != nil {
 			return fmt.Errorf("%w: devices[%d].host_path: %v", ErrInvalid, i, err)
@@ -210,9 +216,9 @@ func setDevices(s *specs.Spec, devs []*runtime.Device, privileged bool) error {
 			return fmt.Errorf("%w: devices[%d].permissions %q is not a subset of rwm", ErrInvalid, i, d.Permissions)
 		}
 		for _, hd := range found {
-			dst := d.ContainerPath
-			if rel, err := filepath.Rel(d.HostPath, hd.path); err == nil && rel != "." {
-				dst = filepath.Join(d.ContainerPath, rel)
+			dst := ctrPath
+			if hd.rel != "." {
+				dst = filepath.Join(ctrPath, hd.rel)
 			}
 			s.Linux.Devices = append(s.Linux.Devices, hd.dev(dst))
 			if !privileged {
@@ -228,6 +234,7 @@ func setDevices(s *specs.Spec, devs []*runtime.Device, privileged bool) error {
 
 type hostDevice struct {
 	path         string
+	rel          string // path relative to the (resolved) path looked under
 	typ          string
 	major, minor int64
 	mode         os.FileMode
@@ -240,7 +247,9 @@ func (h hostDevice) dev(dst string) specs.LinuxDevice {
 }
 
 // devicesUnder returns the device nodes at p, or under it when p is a
-// directory.
+// directory. p may be a symlink (/dev/disk/by-id/...): each device's rel
+// is taken from where it leads, so a container path is never joined with
+// "..".
 func devicesUnder(p string) ([]hostDevice, error) {
 	real, err := filepath.EvalSymlinks(p)
 	if err != nil {
@@ -271,7 +280,11 @@ func devicesUnder(p string) ([]hostDevice, error) {
 			return nil
 		}
 		dev := uint64(st.Rdev)
-		out = append(out, hostDevice{path: path, typ: typ, major: int64(unix.Major(dev)), minor: int64(unix.Minor(dev)),
+		rel, err := filepath.Rel(real, path)
+		if err != nil {
+			return err
+		}
+		out = append(out, hostDevice{path: path, rel: rel, typ: typ, major: int64(unix.Major(dev)), minor: int64(unix.Minor(dev)),
 			mode: os.FileMode(st.Mode & 0o777), uid: st.Uid, gid: st.Gid})
 		return nil
 	})
