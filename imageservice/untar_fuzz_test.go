@@ -157,7 +157,7 @@ func untarInWorld(world string, data []byte) (setupErr, err error) {
 			done <- result{setup: fmt.Errorf("chdir: %w", err)}
 			return
 		}
-		done <- result{err: untar(bytes.NewReader(data), "/"+fuzzLayer)}
+		done <- result{err: untar(bytes.NewReader(data), "/"+fuzzLayer, untarLimits{Files: 1 << 20, Bytes: 1 << 30})}
 	}()
 	r := <-done
 	return r.setup, r.err

@@ -28,7 +28,8 @@ const (
 	// minRead is the smallest read buffer: small frames come in one
 	// recvmsg, and an idle connection holds no more than this while it
 	// waits (the daemon keeps a connection per held exec). A larger frame
-	// gets a buffer of its announced size, once.
+	// grows the buffer by doubling up to its announced size, so what a
+	// header claims costs nothing until the bytes arrive.
 	minRead = 4 << 10
 )
 
@@ -149,8 +150,8 @@ func (fc *FrameConn) ReadFrame() ([]byte, []*os.File, error) {
 // fill reads until at least n bytes are buffered.
 func (fc *FrameConn) fill(n int) error {
 	for len(fc.buf) < n {
-		if cap(fc.buf) < n {
-			grown := make([]byte, len(fc.buf), max(n, minRead))
+		if len(fc.buf) == cap(fc.buf) {
+			grown := make([]byte, len(fc.buf), max(minRead, min(n, 2*cap(fc.buf))))
 			copy(grown, fc.buf)
 			fc.buf = grown
 		}

@@ -192,10 +192,10 @@ func checkDecode(t *testing.T, data, cuts []byte, fdsSent int, file *os.File) {
 	case !wantProto && !errors.Is(rerr, io.EOF):
 		t.Fatalf("error %v after the frames, want EOF", rerr)
 	}
-	// Each read may take a buffer of readChunk; everything else is
+	// Each read may take a buffer of minRead; everything else is
 	// proportional to the bytes that arrived, whatever the headers say.
 	reads := uint64(len(pieces) + len(data)/4096 + 4)
-	if alloc, limit := m1.TotalAlloc-m0.TotalAlloc, reads*readChunk+8*uint64(len(data))+1<<20; alloc > limit {
+	if alloc, limit := m1.TotalAlloc-m0.TotalAlloc, reads*minRead+8*uint64(len(data))+1<<20; alloc > limit {
 		t.Fatalf("decoding %d bytes in %d pieces allocated %d bytes (limit %d)", len(data), len(pieces), alloc, limit)
 	}
 }
