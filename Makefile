@@ -13,11 +13,7 @@ export CGO_ENABLED := 1
 # bridge/portmap exec iptables: the daemon needs the sbin dirs on PATH.
 export PATH := /usr/local/sbin:/usr/sbin:/sbin:$(PATH)
 
-<<<<<<< HEAD
-.PHONY: all build run deps test unit e2e critest tools lint clean testbed bench install
-=======
-.PHONY: all build run deps test unit e2e critest tools lint clean testbed bench vm-test
->>>>>>> vm
+.PHONY: all build run deps test unit e2e critest tools lint clean testbed bench install vm-test
 
 all: build
 
