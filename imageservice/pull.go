@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	goruntime "runtime"
+	"time"
 
 	"github.com/docker/distribution/registry/api/errcode"
 	digest "github.com/opencontainers/go-digest"
@@ -22,6 +23,8 @@ import (
 	"go.podman.io/image/v5/types"
 	"golang.org/x/sync/errgroup"
 	"k8s.io/klog/v2"
+
+	"github.com/crid-dev/crid/metrics"
 )
 
 // Auth holds registry credentials for one pull.
@@ -51,7 +54,11 @@ func (s *Service) Pull(ctx context.Context, ref string, auth *Auth) (*Image, err
 		key += "|" + hex.EncodeToString(sum[:8])
 	}
 	return s.pulls.Do(ctx, key, func(ctx context.Context) (*Image, error) {
-		return s.pull(ctx, named, auth)
+		// Once per download, however many clients share it.
+		start := time.Now()
+		img, err := s.pull(ctx, named, auth)
+		metrics.PullDone(time.Since(start), err)
+		return img, err
 	})
 }
 
@@ -145,6 +152,7 @@ func (s *Service) fetch(ctx context.Context, named reference.Named, auth *Auth, 
 		if configBlob, err = img.ConfigBlob(ctx); err != nil { // verified against its digest
 			return nil, err
 		}
+		metrics.PullBytes(len(configBlob))
 		watch.touch()
 		if config, err = img.OCIConfig(ctx); err != nil {
 			return nil, err
