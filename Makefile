@@ -24,10 +24,12 @@ build:
 	$(GO) build $(GOFLAGS_BUILD) -o $(BIN)/crid-monitor ./cmd/crid-monitor
 
 # Installs what is missing, sets up the default pod network if the node has
-# none, and runs crid in the foreground with its defaults.
+# none, and runs crid in the foreground with its defaults, plus Prometheus
+# metrics on loopback (METRICS_ADDRESS= serves none).
+METRICS_ADDRESS ?= 127.0.0.1:9096
 run: deps build
 	bash hack/default-network.sh /etc/cni/net.d
-	exec $(BIN)/crid
+	exec $(BIN)/crid --metrics-address '$(METRICS_ADDRESS)'
 
 deps:
 	bash hack/install-deps.sh

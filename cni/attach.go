@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"time"
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 
 	"github.com/crid-dev/crid/failpoint"
+	"github.com/crid-dev/crid/metrics"
 )
 
 // ifName is the pod's interface, as kubelet's other runtimes name it.
@@ -89,7 +91,9 @@ func (m *Manager) Setup(ctx context.Context, a Attachment) (*Result, error) {
 		return nil, fmt.Errorf("network not ready: %w", err)
 	}
 	rt := m.runtimeConf(a)
+	start := time.Now()
 	res, err := m.cniConfig().AddNetworkList(ctx, list, rt)
+	metrics.CNI(metrics.CNIAdd, time.Since(start), err)
 	if err == nil {
 		// After the plugins set the pod up and took a lease: tests make
 		// the setup fail (error) or crash (panic) here and look for leaks.
@@ -98,7 +102,7 @@ func (m *Manager) Setup(ctx context.Context, a Attachment) (*Result, error) {
 	if err != nil {
 		// DEL must run even though ADD failed: the bridge plugin may hold a
 		// lease already. Use a fresh context: ctx may be the reason.
-		if delErr := m.cniConfig().DelNetworkList(context.WithoutCancel(ctx), list, rt); delErr != nil {
+		if delErr := m.del(context.WithoutCancel(ctx), m.cniConfig(), list, rt); delErr != nil {
 			err = errors.Join(err, fmt.Errorf("undo: %w", delErr))
 		}
 		return nil, fmt.Errorf("CNI ADD on network %q: %w", list.Name, err)
@@ -124,10 +128,18 @@ func (m *Manager) Teardown(ctx context.Context, a Attachment) error {
 	} else if err != nil {
 		return fmt.Errorf("CNI DEL: no cached or current network config: %w", err)
 	}
-	if err := cfg.DelNetworkList(ctx, list, rt); err != nil {
+	if err := m.del(ctx, cfg, list, rt); err != nil {
 		return fmt.Errorf("CNI DEL on network %q: %w", list.Name, err)
 	}
 	return nil
+}
+
+// del runs DEL of the whole plugin chain and records it.
+func (m *Manager) del(ctx context.Context, cfg *libcni.CNIConfig, list *libcni.NetworkConfigList, rt *libcni.RuntimeConf) error {
+	start := time.Now()
+	err := cfg.DelNetworkList(ctx, list, rt)
+	metrics.CNI(metrics.CNIDel, time.Since(start), err)
+	return err
 }
 
 // cachedNetwork returns the network config libcni cached at ADD for this

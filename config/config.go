@@ -30,6 +30,13 @@ type Config struct {
 	Network         Network  `toml:"network" json:"network"`
 	Runtime         Runtime  `toml:"runtime" json:"runtime"`
 	Stream          Stream   `toml:"stream" json:"stream"`
+	Metrics         Metrics  `toml:"metrics" json:"metrics"`
+}
+
+// Metrics configures the Prometheus endpoint. It is off unless an address
+// is given: an operator opts in to one more listening port.
+type Metrics struct {
+	Address string `toml:"address" json:"address" doc:"host:port serving Prometheus metrics on GET /metrics; empty (the default) serves none. The metrics are counts and timings, naming no pod or container; keep it on loopback unless a scraper on another host needs it"`
 }
 
 // Stream configures the streaming server behind Exec, Attach and
@@ -220,6 +227,13 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("config: stream.address: %q is not host:port: %w", c.Stream.Address, err)
 	} else if _, err := strconv.ParseUint(port, 10, 16); err != nil {
 		return fmt.Errorf("config: stream.address: port %q of %q is not a number from 0 to 65535", port, c.Stream.Address)
+	}
+	if c.Metrics.Address != "" {
+		if _, port, err := net.SplitHostPort(c.Metrics.Address); err != nil {
+			return fmt.Errorf("config: metrics.address: %q is not host:port: %w", c.Metrics.Address, err)
+		} else if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+			return fmt.Errorf("config: metrics.address: port %q of %q is not a number from 0 to 65535", port, c.Metrics.Address)
+		}
 	}
 	if c.Stream.IdleTimeout <= 0 {
 		return fmt.Errorf("config: stream.idle_timeout: must be positive, got %s", c.Stream.IdleTimeout)

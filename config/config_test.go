@@ -36,7 +36,7 @@ func TestRenderedDefaultsRoundTrip(t *testing.T) {
 	// Every leaf option is written out with a comment above it.
 	for _, key := range []string{"socket", "root_dir", "run_dir", "shutdown_timeout", "registries_conf",
 		"sandbox_image", "pull_progress_timeout", "max_concurrent_downloads", "max_concurrent_downloads_total",
-		"max_layers", "max_layer_bytes", "max_layer_files", "cni_conf_dir", "cni_bin_dirs", "cgroup_driver", "cgroup_parent", "infra", "pod_shm_size", "monitor_path"} {
+		"max_layers", "max_layer_bytes", "max_layer_files", "cni_conf_dir", "cni_bin_dirs", "cgroup_driver", "cgroup_parent", "infra", "pod_shm_size", "monitor_path", "address"} {
 		i := strings.Index(string(out), "\n"+key+" = ")
 		if i < 0 {
 			t.Fatalf("option %s missing from rendered defaults:\n%s", key, out)
@@ -151,6 +151,8 @@ func TestValidate(t *testing.T) {
 		{"runtime.infra", func(c *Config) { c.Runtime.Infra = "sometimes" }},
 		{"runtime.pod_shm_size", func(c *Config) { c.Runtime.PodShmSize = 0 }},
 		{"runtime.monitor_path", func(c *Config) { c.Runtime.MonitorPath = "crid-monitor" }},
+		{"metrics.address", func(c *Config) { c.Metrics.Address = "127.0.0.1" }},
+		{"metrics.address", func(c *Config) { c.Metrics.Address = "127.0.0.1:99999" }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.key, func(t *testing.T) {
@@ -179,5 +181,20 @@ func TestCgroupParentDefaultsPerDriver(t *testing.T) {
 	c.Runtime.CgroupDriver, c.Runtime.CgroupParent = "systemd", "kubepods-besteffort.slice"
 	if err := c.Validate(); err != nil || c.Runtime.CgroupParent != "kubepods-besteffort.slice" {
 		t.Fatalf("a set parent must stay: %q %v", c.Runtime.CgroupParent, err)
+	}
+}
+
+// The metrics endpoint is off unless asked for; an address from the file
+// is taken as given, port 0 included.
+func TestMetricsOffByDefault(t *testing.T) {
+	if a := Default().Metrics.Address; a != "" {
+		t.Fatalf("default metrics.address %q: the endpoint must be off by default", a)
+	}
+	cfg, err := Load(writeFile(t, "[metrics]\naddress = \"127.0.0.1:0\"\n"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil || cfg.Metrics.Address != "127.0.0.1:0" {
+		t.Fatalf("metrics.address %q: %v", cfg.Metrics.Address, err)
 	}
 }

@@ -11,9 +11,11 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"k8s.io/klog/v2"
+
+	"github.com/crid-dev/crid/metrics"
 )
 
-// unaryInterceptor validates, logs and guards every unary RPC: a panic in a
+// unaryInterceptor validates, logs, measures and guards every unary RPC: a panic in a
 // handler becomes codes.Internal with its stack in the log, never a crash.
 func unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
 	start := time.Now()
@@ -30,7 +32,7 @@ func unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, 
 	return handler(ctx, req)
 }
 
-// streamInterceptor guards and logs server-streaming RPCs. Their requests
+// streamInterceptor guards, logs and measures server-streaming RPCs. Their requests
 // (the Stream* lists, events) hold only optional filters, so there is
 // nothing to validate up front.
 func streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
@@ -45,11 +47,13 @@ func streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInf
 	return handler(srv, ss)
 }
 
-// logRPC logs successes at V(2) and every failure, with the IDs of the
-// request as keys so one pod's or container's story can be grepped.
+// logRPC records the call in the metrics, and logs successes at V(2) and
+// every failure, with the IDs of the request as keys so one pod's or
+// container's story can be grepped.
 func logRPC(method string, req any, start time.Time, err error) {
-	code := status.Code(err)
-	kv := append([]any{"method", method, "duration", time.Since(start), "code", code.String()}, requestKeys(req)...)
+	code, took := status.Code(err), time.Since(start)
+	metrics.RPC(method, code.String(), took)
+	kv := append([]any{"method", method, "duration", took, "code", code.String()}, requestKeys(req)...)
 	if err != nil {
 		klog.ErrorS(err, "RPC failed", kv...)
 		return

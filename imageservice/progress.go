@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"time"
+
+	"github.com/crid-dev/crid/metrics"
 )
 
 // ErrNoProgress is the cause of a pull cancelled for want of bytes.
@@ -39,7 +41,8 @@ func withWatchdog(ctx context.Context, timeout time.Duration, registry string) (
 
 func (w *watchdog) touch() { w.timer.Reset(w.timeout) }
 
-// reader wraps r so every byte read counts as progress.
+// reader wraps r so every byte read counts as progress, and in the pull
+// bytes metric.
 func (w *watchdog) reader(r io.Reader) io.Reader { return &progressReader{r: r, w: w} }
 
 type progressReader struct {
@@ -51,6 +54,7 @@ func (p *progressReader) Read(b []byte) (int, error) {
 	n, err := p.r.Read(b)
 	if n > 0 {
 		p.w.touch()
+		metrics.PullBytes(n)
 	}
 	return n, err
 }

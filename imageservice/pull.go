@@ -24,6 +24,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/crid-dev/crid/failpoint"
+	"github.com/crid-dev/crid/metrics"
 	"github.com/crid-dev/crid/panicguard"
 )
 
@@ -54,7 +55,11 @@ func (s *Service) Pull(ctx context.Context, ref string, auth *Auth) (*Image, err
 		key += "|" + hex.EncodeToString(sum[:8])
 	}
 	return s.pulls.Do(ctx, key, func(ctx context.Context) (*Image, error) {
-		return s.pull(ctx, named, auth)
+		// Once per download, however many clients share it.
+		start := time.Now()
+		img, err := s.pull(ctx, named, auth)
+		metrics.PullDone(time.Since(start), err)
+		return img, err
 	})
 }
 
@@ -153,6 +158,7 @@ func (s *Service) fetch(ctx context.Context, named reference.Named, auth *Auth, 
 		if configBlob, err = img.ConfigBlob(ctx); err != nil { // verified against its digest
 			return nil, err
 		}
+		metrics.PullBytes(len(configBlob))
 		watch.touch()
 		if config, err = img.OCIConfig(ctx); err != nil {
 			return nil, err

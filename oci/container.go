@@ -21,6 +21,7 @@ import (
 
 	"github.com/crid-dev/crid/events"
 	"github.com/crid-dev/crid/idprefix"
+	"github.com/crid-dev/crid/metrics"
 	"github.com/crid-dev/crid/records"
 )
 
@@ -329,6 +330,7 @@ func (c *Containers) setExit(ctr *Container, x *Exit) {
 	switch {
 	case x.OOMKilled:
 		ctr.Reason = "OOMKilled"
+		metrics.OOMKill()
 	case x.Unknown:
 		ctr.Reason, ctr.Message = "Unknown", "the container's exit could not be observed"
 	case x.Code == 0:
@@ -394,6 +396,22 @@ func (c *Containers) List(ctx context.Context, f Filter) []*Container {
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt < out[j].CreatedAt })
+	return out
+}
+
+// CountByState counts the containers List would show, by their last known
+// state ("created", "running", "exited"; all always present). Unlike List
+// it asks the monitor nothing: the exit watcher keeps the states current,
+// and a metrics scrape must not wait on the monitor.
+func (c *Containers) CountByState() map[string]int {
+	out := map[string]int{StateCreated: 0, StateRunning: 0, StateExited: 0}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for id, ctr := range c.m {
+		if !c.busy[id] {
+			out[ctr.State]++
+		}
+	}
 	return out
 }
 

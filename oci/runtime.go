@@ -15,6 +15,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/crid-dev/crid/failpoint"
+	"github.com/crid-dev/crid/metrics"
 	"github.com/crid-dev/crid/oci/protocol"
 	"github.com/crid-dev/crid/panicguard"
 )
@@ -323,6 +324,7 @@ func (r *Runtime) supervise() {
 		r.mu.Lock()
 		r.client = nil
 		r.up = make(chan struct{})
+		lostPid := r.monitorPid
 		r.mu.Unlock()
 		klog.InfoS("Lost the crid-monitor connection; reconnecting")
 		r.Reap() // inits that exited with the monitor gone are ours now
@@ -333,6 +335,11 @@ func (r *Runtime) supervise() {
 			nc, err := r.connect(r.ctx)
 			if err == nil {
 				if err = r.online(r.ctx, nc, true); err == nil {
+					if r.MonitorPid() != lostPid {
+						// Another process took over: a restart, not
+						// a reconnection to the same monitor.
+						metrics.MonitorRestart()
+					}
 					break
 				}
 				nc.Close()

@@ -22,6 +22,7 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/crid-dev/crid/metrics/metricstest"
 	"github.com/crid-dev/crid/oci/protocol"
 	"github.com/crid-dev/crid/oci/specgen"
 )
@@ -459,11 +460,15 @@ func TestMonitorCrashWhileContainerRuns(t *testing.T) {
 		t.Fatal(err)
 	}
 	old := e.r.MonitorPid()
+	restarts := metricstest.Value(t, "crid_monitor_restarts_total", map[string]string{})
 	waitUntil(t, "first line", func() bool { b, _ := os.ReadFile(e.logPath("survivor")); return bytes.Contains(b, []byte("before")) })
 	if err := syscall.Kill(old, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	waitUntil(t, "a new monitor", func() bool { return e.r.MonitorPid() != old && e.r.MonitorPid() != 0 })
+	waitUntil(t, "the restart counted", func() bool {
+		return metricstest.Value(t, "crid_monitor_restarts_total", map[string]string{}) == restarts+1
+	})
 	// The reloaded container serves execs from the new monitor.
 	p := *e.spec("survivor", "x").Process
 	p.Args = []string{"echo", "alive"}
@@ -533,6 +538,7 @@ func TestReconnectToRunningMonitor(t *testing.T) {
 		t.Fatal(err)
 	}
 	pid := e.r.MonitorPid()
+	restarts := metricstest.Value(t, "crid_monitor_restarts_total", map[string]string{})
 	e.r.Close()
 	r2, err := New(ctx(t), e.opts)
 	if err != nil {
@@ -541,6 +547,9 @@ func TestReconnectToRunningMonitor(t *testing.T) {
 	e.r = r2
 	if r2.MonitorPid() != pid {
 		t.Fatalf("new client started monitor %d; %d runs", r2.MonitorPid(), pid)
+	}
+	if got := metricstest.Value(t, "crid_monitor_restarts_total", map[string]string{}); got != restarts {
+		t.Errorf("a reconnection to the running monitor counted as a restart: %v, was %v", got, restarts)
 	}
 	cs, err := r2.List(ctx(t))
 	if err != nil || len(cs) != 1 || cs[0].ID != "long" || cs[0].Status != Running {

@@ -315,6 +315,22 @@ func (m *Manager) List(f Filter) []*Sandbox {
 	return out
 }
 
+// CountByState counts the sandboxes List would show, by state ("ready",
+// "notready"; both always present). It reads memory only, for the
+// metrics scrape.
+func (m *Manager) CountByState() map[string]int {
+	out := map[string]int{string(StateReady): 0, string(StateNotReady): 0}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, sb := range m.sandboxes {
+		if sb.State == StateCreating || sb.State == StateRemoving {
+			continue
+		}
+		out[string(sb.State)]++
+	}
+	return out
+}
+
 // publish sends an event about the sandbox itself.
 func (m *Manager) publish(t events.Type, id string) {
 	if m.opts.Events != nil {

@@ -84,6 +84,25 @@ func TestResolvePrefixes(t *testing.T) {
 	}
 }
 
+// CountByState counts what List shows: pods being created or removed are
+// not pods yet, or any more.
+func TestCountByState(t *testing.T) {
+	m := testManager(t)
+	if got := m.CountByState(); got[string(StateReady)] != 0 || got[string(StateNotReady)] != 0 || len(got) != 2 {
+		t.Fatalf("empty manager: %v", got)
+	}
+	for id, st := range map[string]State{"a1": StateReady, "a2": StateReady, "b1": StateNotReady, "c1": StateCreating, "d1": StateRemoving} {
+		m.sandboxes[id] = &Sandbox{ID: id, State: st, Config: &runtime.PodSandboxConfig{Metadata: &runtime.PodSandboxMetadata{}}}
+	}
+	got := m.CountByState()
+	if got[string(StateReady)] != 2 || got[string(StateNotReady)] != 1 || len(got) != 2 {
+		t.Fatalf("counts %v, want ready 2, notready 1", got)
+	}
+	if listed := len(m.List(Filter{})); listed != 3 {
+		t.Fatalf("List shows %d pods, the counts 3", listed)
+	}
+}
+
 func TestPodFiles(t *testing.T) {
 	b, err := resolvConf(&runtime.DNSConfig{Servers: []string{"1.1.1.1", "8.8.8.8"}, Searches: []string{"a.svc", "b"}, Options: []string{"ndots:5"}})
 	if err != nil {

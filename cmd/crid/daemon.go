@@ -19,6 +19,7 @@ import (
 	"github.com/crid-dev/crid/cri"
 	"github.com/crid-dev/crid/events"
 	"github.com/crid-dev/crid/imageservice"
+	"github.com/crid-dev/crid/metrics"
 	"github.com/crid-dev/crid/oci"
 	"github.com/crid-dev/crid/podsandbox"
 	"github.com/crid-dev/crid/records"
@@ -117,6 +118,12 @@ func serve(cfg config.Config) error {
 	}
 	defer sandboxes.Close() // ends the infra watches; pods keep running
 
+	stopMetrics, err := serveMetrics(cfg.Metrics.Address, metrics.Sources{Pods: sandboxes.CountByState, Containers: ctrs.CountByState})
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
+
 	streamL, err := net.Listen("tcp", cfg.Stream.Address)
 	if err != nil {
 		return fmt.Errorf("streaming server: listen on %s (stream.address): %w", cfg.Stream.Address, err)
@@ -149,7 +156,8 @@ func serve(cfg config.Config) error {
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
 	klog.InfoS("crid serving", "version", buildVersion(), "socket", cfg.Socket, "rootDir", cfg.RootDir,
-		"runDir", cfg.RunDir, "streamAddress", srv.StreamAddress(), "cgroupDriver", cgroups.Driver(), "cgroupMode", cgroupmgr.Mode())
+		"runDir", cfg.RunDir, "streamAddress", srv.StreamAddress(), "metricsAddress", cfg.Metrics.Address,
+		"cgroupDriver", cgroups.Driver(), "cgroupMode", cgroupmgr.Mode())
 
 	select {
 	case err := <-served:
@@ -175,6 +183,34 @@ func serve(cfg config.Config) error {
 	}
 	klog.InfoS("crid stopped")
 	return nil
+}
+
+// serveMetrics serves the Prometheus endpoint on addr until the returned
+// stop is called; an empty addr serves nothing.
+func serveMetrics(addr string, src metrics.Sources) (stop func(), err error) {
+	if addr == "" {
+		return func() {}, nil
+	}
+	ms, err := metrics.Listen(addr, src)
+	if err != nil {
+		return nil, err
+	}
+	served := make(chan struct{})
+	go func() { // ends at Shutdown
+		defer close(served)
+		if err := ms.Serve(); err != nil {
+			klog.ErrorS(err, "Metrics endpoint stopped")
+		}
+	}()
+	klog.InfoS("Serving metrics", "address", ms.Addr().String())
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := ms.Shutdown(ctx); err != nil {
+			klog.ErrorS(err, "Stopping the metrics endpoint")
+		}
+		<-served
+	}, nil
 }
 
 // ensureSbinPath puts the sbin directories on PATH: CNI plugins exec

@@ -93,6 +93,7 @@ func configFlags(name string) (*flag.FlagSet, func() (config.Config, error)) {
 	cgroupDriver := fs.String("cgroup-driver", d.Runtime.CgroupDriver, `cgroup driver: "cgroupfs" or "systemd"`)
 	cgroupParent := fs.String("cgroup-parent", d.Runtime.CgroupParent, `cgroup of pods that name none: a path (cgroupfs) or a slice (systemd); empty: the driver's default`)
 	streamAddr := fs.String("stream-address", d.Stream.Address, "host:port of the exec/attach/port-forward streaming server (port 0: any free port)")
+	metricsAddr := fs.String("metrics-address", d.Metrics.Address, "host:port serving Prometheus metrics on /metrics; empty: none")
 	shutdown := fs.Duration("shutdown-timeout", d.ShutdownTimeout.Std(), "bound on in-flight RPCs at shutdown")
 	return fs, func() (config.Config, error) {
 		if fs.NArg() > 0 {
@@ -111,6 +112,7 @@ func configFlags(name string) (*flag.FlagSet, func() (config.Config, error)) {
 		}{
 			{"socket", &cfg.Socket, *socket},
 			{"stream-address", &cfg.Stream.Address, *streamAddr},
+			{"metrics-address", &cfg.Metrics.Address, *metricsAddr},
 			{"root-dir", &cfg.RootDir, *rootDir},
 			{"run-dir", &cfg.RunDir, *runDir},
 			{"registries-conf", &cfg.Image.RegistriesConf, *registries},
