@@ -92,6 +92,7 @@ func configFlags(name string) (*flag.FlagSet, func() (config.Config, error)) {
 	cniBin := fs.String("cni-bin-dirs", strings.Join(d.Network.CNIBinDirs, ","), "comma-separated CNI plugin directories")
 	cgroupDriver := fs.String("cgroup-driver", d.Runtime.CgroupDriver, `cgroup driver: "cgroupfs" or "systemd"`)
 	streamAddr := fs.String("stream-address", d.Stream.Address, "host:port of the exec/attach/port-forward streaming server (port 0: any free port)")
+	nriSocket := fs.String("nri-socket", d.NRI.SocketPath, "unix socket NRI plugins connect to")
 	shutdown := fs.Duration("shutdown-timeout", d.ShutdownTimeout.Std(), "bound on in-flight RPCs at shutdown")
 	return fs, func() (config.Config, error) {
 		if fs.NArg() > 0 {
@@ -116,6 +117,7 @@ func configFlags(name string) (*flag.FlagSet, func() (config.Config, error)) {
 			{"sandbox-image", &cfg.Image.SandboxImage, *sandboxImage},
 			{"cni-conf-dir", &cfg.Network.CNIConfDir, *cniConf},
 			{"cgroup-driver", &cfg.Runtime.CgroupDriver, *cgroupDriver},
+			{"nri-socket", &cfg.NRI.SocketPath, *nriSocket},
 		}
 		for _, o := range overrides {
 			if set[o.flag] {
