@@ -81,6 +81,9 @@ type Infra interface {
 type Manager struct {
 	opts Options
 
+	// lifecycle, when set, sees pods become ready, stop and go.
+	lifecycle Lifecycle
+
 	mu        sync.Mutex
 	sandboxes map[string]*Sandbox
 	names     map[string]string // nameKey → sandbox ID

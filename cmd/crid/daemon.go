@@ -19,6 +19,7 @@ import (
 	"github.com/crid-dev/crid/cri"
 	"github.com/crid-dev/crid/events"
 	"github.com/crid-dev/crid/imageservice"
+	"github.com/crid-dev/crid/nri"
 	"github.com/crid-dev/crid/oci"
 	"github.com/crid-dev/crid/podsandbox"
 	"github.com/crid-dev/crid/records"
@@ -123,11 +124,19 @@ func serve(cfg config.Config) error {
 		Containers:     ctrs,
 		Events:         bus,
 		StreamListener: streamL,
+		NRI:            nri.New(cfg.NRI, cri.Name, buildVersion()),
 	})
 	if err != nil {
 		streamL.Close()
 		return err
 	}
+	// NRI plugins connect (and the pre-installed ones start) before the
+	// CRI serves, so none misses an event.
+	if err := srv.StartNRI(); err != nil {
+		streamL.Close()
+		return err
+	}
+	defer srv.StopNRI()
 	l, err := listenSocket(cfg.Socket)
 	if err != nil {
 		return err
