@@ -59,6 +59,15 @@ func New(cfg config.NRI, runtimeName, runtimeVersion string) *NRI {
 // Enabled reports whether NRI is configured on.
 func (n *NRI) Enabled() bool { return n != nil && n.cfg.Enable }
 
+// CheckSocket fails when NRI is on and another live process serves its
+// socket; the daemon calls it before it sets anything up.
+func (n *NRI) CheckSocket() error {
+	if !n.Enabled() {
+		return nil
+	}
+	return socketFree(n.cfg.SocketPath)
+}
+
 // Start launches the pre-installed plugins and listens for external ones.
 // A socket path that another live process serves is refused rather than
 // taken over: the adaptation would remove it and listen in its place.

@@ -44,6 +44,10 @@ func serve(cfg config.Config) error {
 		return err
 	}
 	defer lock.Close()
+	plugins := nri.New(cfg.NRI, cri.Name, buildVersion())
+	if err := plugins.CheckSocket(); err != nil {
+		return err
+	}
 
 	store, err := records.Open(filepath.Join(cfg.RootDir, "records"))
 	if err != nil {
@@ -124,7 +128,7 @@ func serve(cfg config.Config) error {
 		Containers:     ctrs,
 		Events:         bus,
 		StreamListener: streamL,
-		NRI:            nri.New(cfg.NRI, cri.Name, buildVersion()),
+		NRI:            plugins,
 	})
 	if err != nil {
 		streamL.Close()

@@ -10,8 +10,9 @@
 //     (UpdateContainers) for a 48 MiB memory limit.
 //   - a pod or container named fail-once-*: the first RunPodSandbox or
 //     CreateContainer for that name fails with an error.
-//   - a container named hang-once-*: the first CreateContainer for that
-//     name does not answer until after crid's request timeout.
+//   - a container named -hang-prefix* (hang-once-*): the first
+//     CreateContainer for that name does not answer until after crid's
+//     request timeout.
 //
 // Run as an external plugin it connects to -socket; started by crid from
 // its plugin_path it takes its settings from its configuration file
@@ -39,6 +40,7 @@ type plugin struct {
 	mountSource string
 	seen        map[string]bool // names that already failed or hung once
 	hang        time.Duration
+	hangPrefix  string
 }
 
 func (p *plugin) record(event string, pod *api.PodSandbox, ctr *api.Container) {
@@ -93,6 +95,7 @@ func (p *plugin) Synchronize(_ context.Context, pods []*api.PodSandbox, ctrs []*
 	for _, c := range ctrs {
 		p.record("Synchronize", &api.PodSandbox{Id: c.PodSandboxId}, c)
 	}
+	p.record("Synchronized", &api.PodSandbox{}, nil)
 	return nil, nil
 }
 
@@ -129,7 +132,7 @@ func (p *plugin) CreateContainer(ctx context.Context, pod *api.PodSandbox, ctr *
 	switch {
 	case strings.HasPrefix(ctr.Name, "fail-once-") && p.firstTime("ctr/"+ctr.Name):
 		return nil, nil, fmt.Errorf("nriplugin refuses container %s once", ctr.Name)
-	case strings.HasPrefix(ctr.Name, "hang-once-") && p.firstTime("ctr/"+ctr.Name):
+	case strings.HasPrefix(ctr.Name, p.hangPrefix) && p.firstTime("ctr/"+ctr.Name):
 		select {
 		case <-ctx.Done(): // crid's request timeout
 			time.Sleep(100 * time.Millisecond) // answer late, after crid gave up
@@ -211,11 +214,12 @@ func main() {
 	idx := flag.String("idx", "10", "plugin index (invocation order)")
 	events := flag.String("events", "", "file to append one line per event to")
 	mountSource := flag.String("mount-source", "", "host directory bind-mounted at /nri-mount into adjust-* containers")
-	hang := flag.Duration("hang", 30*time.Second, "how long a hang-once-* CreateContainer waits at most")
+	hang := flag.Duration("hang", 30*time.Second, "how long a hanging CreateContainer waits at most")
+	hangPrefix := flag.String("hang-prefix", "hang-once-", "name prefix of the containers whose first CreateContainer hangs")
 	failRequest := flag.Bool("fail-request", false, "ask crid to fail a call this plugin does not answer in time (failure policy fail_request, keep_connected)")
 	flag.Parse()
 
-	p := &plugin{eventsPath: *events, mountSource: *mountSource, seen: map[string]bool{}, hang: *hang}
+	p := &plugin{eventsPath: *events, mountSource: *mountSource, seen: map[string]bool{}, hang: *hang, hangPrefix: *hangPrefix}
 	opts := []stub.Option{}
 	if *socket != "" {
 		opts = append(opts, stub.WithSocketPath(*socket), stub.WithPluginName(*name), stub.WithPluginIdx(*idx))
