@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -50,9 +51,13 @@ type NRI struct {
 	plugins atomic.Int64 // plugins registered, as the adaptation counts them
 }
 
+// setLogger sends NRI's logging to klog, once per process: the library's
+// logger is a global its goroutines read.
+var setLogger sync.Once
+
 // New returns crid's NRI, not yet serving: Start does.
 func New(cfg config.NRI, runtimeName, runtimeVersion string) *NRI {
-	nrilog.Set(klogLogger{})
+	setLogger.Do(func() { nrilog.Set(klogLogger{}) })
 	return &NRI{cfg: cfg, name: runtimeName, version: runtimeVersion}
 }
 
