@@ -47,6 +47,7 @@ type NRI struct {
 	PluginConfigPath          string   `toml:"plugin_config_path" json:"plugin_config_path" doc:"directory of configuration files for the pre-installed plugins (10-name.conf or name.conf)"`
 	PluginRegistrationTimeout Duration `toml:"plugin_registration_timeout" json:"plugin_registration_timeout" doc:"a plugin that does not register within this time after connecting is dropped"`
 	PluginRequestTimeout      Duration `toml:"plugin_request_timeout" json:"plugin_request_timeout" doc:"how long a plugin may take to answer one event; a plugin that times out is dropped and the call goes on without it, unless the plugin's own failure policy asks to fail the call"`
+	CDISpecDirs               []string `toml:"cdi_spec_dirs" json:"cdi_spec_dirs" doc:"directories of CDI specs, in rising priority, that resolve the CDI devices (vendor.com/class=name) a plugin adds to a container"`
 }
 
 // Stream configures the streaming server behind Exec, Attach and
@@ -112,6 +113,7 @@ func Default() Config {
 			PluginConfigPath:          "/etc/nri/conf.d",
 			PluginRegistrationTimeout: Duration(5 * time.Second),
 			PluginRequestTimeout:      Duration(2 * time.Second),
+			CDISpecDirs:               []string{"/etc/cdi", "/var/run/cdi"},
 		},
 	}
 }
@@ -217,6 +219,11 @@ func (n *NRI) validate() error {
 		{"nri.plugin_config_path", n.PluginConfigPath},
 	} {
 		if err := absPath(p.key, p.val); err != nil {
+			return err
+		}
+	}
+	for i, d := range n.CDISpecDirs {
+		if err := absPath(fmt.Sprintf("nri.cdi_spec_dirs[%d]", i), d); err != nil {
 			return err
 		}
 	}

@@ -162,6 +162,7 @@ func TestValidate(t *testing.T) {
 		{"nri.plugin_config_path", func(c *Config) { c.NRI.PluginConfigPath = "conf.d" }},
 		{"nri.plugin_registration_timeout", func(c *Config) { c.NRI.PluginRegistrationTimeout = 0 }},
 		{"nri.plugin_request_timeout", func(c *Config) { c.NRI.PluginRequestTimeout = -1 }},
+		{"nri.cdi_spec_dirs[1]", func(c *Config) { c.NRI.CDISpecDirs = []string{"/etc/cdi", "cdi"} }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.key, func(t *testing.T) {

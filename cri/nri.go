@@ -163,7 +163,7 @@ func (b *nriBridge) createContainer(ctx context.Context, sb *podsandbox.Sandbox,
 	if adjust == nil {
 		return cfg, updates, nil
 	}
-	if err := nri.AdjustSpec(spec, adjust, nil); err != nil {
+	if err := nri.AdjustSpec(spec, adjust, b.n.InjectCDI); err != nil {
 		b.undoCreate(ctx, sb, id, cfg, spec)
 		return nil, nil, fmt.Errorf("%w: CreateContainer: %w", nri.ErrPlugin, err)
 	}

@@ -271,6 +271,41 @@ func TestNRIAdjustsContainers(t *testing.T) {
 	n.removePod(t, podID)
 }
 
+// A CDI device a plugin adds is resolved from nri.cdi_spec_dirs into the
+// container; one that no spec defines fails the creation cleanly.
+func TestNRICDIDevice(t *testing.T) {
+	cdiDir := filepath.Join(os.TempDir(), fmt.Sprintf("crid-e2e-cdi-%d", os.Getpid()))
+	t.Cleanup(func() { os.RemoveAll(cdiDir) })
+	writeFile(t, filepath.Join(cdiDir, "crid-test.yaml"), `cdiVersion: "0.6.0"
+kind: "crid.test/device"
+devices:
+  - name: one
+    containerEdits:
+      env: ["CDI_DEVICE=one"]
+containerEdits:
+  env: ["CDI_VENDOR=crid"]
+`)
+	n := newNRINode(t, fmt.Sprintf("cdi_spec_dirs = [%q]", cdiDir))
+	n.pullBusybox(t)
+	n.startNRIPlugin(t, "cdi")
+	pod := n.logPod("nri-cdi")
+	podID := n.run(t, pod)
+	id := n.create(t, podID, pod, ctrConfig("cdi-one", "sleep", "3600"), true)
+	if out := n.exec(t, id, "sh", "-c", "echo $CDI_DEVICE $CDI_VENDOR"); out != "one crid\n" {
+		t.Errorf("CDI edits in the container: %q", out)
+	}
+	before := n.hostState(t)
+	records := n.ctrRecords()
+	_, err := n.runtime().CreateContainer(context.Background(), &runtime.CreateContainerRequest{PodSandboxId: podID, SandboxConfig: pod, Config: ctrConfig("cdi-two", "sleep", "3600")})
+	if err == nil || !strings.Contains(err.Error(), "crid.test/device=two") {
+		t.Fatalf("CreateContainer with an unknown CDI device: %v", err)
+	}
+	if s := n.hostState(t); s != before || n.ctrRecords() != records {
+		t.Fatalf("a failed CDI injection left behind: %+v (before %+v)", s, before)
+	}
+	n.removePod(t, podID)
+}
+
 // A plugin that refuses a pod or a container fails the call; nothing is
 // left behind and the same request succeeds when retried.
 func TestNRIFailingPluginFailsCleanly(t *testing.T) {

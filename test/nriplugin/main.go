@@ -8,6 +8,8 @@
 //     CPU shares 321 and a 64 MiB memory limit; at UpdateContainer its CPU
 //     shares become 333; after it starts the plugin itself asks crid
 //     (UpdateContainers) for a 48 MiB memory limit.
+//   - a container named cdi-NAME: at CreateContainer it gets the CDI
+//     device crid.test/device=NAME.
 //   - a pod or container named fail-once-*: the first RunPodSandbox or
 //     CreateContainer for that name fails with an error.
 //   - a container named -hang-prefix* (hang-once-*): the first
@@ -139,6 +141,10 @@ func (p *plugin) CreateContainer(ctx context.Context, pod *api.PodSandbox, ctr *
 		case <-time.After(p.hang):
 		}
 		return nil, nil, nil
+	case strings.HasPrefix(ctr.Name, "cdi-"):
+		adj := &api.ContainerAdjustment{}
+		adj.AddCDIDevice(&api.CDIDevice{Name: "crid.test/device=" + strings.TrimPrefix(ctr.Name, "cdi-")})
+		return adj, nil, nil
 	case !strings.HasPrefix(ctr.Name, "adjust-"):
 		return nil, nil, nil
 	}
