@@ -163,7 +163,8 @@ func namespaceType(ns string) (specs.LinuxNamespaceType, error) {
 
 func (e *specEditor) AddPreStartHook(h specs.Hook) {
 	hs := e.hooks()
-	hs.Prestart = append(hs.Prestart, h) //nolint:staticcheck // NRI still sends prestart hooks; libcontainer runs them
+	//lint:ignore SA1019 plugins may still send prestart hooks, and libcontainer still runs them
+	hs.Prestart = append(hs.Prestart, h)
 }
 
 func (e *specEditor) AddPostStartHook(h specs.Hook) {
