@@ -182,7 +182,9 @@ func TestNRILifecycleInOrder(t *testing.T) {
 	if _, err := n.runtime().StopPodSandbox(ctx, &runtime.StopPodSandboxRequest{PodSandboxId: podID}); err != nil {
 		t.Fatal(err)
 	}
-	n.removePod(t, podID)
+	if _, err := n.runtime().RemovePodSandbox(ctx, &runtime.RemovePodSandboxRequest{PodSandboxId: podID}); err != nil {
+		t.Fatal(err)
+	}
 
 	want := []string{"RunPodSandbox", "UpdatePodSandbox", "PostUpdatePodSandbox",
 		"CreateContainer", "PostCreateContainer", "StartContainer", "PostStartContainer",
