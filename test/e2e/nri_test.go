@@ -242,7 +242,7 @@ func TestNRIAdjustsContainers(t *testing.T) {
 	if _, err := n.runtime().StartContainer(context.Background(), &runtime.StartContainerRequest{ContainerId: id}); err != nil {
 		t.Fatal(err)
 	}
-	if out := n.exec(t, id, "sh", "-c", "echo $NRI_ADJUSTED; cat /nri-mount/hello; ulimit -n"); out != "yes\nfrom the plugin's mount\n999\n" {
+	if out := n.exec(t, id, "sh", "-c", "echo $NRI_ADJUSTED; cat /nri-mount/hello; ulimit -n"); out != "yes\nfrom the plugin's mount\n999" {
 		t.Errorf("env, mount and rlimit in the container:\n%q", out)
 	}
 	if _, _, code := n.execResult(t, id, "touch", "/nri-mount/x"); code == 0 {
@@ -293,7 +293,7 @@ containerEdits:
 	pod := n.logPod("nri-cdi")
 	podID := n.run(t, pod)
 	id := n.create(t, podID, pod, ctrConfig("cdi-one", "sleep", "3600"), true)
-	if out := n.exec(t, id, "sh", "-c", "echo $CDI_DEVICE $CDI_VENDOR"); out != "one crid\n" {
+	if out := n.exec(t, id, "sh", "-c", "echo $CDI_DEVICE $CDI_VENDOR"); out != "one crid" {
 		t.Errorf("CDI edits in the container: %q", out)
 	}
 	before := n.hostState(t)
