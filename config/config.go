@@ -31,12 +31,30 @@ type Config struct {
 	Runtime         Runtime  `toml:"runtime" json:"runtime"`
 	Stream          Stream   `toml:"stream" json:"stream"`
 	Metrics         Metrics  `toml:"metrics" json:"metrics"`
+	NRI             NRI      `toml:"nri" json:"nri"`
 }
 
 // Metrics configures the Prometheus endpoint. It is off unless an address
 // is given: an operator opts in to one more listening port.
 type Metrics struct {
 	Address string `toml:"address" json:"address" doc:"host:port serving Prometheus metrics on GET /metrics; empty (the default) serves none. The metrics are counts and timings, naming no pod or container; keep it on loopback unless a scraper on another host needs it"`
+}
+
+// NRI configures the Node Resource Interface (github.com/containerd/nri):
+// plugins that connect to crid's NRI socket, or that crid starts from
+// plugin_path, see every pod and container as it is run, created, started,
+// updated, stopped and removed, and may adjust containers before they are
+// created. Enabled by default, as in containerd 2: node agents that rely on
+// NRI then work without reconfiguring the runtime, and with no plugin
+// connected it costs one listening socket.
+type NRI struct {
+	Enable                    bool     `toml:"enable" json:"enable" doc:"serve NRI plugins; false turns NRI off entirely (no socket, no plugins started)"`
+	SocketPath                string   `toml:"socket_path" json:"socket_path" doc:"unix socket external NRI plugins connect to; a socket some other live process serves there stops crid at start rather than being taken over"`
+	PluginPath                string   `toml:"plugin_path" json:"plugin_path" doc:"directory of pre-installed NRI plugins, started by crid at start (executables named like 10-name)"`
+	PluginConfigPath          string   `toml:"plugin_config_path" json:"plugin_config_path" doc:"directory of configuration files for the pre-installed plugins (10-name.conf or name.conf)"`
+	PluginRegistrationTimeout Duration `toml:"plugin_registration_timeout" json:"plugin_registration_timeout" doc:"a plugin that does not register within this time after connecting is dropped"`
+	PluginRequestTimeout      Duration `toml:"plugin_request_timeout" json:"plugin_request_timeout" doc:"how long a plugin may take to answer one event; a plugin that times out is dropped and the call goes on without it, unless the plugin's own failure policy asks to fail the call"`
+	CDISpecDirs               []string `toml:"cdi_spec_dirs" json:"cdi_spec_dirs" doc:"directories of CDI specs, in rising priority, that resolve the CDI devices (vendor.com/class=name) a plugin adds to a container"`
 }
 
 // Stream configures the streaming server behind Exec, Attach and
@@ -107,6 +125,15 @@ func Default() Config {
 		Stream: Stream{
 			Address:     "127.0.0.1:0",
 			IdleTimeout: Duration(4 * time.Hour),
+		},
+		NRI: NRI{
+			Enable:                    true,
+			SocketPath:                "/var/run/nri/nri.sock",
+			PluginPath:                "/opt/nri/plugins",
+			PluginConfigPath:          "/etc/nri/conf.d",
+			PluginRegistrationTimeout: Duration(5 * time.Second),
+			PluginRequestTimeout:      Duration(2 * time.Second),
+			CDISpecDirs:               []string{"/etc/cdi", "/var/run/cdi"},
 		},
 	}
 }
@@ -237,6 +264,38 @@ func (c *Config) Validate() error {
 	}
 	if c.Stream.IdleTimeout <= 0 {
 		return fmt.Errorf("config: stream.idle_timeout: must be positive, got %s", c.Stream.IdleTimeout)
+	}
+	return c.NRI.validate()
+}
+
+// validate checks the [nri] table; its paths matter only when NRI is on.
+func (n *NRI) validate() error {
+	if !n.Enable {
+		return nil
+	}
+	for _, p := range []struct{ key, val string }{
+		{"nri.socket_path", n.SocketPath},
+		{"nri.plugin_path", n.PluginPath},
+		{"nri.plugin_config_path", n.PluginConfigPath},
+	} {
+		if err := absPath(p.key, p.val); err != nil {
+			return err
+		}
+	}
+	for i, d := range n.CDISpecDirs {
+		if err := absPath(fmt.Sprintf("nri.cdi_spec_dirs[%d]", i), d); err != nil {
+			return err
+		}
+	}
+	// sun_path holds 108 bytes with the terminating NUL.
+	if len(n.SocketPath) > 107 {
+		return fmt.Errorf("config: nri.socket_path: %q is longer than a unix socket path may be (107 bytes)", n.SocketPath)
+	}
+	if n.PluginRegistrationTimeout <= 0 {
+		return fmt.Errorf("config: nri.plugin_registration_timeout: must be positive, got %s", n.PluginRegistrationTimeout)
+	}
+	if n.PluginRequestTimeout <= 0 {
+		return fmt.Errorf("config: nri.plugin_request_timeout: must be positive, got %s", n.PluginRequestTimeout)
 	}
 	return nil
 }

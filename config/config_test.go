@@ -111,6 +111,20 @@ func TestLoad(t *testing.T) {
 	}
 }
 
+// TestNRIDisabledSkipsItsPaths: with enable = false nothing of [nri] is
+// used, so its paths are not checked either.
+func TestNRIDisabledSkipsItsPaths(t *testing.T) {
+	c := Default()
+	c.NRI = NRI{Enable: false, SocketPath: "relative.sock"}
+	if err := c.Validate(); err != nil {
+		t.Fatalf("disabled NRI with unused bad paths: %v", err)
+	}
+	c.NRI.Enable = true
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "nri.socket_path:") {
+		t.Fatalf("enabled NRI with a relative socket: error %v, want it to name nri.socket_path", err)
+	}
+}
+
 func TestLoadMissingFile(t *testing.T) {
 	missing := filepath.Join(t.TempDir(), "nope.toml")
 	cfg, err := Load(missing, true)
@@ -153,6 +167,13 @@ func TestValidate(t *testing.T) {
 		{"runtime.monitor_path", func(c *Config) { c.Runtime.MonitorPath = "crid-monitor" }},
 		{"metrics.address", func(c *Config) { c.Metrics.Address = "127.0.0.1" }},
 		{"metrics.address", func(c *Config) { c.Metrics.Address = "127.0.0.1:99999" }},
+		{"nri.socket_path", func(c *Config) { c.NRI.SocketPath = "nri.sock" }},
+		{"nri.socket_path", func(c *Config) { c.NRI.SocketPath = "/" + strings.Repeat("x", 120) }},
+		{"nri.plugin_path", func(c *Config) { c.NRI.PluginPath = "" }},
+		{"nri.plugin_config_path", func(c *Config) { c.NRI.PluginConfigPath = "conf.d" }},
+		{"nri.plugin_registration_timeout", func(c *Config) { c.NRI.PluginRegistrationTimeout = 0 }},
+		{"nri.plugin_request_timeout", func(c *Config) { c.NRI.PluginRequestTimeout = -1 }},
+		{"nri.cdi_spec_dirs[1]", func(c *Config) { c.NRI.CDISpecDirs = []string{"/etc/cdi", "cdi"} }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.key, func(t *testing.T) {

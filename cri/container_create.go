@@ -99,14 +99,25 @@ func (s *runtimeService) CreateContainer(ctx context.Context, req *runtime.Creat
 	if len(img.RepoDigests) > 0 {
 		imageRef = img.RepoDigests[0]
 	}
-	err = s.opts.Containers.Create(ctx, oci.CreateParams{
-		ID: id, SandboxID: sb.ID, Config: cfg, ImageID: img.ID.String(), ImageName: cfg.Image.Image, ImageRef: imageRef,
-		LogPath: logPath, Spec: spec, StopSignal: stopSignal,
-	})
+	// NRI plugins adjust the spec; synchronization of a plugin that
+	// connects meanwhile waits until the container is listed.
+	unblock := s.opts.NRI.BlockSync()
+	defer unblock()
+	recorded, nriUpdates, err := s.nri.createContainer(ctx, sb, id, cfg, spec)
 	if err != nil {
 		return nil, toStatus(err)
 	}
+	err = s.opts.Containers.Create(ctx, oci.CreateParams{
+		ID: id, SandboxID: sb.ID, Config: recorded, ImageID: img.ID.String(), ImageName: cfg.Image.Image, ImageRef: imageRef,
+		LogPath: logPath, Spec: spec, StopSignal: stopSignal,
+	})
+	if err != nil {
+		s.nri.undoCreate(ctx, sb, id, recorded, spec)
+		return nil, toStatus(err)
+	}
 	created = true
+	unblock()
+	s.nri.postCreate(ctx, id, nriUpdates)
 	return &runtime.CreateContainerResponse{ContainerId: id}, nil
 }
 
@@ -209,7 +220,7 @@ func checkPrivileged(pod *runtime.PodSandboxConfig, cfg *runtime.ContainerConfig
 
 // StartContainer runs a created container's process.
 func (s *runtimeService) StartContainer(ctx context.Context, req *runtime.StartContainerRequest) (*runtime.StartContainerResponse, error) {
-	if err := s.opts.Containers.Start(ctx, req.ContainerId); err != nil {
+	if err := s.nri.startContainer(ctx, req.ContainerId); err != nil {
 		return nil, toStatus(err)
 	}
 	return &runtime.StartContainerResponse{}, nil

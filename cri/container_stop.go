@@ -9,7 +9,7 @@ import (
 
 // StopContainer stops a container within the timeout, then kills it.
 func (s *runtimeService) StopContainer(ctx context.Context, req *runtime.StopContainerRequest) (*runtime.StopContainerResponse, error) {
-	if err := s.opts.Containers.Stop(ctx, req.ContainerId, time.Duration(req.Timeout)*time.Second); err != nil {
+	if err := s.nri.stopContainer(ctx, req.ContainerId, time.Duration(req.Timeout)*time.Second); err != nil {
 		return nil, toStatus(err)
 	}
 	return &runtime.StopContainerResponse{}, nil
@@ -17,7 +17,7 @@ func (s *runtimeService) StopContainer(ctx context.Context, req *runtime.StopCon
 
 // RemoveContainer removes a container, killing it first if it runs.
 func (s *runtimeService) RemoveContainer(ctx context.Context, req *runtime.RemoveContainerRequest) (*runtime.RemoveContainerResponse, error) {
-	if err := s.opts.Containers.Remove(ctx, req.ContainerId); err != nil {
+	if err := s.nri.removeContainer(ctx, req.ContainerId); err != nil {
 		return nil, toStatus(err)
 	}
 	return &runtime.RemoveContainerResponse{}, nil

@@ -32,17 +32,27 @@ func (s *runtimeService) UpdateContainerResources(ctx context.Context, req *runt
 	if err := validateResources("linux", req.Linux); err != nil {
 		return nil, err
 	}
-	err := s.opts.Containers.Update(ctx, req.ContainerId, func(current *runtime.LinuxContainerResources) (*runtime.LinuxContainerResources, *specs.LinuxResources, error) {
-		res, err := specgen.Resources(req.Linux)
-		if err != nil {
-			return nil, nil, err
-		}
-		return mergeResources(current, req.Linux), res, nil
-	})
+	linux, err := s.nri.updateContainer(ctx, req.ContainerId, req.Linux)
 	if err != nil {
 		return nil, toStatus(err)
 	}
+	if err := s.applyContainerResources(ctx, req.ContainerId, linux); err != nil {
+		return nil, toStatus(err)
+	}
+	s.nri.postUpdateContainer(ctx, req.ContainerId)
 	return &runtime.UpdateContainerResourcesResponse{}, nil
+}
+
+// applyContainerResources applies validated resources to a container and
+// records them merged over its current ones.
+func (s *Server) applyContainerResources(ctx context.Context, idOrPrefix string, linux *runtime.LinuxContainerResources) error {
+	return s.opts.Containers.Update(ctx, idOrPrefix, func(current *runtime.LinuxContainerResources) (*runtime.LinuxContainerResources, *specs.LinuxResources, error) {
+		res, err := specgen.Resources(linux)
+		if err != nil {
+			return nil, nil, err
+		}
+		return mergeResources(current, linux), res, nil
+	})
 }
 
 // UpdatePodSandboxResources applies the pod's new total resources to its
@@ -70,12 +80,17 @@ func (s *runtimeService) UpdatePodSandboxResources(ctx context.Context, req *run
 	if !s.opts.Cgroups.Exists(sb.CgroupParent) {
 		return nil, status.Errorf(codes.FailedPrecondition, "pod sandbox %s: its cgroup %s does not exist", sb.ID, sb.CgroupParent)
 	}
+	updated, err := s.nri.updatePod(ctx, sb, req.Overhead, req.Resources)
+	if err != nil {
+		return nil, toStatus(err)
+	}
 	if err := s.opts.Cgroups.Update(sb.CgroupParent, res); err != nil {
 		if errors.Is(err, cgroupmgr.ErrInvalidResources) {
 			return nil, invalidArgument("resources: pod sandbox %s: %v", sb.ID, err)
 		}
 		return nil, status.Errorf(codes.Internal, "pod sandbox %s: %v", sb.ID, err)
 	}
+	updated()
 	return &runtime.UpdatePodSandboxResourcesResponse{}, nil
 }
 

@@ -16,6 +16,9 @@ func (s *runtimeService) StopPodSandbox(ctx context.Context, req *runtime.StopPo
 
 // RemovePodSandbox removes a pod and all it owns; an unknown pod is no error.
 func (s *runtimeService) RemovePodSandbox(ctx context.Context, req *runtime.RemovePodSandboxRequest) (*runtime.RemovePodSandboxResponse, error) {
+	if err := s.nri.removePodContainers(ctx, req.PodSandboxId); err != nil {
+		return nil, toStatus(err)
+	}
 	if err := s.opts.Sandboxes.Remove(ctx, req.PodSandboxId); err != nil {
 		return nil, toStatus(err)
 	}

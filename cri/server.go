@@ -18,6 +18,7 @@ import (
 	"github.com/crid-dev/crid/config"
 	"github.com/crid-dev/crid/events"
 	"github.com/crid-dev/crid/imageservice"
+	"github.com/crid-dev/crid/nri"
 	"github.com/crid-dev/crid/oci"
 	"github.com/crid-dev/crid/oci/specgen"
 	"github.com/crid-dev/crid/podsandbox"
@@ -39,6 +40,9 @@ type Options struct {
 	Events *events.Broadcaster
 	// StreamListener serves the Exec, Attach and PortForward URLs.
 	StreamListener net.Listener
+	// NRI relays the lifecycle to NRI plugins (StartNRI starts it); nil
+	// means no NRI.
+	NRI *nri.NRI
 }
 
 // Server serves the CRI on a listener.
@@ -51,6 +55,8 @@ type Server struct {
 	stream   *streamServer
 	// stats keeps the last CPU samples, for usage_nano_cores.
 	stats statsState
+	// nri is the lifecycle as NRI plugins see it (cri/nri.go).
+	nri *nriBridge
 }
 
 // runtimeService and imageService are separate types because the two
@@ -69,6 +75,7 @@ type imageService struct {
 // and the streaming server.
 func New(opts Options) (*Server, error) {
 	s := &Server{opts: opts}
+	s.nri = newNRIBridge(s, opts.NRI)
 	if opts.StreamListener == nil {
 		return nil, fmt.Errorf("cri: no listener for the streaming server")
 	}

@@ -85,6 +85,8 @@ type Manager struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	// lifecycle, when set, sees pods become ready, stop and go.
+	lifecycle Lifecycle
 
 	mu        sync.Mutex
 	sandboxes map[string]*Sandbox

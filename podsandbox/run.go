@@ -105,6 +105,10 @@ func (m *Manager) Run(ctx context.Context, cfg *runtime.PodSandboxConfig, handle
 		return "", err
 	}
 	err := m.create(context.WithoutCancel(ctx), sb)
+	var ready func()
+	if err == nil {
+		ready, err = m.ready(context.WithoutCancel(ctx), sb)
+	}
 	if err != nil {
 		if undoErr := m.teardown(context.WithoutCancel(ctx), sb); undoErr != nil {
 			klog.ErrorS(undoErr, "Undoing failed sandbox creation", "podSandboxID", sb.ID)
@@ -118,6 +122,7 @@ func (m *Manager) Run(ctx context.Context, cfg *runtime.PodSandboxConfig, handle
 	sb.State = StateReady
 	sb.TimedOut = ctx.Err() != nil
 	m.mu.Unlock()
+	ready()
 	if err := m.persist(sb); err != nil {
 		return "", err
 	}

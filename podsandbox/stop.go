@@ -29,6 +29,11 @@ func (m *Manager) Stop(ctx context.Context, idOrPrefix string) error {
 
 // stop is Stop with the sandbox held.
 func (m *Manager) stop(ctx context.Context, sb *Sandbox) error {
+	if sb.State == StateReady {
+		if err := m.stopping(ctx, sb); err != nil {
+			return fmt.Errorf("stop the pod's containers: %w", err)
+		}
+	}
 	if err := m.release(ctx, sb); err != nil {
 		return err
 	}
@@ -101,6 +106,13 @@ func (m *Manager) Remove(ctx context.Context, idOrPrefix string) error {
 	defer unlock()
 	m.mu.Lock()
 	wasReady := sb.State == StateReady
+	m.mu.Unlock()
+	if wasReady {
+		if err := m.stopping(ctx, sb); err != nil {
+			return fmt.Errorf("stop the pod's containers: %w", err)
+		}
+	}
+	m.mu.Lock()
 	sb.State = StateRemoving
 	m.mu.Unlock()
 	if err := m.persist(sb); err != nil {
@@ -111,6 +123,7 @@ func (m *Manager) Remove(ctx context.Context, idOrPrefix string) error {
 		return err
 	}
 	m.forget(sb)
+	m.removed(ctx, sb)
 	if wasReady { // removed without a stop first
 		m.publish(events.ContainerStopped, sb.ID)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/crid-dev/crid/events"
 	"github.com/crid-dev/crid/imageservice"
 	"github.com/crid-dev/crid/metrics"
+	"github.com/crid-dev/crid/nri"
 	"github.com/crid-dev/crid/oci"
 	"github.com/crid-dev/crid/podsandbox"
 	"github.com/crid-dev/crid/records"
@@ -44,6 +45,10 @@ func serve(cfg config.Config) error {
 		return err
 	}
 	defer lock.Close()
+	plugins := nri.New(cfg.NRI, cri.Name, buildVersion())
+	if err := plugins.CheckSocket(); err != nil {
+		return err
+	}
 
 	store, err := records.Open(filepath.Join(cfg.RootDir, "records"))
 	if err != nil {
@@ -138,11 +143,19 @@ func serve(cfg config.Config) error {
 		Containers:     ctrs,
 		Events:         bus,
 		StreamListener: streamL,
+		NRI:            plugins,
 	})
 	if err != nil {
 		streamL.Close()
 		return err
 	}
+	// NRI plugins connect (and the pre-installed ones start) before the
+	// CRI serves, so none misses an event.
+	if err := srv.StartNRI(); err != nil {
+		streamL.Close()
+		return err
+	}
+	defer srv.StopNRI()
 	l, err := listenSocket(cfg.Socket)
 	if err != nil {
 		return err

@@ -94,6 +94,7 @@ func configFlags(name string) (*flag.FlagSet, func() (config.Config, error)) {
 	cgroupParent := fs.String("cgroup-parent", d.Runtime.CgroupParent, `cgroup of pods that name none: a path (cgroupfs) or a slice (systemd); empty: the driver's default`)
 	streamAddr := fs.String("stream-address", d.Stream.Address, "host:port of the exec/attach/port-forward streaming server (port 0: any free port)")
 	metricsAddr := fs.String("metrics-address", d.Metrics.Address, "host:port serving Prometheus metrics on /metrics; empty: none")
+	nriSocket := fs.String("nri-socket", d.NRI.SocketPath, "unix socket NRI plugins connect to")
 	shutdown := fs.Duration("shutdown-timeout", d.ShutdownTimeout.Std(), "bound on in-flight RPCs at shutdown")
 	return fs, func() (config.Config, error) {
 		if fs.NArg() > 0 {
@@ -120,6 +121,7 @@ func configFlags(name string) (*flag.FlagSet, func() (config.Config, error)) {
 			{"cni-conf-dir", &cfg.Network.CNIConfDir, *cniConf},
 			{"cgroup-driver", &cfg.Runtime.CgroupDriver, *cgroupDriver},
 			{"cgroup-parent", &cfg.Runtime.CgroupParent, *cgroupParent},
+			{"nri-socket", &cfg.NRI.SocketPath, *nriSocket},
 		}
 		for _, o := range overrides {
 			if set[o.flag] {

@@ -7,7 +7,8 @@
 #   3. starts _output/bin/crid on a private temp dir (config, socket, root,
 #      run dir, CNI config on its own bridge and subnet);
 #   4. runs the whole validation suite (never the benchmarks, no skip/focus)
-#      with a JUnit report in _output/critest/;
+#      with crid's NRI socket (-nri-socket, so the NRI specs run too) and a
+#      JUnit report in _output/critest/;
 #   5. stops crid and removes everything the run created, even on failure or
 #      Ctrl-C: processes, mounts, temp dir, bridge, iptables rule, sysctl, and
 #      the registry if this run started it;
@@ -309,6 +310,15 @@ cni_bin_dirs = [$cni_bin_dirs]
 
 [runtime]
 cgroup_parent = "$cgroup_parent"
+
+# critest's NRI specs connect their plugins here (-nri-socket below). Its
+# synchronization specs hold a plugin's Synchronize open for 2 s on
+# purpose, as long as NRI's default request timeout: give plugins 10 s.
+[nri]
+socket_path = "$tmp/nri.sock"
+plugin_path = "$tmp/nri-plugins"
+plugin_config_path = "$tmp/nri-conf.d"
+plugin_request_timeout = "10s"
 EOF
 
 # critest's host-port spec connects to 127.0.0.1:<hostPort>: DNAT from
@@ -348,9 +358,12 @@ done
 # "benchmark"); no other skip or focus is passed.
 # -report-dir/-report-prefix exist in v1.37.0 but nothing reads them: the
 # JUnit report comes from ginkgo's own --ginkgo.junit-report.
+# -nri-socket: critest's 13 NRI specs run only with it; one run with it
+# covers every spec (junitcheck also counts the NRI specs apart).
 critest_args=(
 	-runtime-endpoint "unix://$sock"
 	-image-endpoint "unix://$sock"
+	-nri-socket "$tmp/nri.sock"
 	-ginkgo.junit-report="$report_dir/junit.xml"
 	-ginkgo.timeout="$suite_timeout"
 	-ginkgo.no-color

@@ -124,6 +124,7 @@ func baseArgs(dir string) []string {
 		"--cni-conf-dir", filepath.Join(dir, "net.d"),
 		"--cni-bin-dirs", filepath.Join(dir, "cni-bin"),
 		"--registries-conf", filepath.Join(dir, "registries.conf"),
+		"--nri-socket", filepath.Join(dir, "nri.sock"),
 	}, driverArgs()...)
 }
 

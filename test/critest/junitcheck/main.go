@@ -113,6 +113,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "junitcheck: ratchet holds (%d specs must pass, %d listed as cannot pass yet)\n",
 			len(lists.Expected), len(lists.Cannot))
 	}
+	if nri, other := res.split(nriPrefix); nri.total() > 0 {
+		fmt.Fprintf(stdout, "junitcheck: NRI specs (critest -nri-socket): %s; the other specs: %s\n", nri, other)
+	}
 	fmt.Fprintf(stdout, "critest: %d passed, %d failed, %d skipped\n", res.Passed, res.Failed, res.Skipped)
 	if len(problems) > 0 {
 		return 1
@@ -353,6 +356,40 @@ func analyze(suites []junitSuite, allowedSkip string) Result {
 	}
 	sort.Slice(res.Specs, func(i, j int) bool { return res.Specs[i].Name < res.Specs[j].Name })
 	return res
+}
+
+// nriPrefix starts the names of critest's NRI specs, which run only when
+// critest is given -nri-socket (skipped otherwise).
+const nriPrefix = "[k8s.io] NRI "
+
+// counts are the outcomes of a set of specs.
+type counts struct{ passed, failed, skipped int }
+
+func (c counts) total() int { return c.passed + c.failed + c.skipped }
+
+func (c counts) String() string {
+	return fmt.Sprintf("%d passed, %d failed, %d skipped", c.passed, c.failed, c.skipped)
+}
+
+// split counts the specs whose name starts with prefix apart from the
+// others, so a run with -nri-socket also tells what a run without it
+// would have passed.
+func (r Result) split(prefix string) (in, out counts) {
+	for _, sp := range r.Specs {
+		c := &out
+		if strings.HasPrefix(sp.Name, prefix) {
+			c = &in
+		}
+		switch sp.Status {
+		case Passed:
+			c.passed++
+		case Failed:
+			c.failed++
+		case Skipped:
+			c.skipped++
+		}
+	}
+	return in, out
 }
 
 // Lists are the two tracked files of the ratchet.

@@ -281,3 +281,31 @@ func appendFile(t *testing.T, path, s string) {
 		t.Fatal(err)
 	}
 }
+
+// A report with NRI specs gets their counts and the others' on a line of
+// their own, before the summary line.
+func TestNRISplit(t *testing.T) {
+	dir := t.TempDir()
+	report := filepath.Join(dir, "nri.xml")
+	xml := `<testsuites><testsuite name="critest">
+<testcase name="[It] [k8s.io] NRI pod sandbox lifecycle should receive events" status="passed"></testcase>
+<testcase name="[It] [k8s.io] NRI plugin synchronization should sync" status="skipped"><skipped message="skipped - NRI socket not configured"></skipped></testcase>
+<testcase name="[It] ` + specInfo + `" status="passed"></testcase>
+<testcase name="[It] ` + specExec + `" status="failed"><failure message="boom"></failure></testcase>
+</testsuite></testsuites>`
+	if err := os.WriteFile(report, []byte(xml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, out := runCheck(t, report)
+	want := "junitcheck: NRI specs (critest -nri-socket): 1 passed, 0 failed, 1 skipped; the other specs: 1 passed, 1 failed, 0 skipped"
+	if !strings.Contains(out, want+"\n") {
+		t.Fatalf("output lacks %q:\n%s", want, out)
+	}
+	if got := lastLine(out); got != "critest: 2 passed, 1 failed, 1 skipped" {
+		t.Fatalf("last line %q", got)
+	}
+	_, out = runCheck(t, "testdata/mixed.xml")
+	if strings.Contains(out, "NRI specs") {
+		t.Fatalf("a report without NRI specs got an NRI line:\n%s", out)
+	}
+}
