@@ -85,13 +85,17 @@ func Build(in Input) (*specs.Spec, error) {
 	}
 	s.Process.Args = args
 	s.Process.Env = mergeEnv(in.Image.Env, cfg.Envs)
+	cwdField := "working_dir"
 	if cfg.WorkingDir != "" {
 		s.Process.Cwd = cfg.WorkingDir
 	} else if in.Image.WorkingDir != "" {
-		s.Process.Cwd = in.Image.WorkingDir
+		s.Process.Cwd, cwdField = in.Image.WorkingDir, "the image's WorkingDir"
 	}
 	if !filepath.IsAbs(s.Process.Cwd) {
-		return nil, fmt.Errorf("%w: working_dir %q is not absolute", ErrInvalid, s.Process.Cwd)
+		return nil, fmt.Errorf("%w: %s %q is not absolute", ErrInvalid, cwdField, s.Process.Cwd)
+	}
+	if err := noNUL(cwdField, s.Process.Cwd, s.Process.Args, s.Process.Env); err != nil {
+		return nil, err
 	}
 	if err := setUser(s, in); err != nil {
 		return nil, err
@@ -115,6 +119,26 @@ func Build(in Input) (*specs.Spec, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// noNUL refuses a NUL in the working dir, the command line or the
+// environment: execve and chdir take C strings, so a NUL would silently cut
+// the value short rather than fail.
+func noNUL(cwdField, cwd string, args, env []string) error {
+	if strings.ContainsRune(cwd, 0) {
+		return fmt.Errorf("%w: %s %q contains a NUL byte", ErrInvalid, cwdField, cwd)
+	}
+	for i, a := range args {
+		if strings.ContainsRune(a, 0) {
+			return fmt.Errorf("%w: command/args[%d] %q contains a NUL byte", ErrInvalid, i, a)
+		}
+	}
+	for i, e := range env {
+		if strings.ContainsRune(e, 0) {
+			return fmt.Errorf("%w: envs[%d] %q contains a NUL byte", ErrInvalid, i, e)
+		}
+	}
+	return nil
 }
 
 // commandLine merges the config's command and args with the image's

@@ -324,3 +324,25 @@ func TestPrivateCgroupNamespace(t *testing.T) {
 		t.Error("v1: got a cgroup namespace")
 	}
 }
+
+// A NUL would cut a C string short in chdir or execve: the config is
+// refused, naming the field, wherever the value comes from.
+func TestNULRefused(t *testing.T) {
+	for name, tc := range map[string]struct {
+		cfg      *runtime.ContainerConfig
+		imageDir string
+		field    string
+	}{
+		"working_dir":      {&runtime.ContainerConfig{WorkingDir: "/\x00"}, "/work", "working_dir"},
+		"image WorkingDir": {&runtime.ContainerConfig{}, "/w\x00rk", "the image's WorkingDir"},
+		"args":             {&runtime.ContainerConfig{Args: []string{"ok", "b\x00d"}}, "/work", "command/args[2]"},
+		"envs":             {&runtime.ContainerConfig{Envs: []*runtime.KeyValue{{Key: "A", Value: []byte("x\x00y")}}}, "/work", "envs[1]"},
+	} {
+		in := input(t, tc.cfg)
+		in.Image.WorkingDir = tc.imageDir
+		_, err := Build(in)
+		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tc.field) {
+			t.Errorf("%s: %v, want ErrInvalid naming %s", name, err, tc.field)
+		}
+	}
+}
