@@ -23,6 +23,7 @@ iptables -t nat -A POSTROUTING -s 127.0.0.0/8 -o crid0 -j MASQUERADE
 
 start=$SECONDS
 "$REPO/_output/bin/critest" -runtime-endpoint "unix://$sock" -image-endpoint "unix://$sock" \
+	-nri-socket /run/nri/nri.sock \
 	-ginkgo.junit-report="$res/junit.xml" -ginkgo.timeout=30m -ginkgo.no-color \
 	>"$res/critest.log" 2>&1 </dev/null
 rc=$?
