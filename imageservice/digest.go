@@ -117,6 +117,10 @@ func invalidImage(field string, err error) error {
 	return fmt.Errorf("%w: %s: %w", ErrInvalidImage, field, err)
 }
 
+// ErrDigestMismatch marks content whose digest is not the one its image
+// names for it.
+var ErrDigestMismatch = errors.New("digest mismatch")
+
 // ErrTooLarge marks a layer over a configured size or file count.
 var ErrTooLarge = errors.New("over a configured limit")
 

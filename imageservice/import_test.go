@@ -1,0 +1,324 @@
+package imageservice
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"errors"
+	"maps"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+	digest "github.com/opencontainers/go-digest"
+	specs "github.com/opencontainers/image-spec/specs-go"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// archiveFile is one entry of a test archive (not of a layer).
+type archiveFile struct {
+	name string
+	body []byte
+	typ  byte   // tar.TypeReg when zero
+	link string // for symlinks
+}
+
+func writeTar(t testing.TB, files []archiveFile) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, f := range files {
+		h := &tar.Header{Name: f.name, Typeflag: f.typ, Mode: 0o644, Linkname: f.link, ModTime: time.Unix(1700000000, 0)}
+		if h.Typeflag == 0 {
+			h.Typeflag = tar.TypeReg
+		}
+		if h.Typeflag == tar.TypeReg {
+			h.Size = int64(len(f.body))
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Write(f.body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// dockerArchiveFiles lays images out as `docker save` did before Docker 25:
+// manifest.json, <config hex>.json, <n>/layer.tar (uncompressed).
+func dockerArchiveFiles(t testing.TB, imgs []*testImage, tags [][]string) []archiveFile {
+	t.Helper()
+	type item struct {
+		Config   string
+		RepoTags []string
+		Layers   []string
+	}
+	var files []archiveFile
+	var items []item
+	for i, img := range imgs {
+		it := item{Config: img.configDigest.Encoded() + ".json", RepoTags: tags[i]}
+		files = append(files, archiveFile{name: it.Config, body: img.config})
+		for _, l := range img.layers {
+			p := l.diffID.Encoded() + "/layer.tar"
+			it.Layers = append(it.Layers, p)
+			if !slices.ContainsFunc(files, func(f archiveFile) bool { return f.name == p }) {
+				files = append(files, archiveFile{name: p, body: l.tar})
+			}
+		}
+		items = append(items, it)
+	}
+	return append([]archiveFile{{name: "manifest.json", body: mustJSON(t, items)}}, files...)
+}
+
+// ociArchiveFiles lays images out as an OCI image layout; names[i] is the
+// ref.name annotation of image i ("" for none).
+func ociArchiveFiles(t testing.TB, imgs []*testImage, names []string) []archiveFile {
+	t.Helper()
+	files := []archiveFile{{name: "oci-layout", body: []byte(`{"imageLayoutVersion":"1.0.0"}`)}}
+	blobs := map[digest.Digest][]byte{}
+	idx := ocispec.Index{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageIndex}
+	for i, img := range imgs {
+		blobs[img.manifestDigest] = img.manifest
+		blobs[img.configDigest] = img.config
+		for _, l := range img.layers {
+			blobs[l.digest] = l.blob
+		}
+		d := ocispec.Descriptor{MediaType: img.mediaType, Digest: img.manifestDigest, Size: int64(len(img.manifest))}
+		if names[i] != "" {
+			d.Annotations = map[string]string{ocispec.AnnotationRefName: names[i]}
+		}
+		idx.Manifests = append(idx.Manifests, d)
+	}
+	files = append(files, archiveFile{name: "index.json", body: mustJSON(t, idx)})
+	for _, d := range slices.Sorted(maps.Keys(blobs)) {
+		files = append(files, archiveFile{name: "blobs/sha256/" + d.Encoded(), body: blobs[d]})
+	}
+	return files
+}
+
+func gzipped(t testing.TB, b []byte) []byte {
+	var buf bytes.Buffer
+	w := gzip.NewWriter(&buf)
+	w.Write(b)
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func zstded(t testing.TB, b []byte) []byte {
+	var buf bytes.Buffer
+	w, err := zstd.NewWriter(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write(b)
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func (e *testEnv) mustImport(t *testing.T, archive []byte) []Imported {
+	t.Helper()
+	got, err := e.svc.Import(context.Background(), bytes.NewReader(archive))
+	if err != nil {
+		t.Fatalf("import: %v", err)
+	}
+	if tmp := dirNames(t, filepath.Join(e.root, "tmp")); len(tmp) != 0 {
+		t.Errorf("tmp dir not empty after an import: %v", tmp)
+	}
+	return got
+}
+
+func TestImportDockerArchive(t *testing.T) {
+	e := newEnv(t)
+	base := newLayer(t, dir("bin/"), file("bin/sh", "shell"))
+	top := newLayer(t, file("etc/hostname", "box"))
+	tagged := newImage(t, imageSpec{layers: []testLayer{base, top}, user: "1000"})
+	untagged := newImage(t, imageSpec{layers: []testLayer{base}, label: "other"})
+	archive := writeTar(t, dockerArchiveFiles(t, []*testImage{tagged, untagged},
+		[][]string{{"example.com/app:1.0", "app:latest"}, nil}))
+
+	for _, c := range []struct {
+		name string
+		data []byte
+	}{{"plain", archive}, {"gzip", gzipped(t, archive)}, {"zstd", zstded(t, archive)}} {
+		t.Run(c.name, func(t *testing.T) {
+			got := e.mustImport(t, c.data)
+			if len(got) != 2 {
+				t.Fatalf("imported %d images, want 2", len(got))
+			}
+			a, b := got[0].Image, got[1].Image
+			if a.ID != tagged.id() || b.ID != untagged.id() || got[0].Format != FormatDockerArchive {
+				t.Fatalf("imported %s, %s (%s); want %s, %s", a.ID, b.ID, got[0].Format, tagged.id(), untagged.id())
+			}
+			wantTags := []string{"example.com/app:1.0", "docker.io/library/app:latest"}
+			if !slices.Equal(a.RepoTags, wantTags) {
+				t.Errorf("tags = %v, want %v", a.RepoTags, wantTags)
+			}
+			if len(a.RepoDigests) != 2 || !strings.HasPrefix(a.RepoDigests[0], "example.com/app@sha256:") ||
+				strings.TrimPrefix(a.RepoDigests[0], "example.com/app@") != a.Manifest.String() {
+				t.Errorf("repo digests = %v, want repo@%s for each repository", a.RepoDigests, a.Manifest)
+			}
+			if len(b.RepoTags) != 0 || len(b.RepoDigests) != 0 {
+				t.Errorf("untagged image got names %v %v", b.RepoTags, b.RepoDigests)
+			}
+			if !slices.Equal(a.Layers, tagged.chains()) {
+				t.Errorf("layers = %v, want %v", a.Layers, tagged.chains())
+			}
+			if uid, _ := e.mustGet(t, "example.com/app:1.0").User(); uid == nil || *uid != 1000 {
+				t.Errorf("config not kept: user %v", uid)
+			}
+			e.mustGet(t, "app")
+			e.mustGet(t, untagged.id().Hex())
+			e.assertLayers(t, tagged.chains()...)
+		})
+	}
+}
+
+func TestImportDeduplicatesLayers(t *testing.T) {
+	e := newEnv(t)
+	base := newLayer(t, file("a", "a"))
+	img := newImage(t, imageSpec{layers: []testLayer{base}})
+	e.reg.push("base", "1", img)
+	e.mustPull(t, e.reg.ref("base:1"))
+	var unpacked int
+	old := layerSync
+	layerSync = func(dir string) error { unpacked++; return old(dir) }
+	t.Cleanup(func() { layerSync = old })
+
+	top := newLayer(t, file("b", "b"))
+	img2 := newImage(t, imageSpec{layers: []testLayer{base, top}})
+	e.mustImport(t, writeTar(t, dockerArchiveFiles(t, []*testImage{img2}, [][]string{{"two:1"}})))
+	if unpacked != 1 {
+		t.Errorf("unpacked %d layers, want 1: the base layer was stored already", unpacked)
+	}
+	e.assertLayers(t, img2.chains()...)
+}
+
+func TestImportOCIArchive(t *testing.T) {
+	e := newEnv(t)
+	l1 := newLayer(t, file("x", "x"))
+	l2 := newLayer(t, file("y", "y"))
+	named := newImage(t, imageSpec{oci: true, layers: []testLayer{l1, l2}})
+	bareTag := newImage(t, imageSpec{oci: true, layers: []testLayer{l1}, label: "bare"})
+	archive := writeTar(t, ociArchiveFiles(t, []*testImage{named, bareTag}, []string{"registry.example/team/app:2", "latest"}))
+	got := e.mustImport(t, gzipped(t, archive))
+	if len(got) != 2 || got[0].Format != FormatOCIArchive {
+		t.Fatalf("imported %v", got)
+	}
+	a, b := got[0].Image, got[1].Image
+	if a.ID != named.id() || a.Manifest != named.manifestID() {
+		t.Errorf("image %s manifest %s, want %s %s", a.ID, a.Manifest, named.id(), named.manifestID())
+	}
+	if !slices.Equal(a.RepoTags, []string{"registry.example/team/app:2"}) ||
+		!slices.Equal(a.RepoDigests, []string{"registry.example/team/app@" + named.manifestDigest.String()}) {
+		t.Errorf("names = %v %v", a.RepoTags, a.RepoDigests)
+	}
+	if b.ID != bareTag.id() || len(b.RepoTags)+len(b.RepoDigests) != 0 {
+		t.Errorf("bare-tag image %s named %v %v; want ID only", b.ID, b.RepoTags, b.RepoDigests)
+	}
+	e.assertLayers(t, named.chains()...)
+}
+
+func TestImportRefusesMaliciousArchives(t *testing.T) {
+	good := newLayer(t, file("ok", "ok"))
+	goodImg := newImage(t, imageSpec{layers: []testLayer{good}})
+	cases := []struct {
+		name  string
+		build func(e *testEnv) []byte
+		want  error
+	}{
+		{"not-a-tar", func(*testEnv) []byte { return []byte("hello, this is no archive at all, just text of some length") }, ErrInvalidArchive},
+		{"empty-tar", func(*testEnv) []byte { return writeTar(t, nil) }, ErrInvalidArchive},
+		{"path-traversal-layer", func(e *testEnv) []byte {
+			evil := newLayer(t, file("ok", "ok"), file(upToBase+"canary/secret", "pwned"))
+			img := newImage(t, imageSpec{layers: []testLayer{good, evil}})
+			return writeTar(t, dockerArchiveFiles(t, []*testImage{img}, [][]string{{"evil:1"}}))
+		}, nil},
+		{"layer-diff-id-mismatch", func(e *testEnv) []byte {
+			other := newLayer(t, file("other", "x"))
+			img := newImage(t, imageSpec{layers: []testLayer{good}, diffIDs: []digest.Digest{other.diffID}})
+			img.layers = []testLayer{good}
+			files := dockerArchiveFiles(t, []*testImage{img}, [][]string{{"evil:1"}})
+			for i := range files {
+				if strings.HasSuffix(files[i].name, "layer.tar") {
+					files[i].body = good.tar // the content does not match the config's diff ID
+				}
+			}
+			return writeTar(t, files)
+		}, ErrDigestMismatch},
+		{"oci-blob-digest-mismatch", func(e *testEnv) []byte {
+			img := newImage(t, imageSpec{oci: true, layers: []testLayer{good}})
+			files := ociArchiveFiles(t, []*testImage{img}, []string{"evil:1"})
+			for i := range files {
+				if files[i].name == "blobs/sha256/"+good.digest.Encoded() {
+					files[i].body = newLayer(t, file("ok", "pwned")).blob
+				}
+			}
+			return writeTar(t, files)
+		}, ErrDigestMismatch},
+		{"symlinked-manifest-json", func(e *testEnv) []byte {
+			files := dockerArchiveFiles(t, []*testImage{goodImg}, [][]string{{"evil:1"}})
+			files[0].name = "real.json"
+			return writeTar(t, append(files, archiveFile{name: "manifest.json", typ: tar.TypeSymlink, link: "real.json"}))
+		}, ErrInvalidArchive},
+		{"symlinked-index-json", func(e *testEnv) []byte {
+			files := ociArchiveFiles(t, []*testImage{goodImg}, []string{"evil:1"})
+			files[1].name = "x.json"
+			return writeTar(t, append(files, archiveFile{name: "index.json", typ: tar.TypeSymlink, link: "/etc/passwd"}))
+		}, ErrInvalidArchive},
+		{"dotdot-entry", func(e *testEnv) []byte {
+			files := dockerArchiveFiles(t, []*testImage{goodImg}, [][]string{{"evil:1"}})
+			return writeTar(t, append(files, archiveFile{name: "../../canary/secret", body: []byte("pwned")}))
+		}, ErrInvalidArchive},
+		{"absolute-entry", func(e *testEnv) []byte {
+			files := ociArchiveFiles(t, []*testImage{goodImg}, []string{""})
+			return writeTar(t, append(files, archiveFile{name: filepath.Join(e.canary, "secret"), body: []byte("pwned")}))
+		}, ErrInvalidArchive},
+		{"symlink-out", func(e *testEnv) []byte {
+			files := dockerArchiveFiles(t, []*testImage{goodImg}, [][]string{{"evil:1"}})
+			return writeTar(t, append(files, archiveFile{name: "x", typ: tar.TypeSymlink, link: "../../canary"}))
+		}, ErrInvalidArchive},
+		{"symlink-in-oci-layout", func(e *testEnv) []byte {
+			files := ociArchiveFiles(t, []*testImage{goodImg}, []string{""})
+			return writeTar(t, append(files, archiveFile{name: "blobs/x", typ: tar.TypeSymlink, link: "sha256"}))
+		}, ErrInvalidArchive},
+		{"device-entry", func(e *testEnv) []byte {
+			files := dockerArchiveFiles(t, []*testImage{goodImg}, [][]string{{"evil:1"}})
+			return writeTar(t, append(files, archiveFile{name: "null", typ: tar.TypeChar}))
+		}, ErrInvalidArchive},
+		{"second-image-bad", func(e *testEnv) []byte {
+			// All or nothing: the good first image is not kept either.
+			bad := newImage(t, imageSpec{layers: []testLayer{good}, diffIDs: []digest.Digest{newLayer(t, file("z", "z")).diffID}})
+			return writeTar(t, dockerArchiveFiles(t, []*testImage{goodImg, bad}, [][]string{{"good:1"}, {"bad:1"}}))
+		}, ErrDigestMismatch},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			e := newEnv(t)
+			before := fsSnapshot(t, e.canary)
+			_, err := e.svc.Import(context.Background(), bytes.NewReader(c.build(e)))
+			if err == nil {
+				t.Fatal("import succeeded")
+			}
+			if c.want != nil && !errors.Is(err, c.want) {
+				t.Errorf("error %v, want %v", err, c.want)
+			}
+			t.Logf("refused: %v", err)
+			e.assertEmptyStore(t)
+			if after := fsSnapshot(t, e.canary); !maps.Equal(before, after) {
+				t.Errorf("canary changed: %v -> %v", before, after)
+			}
+		})
+	}
+}
