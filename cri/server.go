@@ -39,6 +39,9 @@ type Options struct {
 	Events *events.Broadcaster
 	// StreamListener serves the Exec, Attach and PortForward URLs.
 	StreamListener net.Listener
+	// Register adds other services to the socket (crid's admin API): they
+	// get the same interceptors, logging and panic guard.
+	Register []func(grpc.ServiceRegistrar)
 }
 
 // Server serves the CRI on a listener.
@@ -89,6 +92,9 @@ func New(opts Options) (*Server, error) {
 	)
 	runtime.RegisterRuntimeServiceServer(s.grpc, &runtimeService{Server: s})
 	runtime.RegisterImageServiceServer(s.grpc, &imageService{Server: s})
+	for _, r := range opts.Register {
+		r(s.grpc)
+	}
 	return s, nil
 }
 

@@ -11,8 +11,10 @@ import (
 	"syscall"
 	"time"
 
+	"google.golang.org/grpc"
 	"k8s.io/klog/v2"
 
+	"github.com/crid-dev/crid/admin"
 	"github.com/crid-dev/crid/cgroupmgr"
 	"github.com/crid-dev/crid/cni"
 	"github.com/crid-dev/crid/config"
@@ -131,6 +133,7 @@ func serve(cfg config.Config) error {
 		Containers:     ctrs,
 		Events:         bus,
 		StreamListener: streamL,
+		Register:       []func(grpc.ServiceRegistrar){admin.New(images).Register},
 	})
 	if err != nil {
 		streamL.Close()
