@@ -60,10 +60,10 @@ func (s *Server) ImportImages(stream adminpb.Admin_ImportImagesServer) (err erro
 	}
 	resp := &adminpb.ImportImagesResponse{}
 	for _, im := range imported {
-		klog.InfoS("Imported image", "source", source, "format", im.Format, "image", im.Image.ID, "tags", im.Image.RepoTags)
+		klog.InfoS("Imported image", "source", source, "format", im.Format, "image", im.Image.ID, "tags", im.Names)
 		resp.Images = append(resp.Images, &adminpb.ImportedImage{
 			Id:          im.Image.ID.String(),
-			RepoTags:    im.Image.RepoTags,
+			RepoTags:    im.Names,
 			RepoDigests: im.Image.RepoDigests,
 			Format:      im.Format,
 		})
@@ -156,7 +156,7 @@ func toStatus(err error) error {
 	case errors.Is(err, imageservice.ErrTooLarge), errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
 		code = codes.ResourceExhausted
 	case errors.Is(err, imageservice.ErrInvalidArchive), errors.Is(err, imageservice.ErrInvalidImage),
-		errors.Is(err, imageservice.ErrDigestMismatch), errors.Is(err, imageservice.ErrInvalidDigest),
+		errors.Is(err, imageservice.ErrDigestMismatch), errors.Is(err, imageservice.ErrInvalidDigest), errors.Is(err, imageservice.ErrInvalidLayer),
 		errors.Is(err, imageservice.ErrAmbiguous), errors.As(err, &badRef):
 		code = codes.InvalidArgument
 	case errors.Is(err, imageservice.ErrImageNotFound):

@@ -52,7 +52,10 @@ var archiveMetaFiles = map[string]bool{
 
 // Imported is one image an archive held, as stored.
 type Imported struct {
-	Image  *Image
+	Image *Image
+	// Names are the tags the archive gave the image (the image may have
+	// more, from pulls or other imports).
+	Names  []string
 	Format string
 }
 
@@ -183,7 +186,7 @@ func (s *Service) Import(ctx context.Context, r io.Reader) (_ []Imported, err er
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, Imported{Image: img, Format: format})
+		out = append(out, Imported{Image: img, Names: tags, Format: format})
 	}
 	return out, nil
 }

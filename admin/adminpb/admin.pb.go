@@ -126,7 +126,8 @@ func (x *ImportImagesResponse) GetImages() []*ImportedImage {
 type ImportedImage struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The image ID: the digest of its config.
-	Id          string   `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The tags this archive gave the image (it may have others).
 	RepoTags    []string `protobuf:"bytes,2,rep,name=repo_tags,json=repoTags,proto3" json:"repo_tags,omitempty"`
 	RepoDigests []string `protobuf:"bytes,3,rep,name=repo_digests,json=repoDigests,proto3" json:"repo_digests,omitempty"`
 	// "docker-archive" or "oci-archive".

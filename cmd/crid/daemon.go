@@ -21,6 +21,7 @@ import (
 	"github.com/crid-dev/crid/cri"
 	"github.com/crid-dev/crid/events"
 	"github.com/crid-dev/crid/imageservice"
+	"github.com/crid-dev/crid/importdir"
 	"github.com/crid-dev/crid/oci"
 	"github.com/crid-dev/crid/podsandbox"
 	"github.com/crid-dev/crid/records"
@@ -139,6 +140,10 @@ func serve(cfg config.Config) error {
 		streamL.Close()
 		return err
 	}
+	watcher, err := importdir.New(cfg.Image.ImportDir, images, store)
+	if err != nil {
+		return err
+	}
 	l, err := listenSocket(cfg.Socket)
 	if err != nil {
 		return err
@@ -151,6 +156,18 @@ func serve(cfg config.Config) error {
 
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
+
+	// Archives in image.import_dir, imported while the daemon serves; the
+	// watcher ends before the store closes.
+	watchCtx, stopWatch := context.WithCancel(context.Background())
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		if err := watcher.Run(watchCtx); err != nil {
+			klog.ErrorS(err, "Import dir watcher stopped; archives added now are not imported until crid restarts", "dir", cfg.Image.ImportDir)
+		}
+	}()
+	defer func() { stopWatch(); <-watchDone }()
 	klog.InfoS("crid serving", "version", buildVersion(), "socket", cfg.Socket, "rootDir", cfg.RootDir,
 		"runDir", cfg.RunDir, "streamAddress", srv.StreamAddress(), "cgroupDriver", cgroups.Driver(), "cgroupMode", cgroupmgr.Mode())
 

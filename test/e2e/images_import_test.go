@@ -6,7 +6,9 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
+	"io/fs"
 	"maps"
 	"net/http"
 	"os"
@@ -14,10 +16,12 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
+	"golang.org/x/sys/unix"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -185,12 +189,55 @@ func (n *podNode) cridImages(t *testing.T, args ...string) (int, string) {
 	return runCridCtx(ctx, t, full...)
 }
 
-// storeState is everything under the image store and the image records.
+// storeState lists every file of the image store and the image records
+// (type, mode, size, inode: not times, which reads and the store's own
+// temporary directories change), and fails if the store's tmp holds
+// anything.
 func (n *podNode) storeState(t *testing.T) map[string]string {
 	t.Helper()
-	s := treeState(t, filepath.Join(n.dir, "root", "images"))
-	maps.Copy(s, treeState(t, filepath.Join(n.dir, "root", "records", "images")))
-	return s
+	out := map[string]string{}
+	for _, dir := range []string{filepath.Join(n.dir, "root", "images"), filepath.Join(n.dir, "root", "records", "images")} {
+		err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			var st unix.Stat_t
+			if err := unix.Lstat(p, &st); err != nil {
+				return err
+			}
+			if d.IsDir() {
+				st.Size = 0 // a directory's size follows its entries' history
+			}
+			out[p] = fmt.Sprintf("mode=%o size=%d ino=%d", st.Mode, st.Size, st.Ino)
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if tmp, _ := os.ReadDir(filepath.Join(n.dir, "root", "images", "tmp")); len(tmp) != 0 {
+		t.Fatalf("the image store's tmp holds %d entries", len(tmp))
+	}
+	return out
+}
+
+// mapDiff describes how two maps differ, for a failure message.
+func mapDiff(a, b map[string]string) string {
+	var out []string
+	for k, v := range a {
+		if w, ok := b[k]; !ok {
+			out = append(out, "gone: "+k)
+		} else if v != w {
+			out = append(out, fmt.Sprintf("changed: %s: %s -> %s", k, v, w))
+		}
+	}
+	for k := range b {
+		if _, ok := a[k]; !ok {
+			out = append(out, "new: "+k)
+		}
+	}
+	slices.Sort(out)
+	return strings.Join(out, "\n")
 }
 
 func runContainerFrom(t *testing.T, n *podNode, name, image string) string {
@@ -261,16 +308,16 @@ func TestImportExportAirGapped(t *testing.T) {
 	evilLayer := tarOf(t, tarFile{name: "ok", body: []byte("ok")}, tarFile{name: "../../../../../../tmp/crid-e2e-pwned", body: []byte("pwned")})
 	evilCfg := imageConfig(t, "layers", sha256Digest(evilLayer))
 	evilManifest, _ := json.Marshal([]map[string]any{{"Config": "c.json", "RepoTags": []string{airgapRepo + ":evil"}, "Layers": []string{"l/layer.tar"}}})
-	badDigest := slices.Clone(good)
-	// Bytes after the layer's end-of-archive marker: its digest no longer
-	// matches the config's diff ID.
-	badDigest[2].body = append(slices.Clone(badDigest[2].body), "trailing"...)
+	// A layer whose content is not what the config's diff ID says (a layer
+	// not in the store: a stored one is reused by its chain ID unread).
+	badLayer := tarOf(t, tarFile{name: "x", body: []byte("not what the config says")})
+	badCfg := imageConfig(t, "layers", sha256Digest(tarOf(t, tarFile{name: "x", body: []byte("what the config says")})))
 	symlinked := append([]tarFile{{name: "real.json", body: good[0].body}, {name: "manifest.json", typ: tar.TypeSymlink, link: "real.json"}}, good[1:]...)
 	escaping := append(slices.Clone(good), tarFile{name: "../../outside", body: []byte("pwned")})
 	before := n.storeState(t)
 	for name, archive := range map[string][]byte{
 		"path-traversal-layer":    tarOf(t, tarFile{name: "manifest.json", body: evilManifest}, tarFile{name: "c.json", body: evilCfg}, tarFile{name: "l/layer.tar", body: evilLayer}),
-		"bad-layer-digest":        tarOf(t, badDigest...),
+		"bad-layer-digest":        tarOf(t, tarFile{name: "manifest.json", body: evilManifest}, tarFile{name: "c.json", body: badCfg}, tarFile{name: "l/layer.tar", body: badLayer}),
 		"symlinked-manifest-json": tarOf(t, symlinked...),
 		"escaping-entry":          gzipBytes(t, tarOf(t, escaping...)),
 	} {
@@ -282,7 +329,7 @@ func TestImportExportAirGapped(t *testing.T) {
 		}
 		mustContain(t, name+" refusal", out, "InvalidArgument")
 		if after := n.storeState(t); !maps.Equal(before, after) {
-			t.Fatalf("%s left something in the store:\nbefore %v\nafter  %v", name, before, after)
+			t.Fatalf("%s changed the store:\n%s", name, mapDiff(before, after))
 		}
 		if _, err := os.Stat("/tmp/crid-e2e-pwned"); err == nil {
 			t.Fatalf("%s wrote outside the layer", name)
@@ -373,4 +420,92 @@ func runCridCtx(ctx context.Context, t *testing.T, args ...string) (int, string)
 		t.Fatalf("run crid %v: %v", args, err)
 	}
 	return 0, string(out)
+}
+
+// recordFiles reads the import dir's records: file name → content.
+func recordFiles(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	ents, _ := os.ReadDir(filepath.Join(dir, "root", "records", "import-dir"))
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join(dir, "root", "records", "import-dir", e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[e.Name()] = string(b)
+	}
+	return out
+}
+
+func waitImage(t *testing.T, d *daemon, name string) *runtime.Image {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		st, err := d.images().ImageStatus(context.Background(), &runtime.ImageStatusRequest{Image: &runtime.ImageSpec{Image: name}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Image != nil {
+			return st.Image
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("image %s not imported from the import dir within 60 s\n%s", name, d.log)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// The import dir (image.import_dir, default <root_dir>/import): archives
+// there at start and added later are imported, each file once; a bad one
+// is recorded and not retried, across a restart too.
+func TestImportDir(t *testing.T) {
+	src := fetchRegistryImage(t, "e2e-test-images/busybox", "1.29-2")
+	dir := newDirs(t)
+	importDir := filepath.Join(dir, "root", "import")
+	if err := os.MkdirAll(importDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	writeBytes(t, filepath.Join(importDir, "at-start.tar"), tarOf(t, dockerArchive(t, src, airgapRepo+":at-start")...))
+	d := startDaemon(t, dir)
+	waitImage(t, d, airgapRepo+":at-start")
+
+	writeBytes(t, filepath.Join(importDir, "bad.tar"), []byte("not an archive"))
+	// Written elsewhere, renamed into place: never seen half written.
+	writeBytes(t, filepath.Join(importDir, ".added.tmp"), gzipBytes(t, tarOf(t, ociArchive(t, src, airgapRepo+":added")...)))
+	if err := os.Rename(filepath.Join(importDir, ".added.tmp"), filepath.Join(importDir, "added.tar.gz")); err != nil {
+		t.Fatal(err)
+	}
+	img := waitImage(t, d, airgapRepo+":added")
+	if img.Id != sha256Digest(src.config) {
+		t.Fatalf("imported %s, want %s", img.Id, sha256Digest(src.config))
+	}
+	recs := recordFiles(t, dir)
+	if len(recs) != 3 {
+		t.Fatalf("%d import dir records, want 3 (at-start, bad, added): %v", len(recs), recs)
+	}
+	refused := 0
+	for _, r := range recs {
+		if strings.Contains(r, `"name":"bad.tar"`) && strings.Contains(r, `"error":`) {
+			refused++
+		}
+	}
+	if refused != 1 {
+		t.Fatalf("bad.tar not recorded as refused: %v", recs)
+	}
+
+	// After a restart nothing is imported again (the records are not
+	// rewritten); a file added then is.
+	d.stop(syscall.SIGTERM, 10*time.Second)
+	d = startDaemon(t, dir)
+	writeBytes(t, filepath.Join(importDir, "later.tar"), tarOf(t, dockerArchive(t, src, airgapRepo+":later")...))
+	waitImage(t, d, airgapRepo+":later")
+	after := recordFiles(t, dir)
+	for k, v := range recs {
+		if after[k] != v {
+			t.Fatalf("record %s rewritten after the restart: the file was handled again:\n%s\n%s", k, v, after[k])
+		}
+	}
+	if len(after) != 4 {
+		t.Fatalf("%d records after later.tar, want 4", len(after))
+	}
 }
