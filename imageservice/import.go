@@ -282,6 +282,9 @@ func receiveArchive(ctx context.Context, r io.Reader, dst string) (string, error
 		if err != nil {
 			return "", err
 		}
+		if name == "." {
+			continue
+		}
 		if _, dup := seen[name]; dup {
 			return "", invalidArchive("entry %q appears twice", hdr.Name)
 		}
@@ -312,6 +315,9 @@ func checkArchiveEntry(hdr *tar.Header) (string, error) {
 	name := strings.TrimPrefix(hdr.Name, "./")
 	if hdr.Typeflag == tar.TypeDir {
 		name = strings.TrimSuffix(name, "/")
+		if name == "" || name == "." {
+			return ".", nil // the top directory, as `tar -C dir -c .` writes it
+		}
 	}
 	if name == "" || name == "." || path.IsAbs(name) || path.Clean(name) != name || name == ".." || strings.HasPrefix(name, "../") {
 		return "", invalidArchive("entry %q: not a clean relative path", hdr.Name)
@@ -367,6 +373,9 @@ func extractArchive(ctx context.Context, tarPath, dst string) error {
 		}
 		switch hdr.Typeflag {
 		case tar.TypeDir:
+			if name == "." {
+				continue
+			}
 			if err := root.MkdirAll(name, 0o700); err != nil {
 				return err
 			}

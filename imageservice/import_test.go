@@ -216,7 +216,13 @@ func TestImportOCIArchive(t *testing.T) {
 	l2 := newLayer(t, file("y", "y"))
 	named := newImage(t, imageSpec{oci: true, layers: []testLayer{l1, l2}})
 	bareTag := newImage(t, imageSpec{oci: true, layers: []testLayer{l1}, label: "bare"})
-	archive := writeTar(t, ociArchiveFiles(t, []*testImage{named, bareTag}, []string{"registry.example/team/app:2", "latest"}))
+	// As `tar -C layout -c .` writes it: "./" first, every name "./"-prefixed.
+	files := ociArchiveFiles(t, []*testImage{named, bareTag}, []string{"registry.example/team/app:2", "latest"})
+	for i := range files {
+		files[i].name = "./" + files[i].name
+	}
+	files = append([]archiveFile{{name: "./", typ: tar.TypeDir}, {name: "./blobs/", typ: tar.TypeDir}}, files...)
+	archive := writeTar(t, files)
 	got := e.mustImport(t, gzipped(t, archive))
 	if len(got) != 2 || got[0].Format != FormatOCIArchive {
 		t.Fatalf("imported %v", got)
