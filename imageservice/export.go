@@ -77,7 +77,8 @@ func (s *Service) Export(ctx context.Context, name string, w io.Writer) (*Image,
 		layerPaths = append(layerPaths, p)
 		if !written[p] {
 			written[p] = true
-			if err := writeTarDir(tw, d.Hex()+"/"); err == nil {
+			err := writeTarDir(tw, d.Hex()+"/")
+			if err == nil {
 				err = writeTarFile(tw, p, size, f)
 			}
 			if err != nil {

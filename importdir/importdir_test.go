@@ -18,9 +18,8 @@ import (
 // fakeImporter records what it was asked to import; an archive reading
 // "bad" is refused.
 type fakeImporter struct {
-	mu   sync.Mutex
-	got  []string
-	done chan string
+	mu  sync.Mutex
+	got []string
 }
 
 func (f *fakeImporter) Import(_ context.Context, r io.Reader) ([]imageservice.Imported, error) {

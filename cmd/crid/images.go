@@ -207,8 +207,10 @@ func exportImage(ctx context.Context, client adminpb.AdminClient, name, file str
 	}
 	var w io.Writer = os.Stdout
 	if file != "-" {
-		tmp, err := os.CreateTemp(filepath.Dir(file), "."+filepath.Base(file)+".tmp-")
-		if err != nil {
+		// err below is the function's result: the deferred calls see how
+		// the export ended.
+		var tmp *os.File
+		if tmp, err = os.CreateTemp(filepath.Dir(file), "."+filepath.Base(file)+".tmp-"); err != nil {
 			return err
 		}
 		defer func() {
