@@ -286,6 +286,19 @@ func TestImportExportAirGapped(t *testing.T) {
 		t.Fatalf("import exited %d:\n%s\n%s", code, out, n.log)
 	}
 	mustContain(t, "import output", out, "imported "+airgapRepo+":docker "+imageID, "imported "+airgapRepo+":oci "+imageID)
+	// An OCI layout directory: the CLI tars it into the stream.
+	layoutDir := filepath.Join(work, "layout")
+	for _, f := range ociArchive(t, src, airgapRepo+":layout") {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(layoutDir, f.name)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		writeBytes(t, filepath.Join(layoutDir, f.name), f.body)
+	}
+	code, out = n.cridImages(t, "import", layoutDir)
+	if code != 0 {
+		t.Fatalf("import of an OCI layout directory exited %d:\n%s", code, out)
+	}
+	mustContain(t, "layout import output", out, "imported "+airgapRepo+":layout "+imageID)
 	st, err := n.images().ImageStatus(ctx, &runtime.ImageStatusRequest{Image: &runtime.ImageSpec{Image: airgapRepo + ":oci"}})
 	if err != nil || st.Image == nil {
 		t.Fatalf("ImageStatus: %v %v", st, err)
