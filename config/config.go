@@ -70,6 +70,7 @@ type Image struct {
 	RegistriesConf      string   `toml:"registries_conf" json:"registries_conf" doc:"containers-registries.conf(5) file: mirrors, blocked and insecure registries"`
 	SandboxImage        string   `toml:"sandbox_image" json:"sandbox_image" doc:"image of the pod infra (pause) process; pinned in the store"`
 	PullProgressTimeout Duration `toml:"pull_progress_timeout" json:"pull_progress_timeout" doc:"a pull that receives no bytes for this long fails"`
+	ImportDir           string   `toml:"import_dir" json:"import_dir" doc:"image archives (docker-archive, oci-archive; plain, gzip or zstd) put here are imported when crid starts and when written or moved in, each file once (a bad one is logged and skipped until it changes); write elsewhere or to a dot-file and rename into place. Empty means <root_dir>/import"`
 	// Bounds on one pull, so a crafted or broken image cannot exhaust the
 	// node's connections, CPU, disk or inodes.
 	MaxConcurrentDownloads      int   `toml:"max_concurrent_downloads" json:"max_concurrent_downloads" doc:"layers one pull downloads and unpacks at a time (as containerd's option of that name)"`
@@ -199,6 +200,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Image.SandboxImage == "" {
 		return errors.New("config: image.sandbox_image: must not be empty")
+	}
+	if c.Image.ImportDir == "" {
+		c.Image.ImportDir = filepath.Join(c.RootDir, "import")
+	}
+	if err := absPath("image.import_dir", c.Image.ImportDir); err != nil {
+		return err
 	}
 	for _, l := range []struct {
 		key string

@@ -43,6 +43,9 @@ type Options struct {
 	// NRI relays the lifecycle to NRI plugins (StartNRI starts it); nil
 	// means no NRI.
 	NRI *nri.NRI
+	// Register adds other services to the socket (crid's admin API): they
+	// get the same interceptors, logging and panic guard.
+	Register []func(grpc.ServiceRegistrar)
 }
 
 // Server serves the CRI on a listener.
@@ -96,6 +99,9 @@ func New(opts Options) (*Server, error) {
 	)
 	runtime.RegisterRuntimeServiceServer(s.grpc, &runtimeService{Server: s})
 	runtime.RegisterImageServiceServer(s.grpc, &imageService{Server: s})
+	for _, r := range opts.Register {
+		r(s.grpc)
+	}
 	return s, nil
 }
 

@@ -117,6 +117,14 @@ func invalidImage(field string, err error) error {
 	return fmt.Errorf("%w: %s: %w", ErrInvalidImage, field, err)
 }
 
+// ErrDigestMismatch marks content whose digest is not the one its image
+// names for it.
+var ErrDigestMismatch = errors.New("digest mismatch")
+
+// ErrInvalidLayer marks a layer tar crid refuses to unpack: malformed, or
+// an entry that would name something outside the layer.
+var ErrInvalidLayer = errors.New("invalid layer")
+
 // ErrTooLarge marks a layer over a configured size or file count.
 var ErrTooLarge = errors.New("over a configured limit")
 

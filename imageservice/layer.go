@@ -122,10 +122,10 @@ func (s *Service) unpackLayer(ctx context.Context, blob io.Reader, want layerMet
 		return want, fmt.Errorf("layer %s: read: %w", want.Blob, err)
 	}
 	if got := hex.EncodeToString(blobHash.Sum(nil)); got != want.Blob.Hex() {
-		return want, fmt.Errorf("layer blob digest mismatch: registry sent sha256:%s for %s", got, want.Blob)
+		return want, fmt.Errorf("%w: layer blob: the source sent sha256:%s for %s", ErrDigestMismatch, got, want.Blob)
 	}
 	if got := hex.EncodeToString(diffHash.Sum(nil)); got != want.DiffID.Hex() {
-		return want, fmt.Errorf("layer %s: uncompressed digest sha256:%s does not match the config's diff ID %s", want.Blob, got, want.DiffID)
+		return want, fmt.Errorf("%w: layer %s: uncompressed digest sha256:%s does not match the config's diff ID %s", ErrDigestMismatch, want.Blob, got, want.DiffID)
 	}
 
 	meta := want

@@ -116,6 +116,34 @@ func (s *Service) fetch(ctx context.Context, named reference.Named, auth *Auth, 
 		return nil, err
 	}
 	defer src.Close()
+	u, err := s.unpackSource(ctx, sys, src, named.String(), watch)
+	if err != nil {
+		return nil, err
+	}
+	defer u.release()
+	var tag string
+	if _, ok := named.(reference.NamedTagged); ok {
+		tag = named.String()
+	}
+	return s.commit(u.image, tag, reference.TrimNamed(named).String()+"@"+u.topDigest.String())
+}
+
+// unpacked is an image unpacked into the store but not yet recorded: its
+// layers are held (safe from GC) until release is called, which must
+// happen after commit or on failure.
+type unpacked struct {
+	image *Image
+	// topDigest is the digest of the manifest or index the source served
+	// first: what a repo digest names.
+	topDigest Digest
+	release   func()
+}
+
+// unpackSource checks the image src serves (a registry's or an archive's:
+// the same checks for both), resolves a manifest list to the node's
+// platform, and unpacks the layers the store lacks through unpackLayer,
+// verifying every digest. It stores the config blob; it names nothing.
+func (s *Service) unpackSource(ctx context.Context, sys *types.SystemContext, src types.ImageSource, label string, watch *watchdog) (*unpacked, error) {
 	unparsed := image.UnparsedInstance(src, nil)
 	topManifest, topMIME, err := unparsed.Manifest(ctx)
 	if err != nil {
@@ -172,7 +200,12 @@ func (s *Service) fetch(ctx context.Context, named reference.Named, auth *Auth, 
 	// Held from the moment a layer is found or unpacked until the image is
 	// committed, so a concurrent RemoveImage's GC cannot take it away.
 	s.holdLayers(chains)
-	defer s.releaseLayers(chains)
+	ok := false
+	defer func() {
+		if !ok {
+			s.releaseLayers(chains)
+		}
+	}()
 	metas := make([]layerMeta, len(layers))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(s.opts.Limits.FetchesPerPull)
@@ -201,7 +234,7 @@ func (s *Service) fetch(ctx context.Context, named reference.Named, auth *Auth, 
 			if err != nil {
 				return err
 			}
-			klog.V(2).InfoS("Unpacked layer", "image", named, "layer", m.ChainID, "bytes", m.Size)
+			klog.V(2).InfoS("Unpacked layer", "image", label, "layer", m.ChainID, "bytes", m.Size)
 			metas[i] = m
 			return nil
 		})
@@ -213,7 +246,7 @@ func (s *Service) fetch(ctx context.Context, named reference.Named, auth *Auth, 
 	if err := s.writeBlob(configBlob); err != nil {
 		return nil, err
 	}
-	pulled := &Image{
+	out := &Image{
 		ID:       stack.id,
 		Layers:   chains,
 		Config:   *config,
@@ -221,15 +254,12 @@ func (s *Service) fetch(ctx context.Context, named reference.Named, auth *Auth, 
 	}
 	// The config counts too, so even an image of empty layers has the
 	// non-zero size CRI requires.
-	pulled.Size = uint64(len(configBlob))
+	out.Size = uint64(len(configBlob))
 	for _, m := range metas {
-		pulled.Size += m.Size
+		out.Size += m.Size
 	}
-	var tag string
-	if _, ok := named.(reference.NamedTagged); ok {
-		tag = named.String()
-	}
-	return s.commit(pulled, tag, reference.TrimNamed(named).String()+"@"+topDigest.String())
+	ok = true
+	return &unpacked{image: out, topDigest: topDigest, release: func() { s.releaseLayers(chains) }}, nil
 }
 
 // fetchSlot takes one of the node's layer-fetch slots (Limits.FetchesTotal),
@@ -312,6 +342,18 @@ func layerStack(config *ocispec.Image, manifestLayers int) (diffIDs, chains []Di
 // the point from which the image exists. A tag that named another image
 // moves to this one.
 func (s *Service) commit(pulled *Image, tag, repoDigest string) (*Image, error) {
+	var tags, digests []string
+	if tag != "" {
+		tags = []string{tag}
+	}
+	if repoDigest != "" {
+		digests = []string{repoDigest}
+	}
+	return s.commitNames(pulled, tags, digests)
+}
+
+// commitNames is commit for any number of tags and repo digests.
+func (s *Service) commitNames(pulled *Image, tags, repoDigests []string) (*Image, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	img := pulled
@@ -321,22 +363,25 @@ func (s *Service) commit(pulled *Image, tag, repoDigest string) (*Image, error) 
 		c.RepoDigests = append([]string(nil), old.RepoDigests...)
 		img = &c
 	}
-	var moved []*Image
-	for _, name := range []string{tag, repoDigest} {
-		if name == "" {
-			continue
-		}
+	moved := map[Digest]*Image{}
+	for _, name := range append(append([]string(nil), tags...), repoDigests...) {
 		if other, ok := s.byName[name]; ok && other != img.ID {
-			o := *s.images[other]
+			o, ok := moved[other]
+			if !ok {
+				c := *s.images[other]
+				o = &c
+				moved[other] = o
+			}
 			o.RepoTags = withoutName(o.RepoTags, name)
 			o.RepoDigests = withoutName(o.RepoDigests, name)
-			moved = append(moved, &o)
 		}
 	}
-	if tag != "" {
-		img.RepoTags = addName(img.RepoTags, tag)
+	for _, t := range tags {
+		img.RepoTags = addName(img.RepoTags, t)
 	}
-	img.RepoDigests = addName(img.RepoDigests, repoDigest)
+	for _, d := range repoDigests {
+		img.RepoDigests = addName(img.RepoDigests, d)
+	}
 	for _, o := range moved {
 		if err := s.opts.Records.Put(recordKind, o.ID.Hex(), o); err != nil {
 			return nil, err

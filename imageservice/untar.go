@@ -72,6 +72,10 @@ func untar(r io.Reader, dir string, lim untarLimits) error {
 			break
 		}
 		if err != nil {
+			if errors.Is(err, tar.ErrHeader) || errors.Is(err, tar.ErrFieldTooLong) || errors.Is(err, io.ErrUnexpectedEOF) {
+				// The tar itself is malformed, not the stream failing.
+				return fmt.Errorf("untar: %w: read header: %w", ErrInvalidLayer, err)
+			}
 			return fmt.Errorf("untar: read header: %w", err)
 		}
 		if u.entries++; u.entries > lim.Files {
@@ -315,7 +319,7 @@ func (u *untarrer) entry(hdr *tar.Header, r io.Reader) error {
 		return nil
 	}
 	if !filepath.IsLocal(name) {
-		return fmt.Errorf("untar %q: invalid entry name: path escapes the root", hdr.Name)
+		return fmt.Errorf("untar %q: %w: invalid entry name: path escapes the root", hdr.Name, ErrInvalidLayer)
 	}
 	u.removed = false
 	err := u.create(hdr, name, r)
@@ -380,7 +384,7 @@ func (u *untarrer) create(hdr *tar.Header, name string, r io.Reader) error {
 			mode |= unix.S_IFIFO
 		}
 		if hdr.Devmajor < 0 || hdr.Devmajor > math.MaxUint32 || hdr.Devminor < 0 || hdr.Devminor > math.MaxUint32 {
-			return fmt.Errorf("device number %d:%d out of range", hdr.Devmajor, hdr.Devminor)
+			return fmt.Errorf("%w: device number %d:%d out of range", ErrInvalidLayer, hdr.Devmajor, hdr.Devminor)
 		}
 		dev := unix.Mkdev(uint32(hdr.Devmajor), uint32(hdr.Devminor))
 		if err := retryExisting(u, pfd, base, func() error {
@@ -391,7 +395,7 @@ func (u *untarrer) create(hdr *tar.Header, name string, r io.Reader) error {
 		return u.finishAt(hdr, pfd, base, perm, times)
 
 	default:
-		return fmt.Errorf("unhandled tar header type %d", hdr.Typeflag)
+		return fmt.Errorf("%w: unhandled tar header type %d", ErrInvalidLayer, hdr.Typeflag)
 	}
 }
 
@@ -412,7 +416,7 @@ func retryExisting(u *untarrer, pfd int, base string, create func() error) error
 func (u *untarrer) whiteout(hdr *tar.Header, pfd int, base string) error {
 	switch base {
 	case whiteoutPrefix, whiteoutPrefix + ".", whiteoutPrefix + "..":
-		return errors.New("invalid whiteout entry")
+		return fmt.Errorf("%w: invalid whiteout entry", ErrInvalidLayer)
 	}
 	// go-archive removes whatever exists under the entry's own name first.
 	var st unix.Stat_t
@@ -532,7 +536,7 @@ func (u *untarrer) hardlink(hdr *tar.Header, pfd int, base string, perm uint32, 
 		target = path.Clean(strings.TrimLeft(hdr.Linkname, "/"))
 	}
 	if target == "." || !filepath.IsLocal(target) {
-		return fmt.Errorf("invalid hardlink target %q: path escapes the root", hdr.Linkname)
+		return fmt.Errorf("%w: invalid hardlink target %q: path escapes the root", ErrInvalidLayer, hdr.Linkname)
 	}
 	// Remove an existing entry before resolving the target, as go-archive.
 	if err := unix.Fstatat(pfd, base, &unix.Stat_t{}, unix.AT_SYMLINK_NOFOLLOW); err == nil {

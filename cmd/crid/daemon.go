@@ -11,14 +11,17 @@ import (
 	"syscall"
 	"time"
 
+	"google.golang.org/grpc"
 	"k8s.io/klog/v2"
 
+	"github.com/crid-dev/crid/admin"
 	"github.com/crid-dev/crid/cgroupmgr"
 	"github.com/crid-dev/crid/cni"
 	"github.com/crid-dev/crid/config"
 	"github.com/crid-dev/crid/cri"
 	"github.com/crid-dev/crid/events"
 	"github.com/crid-dev/crid/imageservice"
+	"github.com/crid-dev/crid/importdir"
 	"github.com/crid-dev/crid/metrics"
 	"github.com/crid-dev/crid/nri"
 	"github.com/crid-dev/crid/oci"
@@ -144,6 +147,7 @@ func serve(cfg config.Config) error {
 		Events:         bus,
 		StreamListener: streamL,
 		NRI:            plugins,
+		Register:       []func(grpc.ServiceRegistrar){admin.New(images).Register},
 	})
 	if err != nil {
 		streamL.Close()
@@ -156,6 +160,11 @@ func serve(cfg config.Config) error {
 		return err
 	}
 	defer srv.StopNRI()
+	watcher, err := importdir.New(cfg.Image.ImportDir, images, store)
+	if err != nil {
+		streamL.Close()
+		return err
+	}
 	l, err := listenSocket(cfg.Socket)
 	if err != nil {
 		return err
@@ -168,6 +177,18 @@ func serve(cfg config.Config) error {
 
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
+
+	// Archives in image.import_dir, imported while the daemon serves; the
+	// watcher ends before the store closes.
+	watchCtx, stopWatch := context.WithCancel(context.Background())
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		if err := watcher.Run(watchCtx); err != nil {
+			klog.ErrorS(err, "Import dir watcher stopped; archives added now are not imported until crid restarts", "dir", cfg.Image.ImportDir)
+		}
+	}()
+	defer func() { stopWatch(); <-watchDone }()
 	klog.InfoS("crid serving", "version", buildVersion(), "socket", cfg.Socket, "rootDir", cfg.RootDir,
 		"runDir", cfg.RunDir, "streamAddress", srv.StreamAddress(), "metricsAddress", cfg.Metrics.Address,
 		"cgroupDriver", cgroups.Driver(), "cgroupMode", cgroupmgr.Mode())

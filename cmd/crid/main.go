@@ -1,6 +1,7 @@
 // Command crid is the crid daemon: a Kubernetes container runtime serving
 // the CRI over a unix socket. `crid` runs the daemon; `crid check` checks
-// the host for what the daemon needs; `crid config --default` prints every
+// the host for what the daemon needs; `crid images import|export` loads
+// archives into and writes them from the running daemon's store; `crid config --default` prints every
 // option with its default; `crid --version` prints what crid was built from.
 package main
 
@@ -30,6 +31,8 @@ func run(args []string) int {
 			return configCommand(args[1:])
 		case "check":
 			return checkCommand(args[1:])
+		case "images":
+			return imagesCommand(args[1:])
 		case "version":
 			return versionCommand()
 		}
