@@ -158,6 +158,7 @@ func (m *Monitor) delete(ctx context.Context, id string) error {
 		}
 	}
 	c.release()
+	m.unhold(id)
 	if err := os.RemoveAll(m.containerDir(id)); err != nil {
 		return fmt.Errorf("delete %s: %w", id, err)
 	}
@@ -278,7 +279,9 @@ func (m *Monitor) adopt(req protocol.AdoptRequest, fds []*os.File) (err error) {
 		files[role] = fds[i]
 	}
 	c.mu.Lock()
-	has := len(c.stdio) > 0
+	// Output taken back from the holder may have reached EOF already:
+	// a copier was attached all the same.
+	has := len(c.stdio) > 0 || c.outDone != nil
 	if !has && c.log == nil && c.rec.LogPath != "" {
 		if c.log, err = crilog.Open(c.rec.LogPath); err != nil {
 			m.log.Warn("Reopening log for adopted output failed; output is discarded", "id", req.ID, "err", err)
@@ -303,7 +306,11 @@ func (m *Monitor) adopt(req protocol.AdoptRequest, fds []*os.File) (err error) {
 	protocol.CloseFiles(fds)
 	fds = nil
 	m.attachOutput(c, pollable)
+	c.mu.Lock()
+	c.outputLost = false
+	c.mu.Unlock()
 	c.stdioWired()
+	m.hold(c) // a holder started after its predecessor died has nothing of it
 	m.log.Info("Adopted stdio", "id", req.ID, "roles", req.Stdio)
 	return nil
 }

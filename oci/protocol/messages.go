@@ -146,6 +146,9 @@ type State struct {
 	CreatedAt     time.Time `json:"createdAt"`
 	StartedAt     time.Time `json:"startedAt,omitzero"`
 	LogPath       string    `json:"logPath,omitempty"`
+	// Message says what is wrong with a running container that its
+	// status alone cannot: its output no longer reaches its log.
+	Message string `json:"message,omitempty"`
 	// Exit is set once the container has stopped.
 	Exit *Exit `json:"exit,omitempty"`
 }
