@@ -124,8 +124,10 @@ type Holder struct {
 
 	ptrace bool // CAP_SYS_PTRACE: zombies' exit codes are readable in /proc
 
-	mu   sync.Mutex
-	held map[string]*held
+	mu    sync.Mutex
+	held  map[string]*held
+	conns int                // open connections
+	idle  context.CancelFunc // ends serve: no connection and nothing held
 }
 
 // Run serves the holder until ctx ends. ready, when not nil, receives "ok\n"
@@ -174,13 +176,16 @@ func Run(ctx context.Context, cfg Config, ready io.WriteCloser) (err error) {
 	}
 	l.SetUnlinkOnClose(false)
 	h := &Holder{cfg: cfg, log: cfg.Log, ctx: ctx, held: map[string]*held{}, ptrace: hasCap(unix.CAP_SYS_PTRACE)}
+	sctx, idle := context.WithCancel(ctx)
+	defer idle()
+	h.idle = idle
 	if ready != nil {
 		fmt.Fprintln(ready, "ok")
 		ready.Close()
 		ready = nil
 	}
 	h.log.Info("crid stdio holder serving", "pid", os.Getpid(), "socket", path)
-	err = h.serve(ctx, l)
+	err = h.serve(sctx, l)
 	h.mu.Lock()
 	for id, e := range h.held {
 		e.close()
@@ -209,14 +214,30 @@ func (h *Holder) serve(ctx context.Context, l *net.UnixListener) error {
 			}
 			return fmt.Errorf("accept: %w", err)
 		}
+		h.mu.Lock()
+		h.conns++
+		h.mu.Unlock()
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer h.connEnded()
 			err := protocol.ServeConn(ctx, protocol.NewFrameConn(conn), h.handle, 64)
 			if err != nil && !errors.Is(err, io.EOF) && ctx.Err() == nil {
 				h.log.Warn("Connection ended", "err", err)
 			}
 		}()
+	}
+}
+
+// connEnded ends the holder once no monitor is connected and nothing is
+// held: it has nothing to keep, and the next monitor starts another.
+func (h *Holder) connEnded() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.conns--
+	if h.conns == 0 && len(h.held) == 0 {
+		h.log.Info("Nothing held and no monitor connected: exiting")
+		h.idle()
 	}
 }
 

@@ -166,3 +166,65 @@ func TestHolderRefusesBadRequests(t *testing.T) {
 		t.Errorf("write after refused holds: %v, want EPIPE", err)
 	}
 }
+
+// The holder outlives its monitor's connection while it holds something
+// (a new monitor takes it back), and exits once it holds nothing and no
+// monitor is connected.
+func TestHolderLivesWhileItHolds(t *testing.T) {
+	dir := t.TempDir()
+	runDir, stateDir := filepath.Join(dir, "run"), filepath.Join(dir, "state")
+	readyR, readyW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- Run(context.Background(), Config{RunDir: runDir, StateDir: stateDir}, readyW) }()
+	b := make([]byte, 64)
+	n, _ := readyR.Read(b)
+	readyR.Close()
+	if string(b[:n]) != "ok\n" {
+		t.Fatalf("holder did not start: %q %v", b[:n], <-done)
+	}
+	ctx := context.Background()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	c1, err := Connect(ctx, "/nonexistent/never-started", runDir, stateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = c1.Hold(ctx, HoldRequest{ID: "c", Stdio: []string{protocol.StdioStdout}}, []*os.File{r})
+	r.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c1.Close() // the monitor dies
+	select {
+	case err := <-done:
+		t.Fatalf("holder exited with its monitor while holding a container: %v", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	c2, err := Connect(ctx, "/nonexistent/never-started", runDir, stateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, err := c2.Take(ctx, "c")
+	if err != nil || files[protocol.StdioStdout] == nil {
+		t.Fatalf("take from a new connection: %v %v", files, err)
+	}
+	files[protocol.StdioStdout].Close()
+	if err := c2.Release(ctx, "c"); err != nil {
+		t.Fatal(err)
+	}
+	c2.Close()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("holder Run: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("holder still running with nothing held and no monitor connected")
+	}
+}
