@@ -22,6 +22,7 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/crid-dev/crid/oci/holder"
 	"github.com/crid-dev/crid/oci/protocol"
 	"github.com/crid-dev/crid/oci/specgen"
 )
@@ -1064,4 +1065,62 @@ func TestDaemonAndMonitorBothDown(t *testing.T) {
 			t.Fatalf("ticker's log line %d is %q: lines lost", i, en.line)
 		}
 	}
+}
+
+// When the holder dies with the monitor and the daemon, nothing kept a
+// running container's output: it stays running, and its state says that
+// its output no longer reaches its log, instead of saying nothing.
+func TestOutputLostIsStated(t *testing.T) {
+	e := newEnv(t)
+	pid := e.r.MonitorPid()
+	e.r.Close()
+	syscall.Kill(pid, syscall.SIGTERM)
+	waitUntil(t, "the first monitor to stop", func() bool { alive, _ := monitorAlive(e.opts.RunDir); return !alive })
+	syscall.Wait4(pid, nil, 0, nil)
+	in, _ := json.Marshal(map[string]any{
+		"Opts": e.opts,
+		"Spec": e.spec("outlives", "sleep", "100"), // writes nothing: no SIGPIPE ends it
+		"Log":  e.logPath("outlives"),
+	})
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "CRID_TEST_HELPER_DAEMON="+string(in))
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("helper daemon: %v", err)
+	}
+	var mon int
+	fmt.Sscan(string(out), &mon)
+	hc, err := holder.Connect(ctx(t), "", e.opts.RunDir, e.opts.StateDir)
+	if err != nil {
+		t.Fatalf("no holder serves the monitor's run dir: %v", err)
+	}
+	hpid := hc.Pid
+	hc.Close()
+	for _, p := range []int{mon, hpid} {
+		if err := syscall.Kill(p, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Both became our children (a child subreaper) as their parents died:
+	// reap them, so they are gone, not zombies.
+	waitUntil(t, "the monitor and the holder to die", func() bool {
+		for _, p := range []int{mon, hpid} {
+			syscall.Wait4(p, nil, syscall.WNOHANG, nil)
+		}
+		return syscall.Kill(mon, 0) != nil && syscall.Kill(hpid, 0) != nil
+	})
+	r, err := New(ctx(t), e.opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.r = r
+	var st State
+	waitUntil(t, "the state to say the output is lost", func() bool {
+		st, err = r.State(ctx(t), "outlives")
+		if err != nil || st.Status != Running {
+			t.Fatalf("state %+v %v: want running", st, err)
+		}
+		return strings.Contains(st.Message, "no holder")
+	})
+	t.Logf("status message: %q", st.Message)
 }
