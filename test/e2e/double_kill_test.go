@@ -77,6 +77,10 @@ func doubleKill(t *testing.T, daemonFirst, hostNet bool) {
 	if len(mons) != 1 {
 		t.Fatalf("monitors for this node: %v", mons)
 	}
+	holders := n.holderPids()
+	if len(holders) != 1 {
+		t.Fatalf("stdio holders for this node: %v, want one", holders)
+	}
 	killMonitor := func(pid int) {
 		t.Helper()
 		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
@@ -134,6 +138,9 @@ func doubleKill(t *testing.T, daemonFirst, hostNet bool) {
 			}
 			before[c.id] = ticks(t, c.log)
 		}
+	}
+	if h := n.holderPids(); len(h) != 1 || h[0] != holders[0] {
+		t.Fatalf("stdio holder %d did not outlive the kills alone: holders now %v", holders[0], h)
 	}
 	t.Logf("crid down for %s", time.Since(bothDown).Round(time.Millisecond))
 
