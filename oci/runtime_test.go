@@ -1124,3 +1124,40 @@ func TestOutputLostIsStated(t *testing.T) {
 	})
 	t.Logf("status message: %q", st.Message)
 }
+
+// A holder killed on its own is replaced by the monitor, which hands the
+// new one every running container's output.
+func TestHolderKilledIsReplaced(t *testing.T) {
+	e := newEnv(t)
+	e.create("c", e.spec("c", "sh", "-c", "echo hi; exec sleep 100"))
+	if err := e.r.Start(ctx(t), "c"); err != nil {
+		t.Fatal(err)
+	}
+	hc, err := holder.Connect(ctx(t), "", e.opts.RunDir, e.opts.StateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := hc.Pid
+	hc.Close()
+	if err := syscall.Kill(old, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "a new holder that holds the container", func() bool {
+		hc, err := holder.Connect(ctx(t), "", e.opts.RunDir, e.opts.StateDir)
+		if err != nil {
+			return false
+		}
+		defer hc.Close()
+		files, err := hc.Take(ctx(t), "c")
+		protocol.CloseFiles(mapValues(files))
+		return err == nil && hc.Pid != old && files[protocol.StdioStdout] != nil && files[protocol.StdioStderr] != nil
+	})
+}
+
+func mapValues(m map[string]*os.File) []*os.File {
+	out := make([]*os.File, 0, len(m))
+	for _, f := range m {
+		out = append(out, f)
+	}
+	return out
+}
