@@ -183,6 +183,12 @@ func (m *Monitor) watchReloaded(c *container) {
 		return // shutting down
 	}
 	if observed {
+		// The init may have ended long before this monitor looked (a
+		// zombie that PID 1 had not reaped yet): the holder saw when.
+		if e, err := protocol.ReadSeenExit(m.cfg.StateDir, c.id); err == nil && e != nil && e.Code == exitCode(ws) {
+			m.finish(c, m.oomChecked(c.id, *e))
+			return
+		}
 		m.finish(c, m.oomChecked(c.id, protocol.ExitFromStatus(ws, time.Now(), mem, "monitor")))
 		return
 	}
@@ -213,6 +219,11 @@ func (m *Monitor) watchReloaded(c *container) {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// exitCode is the code an Exit records for a wait status.
+func exitCode(ws syscall.WaitStatus) int {
+	return protocol.ExitFromStatus(ws, time.Time{}, "", "").Code
 }
 
 // waitPidExit returns when the process (pid, start) has ended, with its

@@ -81,17 +81,21 @@ func doubleKill(t *testing.T, daemonFirst, hostNet bool) {
 	if len(holders) != 1 {
 		t.Fatalf("stdio holders for this node: %v, want one", holders)
 	}
-	killMonitor := func(pid int) {
+	waitGone := func(pid int) {
 		t.Helper()
-		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-			t.Fatalf("kill monitor %d: %v", pid, err)
-		}
 		for i := 0; alive(pid); i++ {
 			if i > 200 {
 				t.Fatalf("monitor %d still alive after SIGKILL", pid)
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
+	}
+	killMonitor := func(pid int) {
+		t.Helper()
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatalf("kill monitor %d: %v", pid, err)
+		}
+		waitGone(pid)
 	}
 	if daemonFirst {
 		n.daemon.stop(syscall.SIGKILL, 5*time.Second)
@@ -101,7 +105,7 @@ func doubleKill(t *testing.T, daemonFirst, hostNet bool) {
 			t.Fatal(err)
 		}
 		n.daemon.stop(syscall.SIGKILL, 5*time.Second)
-		killMonitor(mons[0])
+		waitGone(mons[0])
 		// The daemon may have started a successor between the two kills:
 		// that one goes too, so that nothing of crid but what is meant
 		// to survive both is left.
