@@ -126,11 +126,13 @@ func ReadExit(stateDir, id string) (*Exit, error) {
 
 // WriteSeenExit records the exit the stdio holder saw. It never creates
 // the container's directory: a container removed meanwhile gets nothing.
+// It is not synced: it is written at every exit, and only a process crash
+// needs it (a machine crash ends the containers too).
 func WriteSeenExit(stateDir, id string, e Exit) error {
 	if err := ValidID(id); err != nil {
 		return err
 	}
-	return WriteJSON(filepath.Join(ContainerDir(stateDir, id), SeenExitFile), e, true)
+	return WriteJSON(filepath.Join(ContainerDir(stateDir, id), SeenExitFile), e, false)
 }
 
 // ReadSeenExit returns the exit the stdio holder saw, or nil.
