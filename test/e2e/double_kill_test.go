@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -228,4 +229,78 @@ func checkShortExited(t *testing.T, c *dkCtr, st *runtime.ContainerStatus, resta
 			t.Fatalf("short container %s: log line %d is %q", c.id, i, l)
 		}
 	}
+}
+
+// When the stdio holder is killed too, nothing of crid kept the running
+// containers' output: they are still RUNNING (the same processes), and
+// their status message says their output no longer reaches their log —
+// never silently. One that ended meanwhile is EXITED with code 255, reason
+// Unknown: nobody could see its exit.
+func TestTripleKillSaysOutputIsLost(t *testing.T) {
+	n := newPodNode(t)
+	n.pullBusybox(t)
+	pod := n.logPod("triple")
+	podID := n.run(t, pod)
+	quietCfg := ctrConfig("quiet", "sh", "-c", "echo hello; exec sleep 3600")
+	quiet := n.create(t, podID, pod, quietCfg, true)
+	shortCfg := ctrConfig("short", "sh", "-c", "echo hello; read x; exit 3")
+	shortCfg.Stdin = true
+	short := n.create(t, podID, pod, shortCfg, true)
+	waitLog(t, filepath.Join(pod.LogDirectory, quietCfg.LogPath), "hello", 10*time.Second)
+	waitLog(t, filepath.Join(pod.LogDirectory, shortCfg.LogPath), "hello", 10*time.Second)
+	quietPid, shortPid := initPid(t, quiet), initPid(t, short)
+
+	mons, holders := n.monitorPids(), n.holderPids()
+	if len(mons) != 1 || len(holders) != 1 {
+		t.Fatalf("monitors %v, holders %v: want one of each", mons, holders)
+	}
+	n.daemon.stop(syscall.SIGKILL, 5*time.Second)
+	for _, pid := range []int{mons[0], holders[0]} {
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; alive(mons[0]) || alive(holders[0]); i++ {
+		if i > 200 {
+			t.Fatal("monitor or holder still alive after SIGKILL")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// The short one's stdin was the monitor's and the daemon's: it reads
+	// EOF and exits 3, seen by nobody of crid; PID 1 reaps it (late).
+	for i := 0; ; i++ {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", shortPid)); os.IsNotExist(err) {
+			break
+		}
+		if i > 1000 {
+			t.Fatalf("short container %d did not end on EOF and get reaped", shortPid)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	restartAt := time.Now()
+	n.daemon = startDaemon(t, n.dir, n.args()...)
+	// Until its monitor gives up waiting for a daemon to hand back its
+	// pipes (5 s), it may still read RUNNING: see the report.
+	st := n.waitExited(t, short, 15*time.Second)
+	if st.ExitCode != 255 || st.Reason != "Unknown" || st.Message == "" {
+		t.Errorf("short container whose exit nobody saw: exit %d reason %q message %q; want 255, Unknown, a message", st.ExitCode, st.Reason, st.Message)
+	}
+	var qs *runtime.ContainerStatus
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		qs = n.ctrStatus(t, quiet)
+		if qs.State != runtime.ContainerState_CONTAINER_RUNNING {
+			t.Fatalf("quiet container %d (alive: %v) after the restart: %v", quietPid, alive(quietPid), qs.State)
+		}
+		if strings.Contains(qs.Message, "no holder") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("quiet container's status message %q: it should say its output is lost", qs.Message)
+		}
+	}
+	t.Logf("quiet container's message %s after the restart: %q", time.Since(restartAt).Round(time.Millisecond), qs.Message)
+	if p := initPid(t, quiet); p != quietPid {
+		t.Errorf("quiet container: init pid %d, was %d", p, quietPid)
+	}
+	n.removePod(t, podID)
 }
