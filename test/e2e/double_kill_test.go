@@ -279,8 +279,8 @@ func TestTripleKillSaysOutputIsLost(t *testing.T) {
 	}
 	restartAt := time.Now()
 	n.daemon = startDaemon(t, n.dir, n.args()...)
-	// Until its monitor gives up waiting for a daemon to hand back its
-	// pipes (5 s), it may still read RUNNING: see the report.
+	// It may read RUNNING until the monitor stops waiting for a daemon to
+	// hand back its pipes (adoptGrace, 5 s): nothing else knows it ended.
 	st := n.waitExited(t, short, 15*time.Second)
 	if st.ExitCode != 255 || st.Reason != "Unknown" || st.Message == "" {
 		t.Errorf("short container whose exit nobody saw: exit %d reason %q message %q; want 255, Unknown, a message", st.ExitCode, st.Reason, st.Message)
