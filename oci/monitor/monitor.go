@@ -65,6 +65,11 @@ type Monitor struct {
 
 	bg sync.WaitGroup // watchers of reloaded inits
 
+	// adoptedAll is closed when the daemon says it handed back every pipe
+	// it kept (adopt_done): reloaded containers stop waiting for theirs.
+	adoptedAll     chan struct{}
+	adoptedAllOnce sync.Once
+
 	exits exitLog // numbered exits, for the daemon's exit watcher
 }
 
@@ -97,6 +102,7 @@ func Run(ctx context.Context, cfg Config, ready io.WriteCloser) (err error) {
 		startedAt:  time.Now(),
 		ctx:        ctx,
 		containers: map[string]*container{},
+		adoptedAll: make(chan struct{}),
 	}
 	for _, d := range []string{cfg.RunDir, cfg.StateDir, m.root} {
 		if err := os.MkdirAll(d, 0o700); err != nil {

@@ -144,13 +144,9 @@ func (m *Monitor) reloadOne(rec protocol.Record) (c *container, settled *contain
 		defer t.Stop()
 		select {
 		case <-t.C:
-			c.mu.Lock()
-			c.outputLost = c.outDone == nil && len(c.stdio) == 0
-			c.mu.Unlock()
-			if c.outputLost {
-				m.log.Warn(OutputLostMessage, "id", c.id)
-			}
-			c.stdioWired()
+			c.outputGone(m)
+		case <-m.adoptedAll:
+			c.outputGone(m)
 		case <-c.ioReady:
 		case <-m.ctx.Done():
 		}
@@ -161,6 +157,24 @@ func (m *Monitor) reloadOne(rec protocol.Record) (c *container, settled *contain
 		m.watchReloaded(c)
 	}()
 	return c, settled
+}
+
+// outputGone ends a reloaded container's wait for its pipes: nobody will
+// hand them back. A container with no output left to copy says so.
+func (c *container) outputGone(m *Monitor) {
+	c.mu.Lock()
+	c.outputLost = c.outDone == nil && len(c.stdio) == 0
+	lost := c.outputLost
+	c.mu.Unlock()
+	if lost {
+		m.log.Warn(OutputLostMessage, "id", c.id)
+	}
+	c.stdioWired()
+}
+
+// adoptDone is the daemon's word that it handed back every pipe it kept.
+func (m *Monitor) adoptDone() {
+	m.adoptedAllOnce.Do(func() { close(m.adoptedAll) })
 }
 
 // initAlive reports whether the process (pid, start) still runs (a zombie
