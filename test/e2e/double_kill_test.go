@@ -279,8 +279,8 @@ func TestTripleKillSaysOutputIsLost(t *testing.T) {
 	}
 	restartAt := time.Now()
 	n.daemon = startDaemon(t, n.dir, n.args()...)
-	// It may read RUNNING until the monitor stops waiting for a daemon to
-	// hand back its pipes (adoptGrace, 5 s): nothing else knows it ended.
+	// It may read RUNNING until the monitor stops waiting for a record of
+	// its exit (exitFileWait, 2 s): nothing of crid saw it end.
 	st := n.waitExited(t, short, 15*time.Second)
 	if st.ExitCode != 255 || st.Reason != "Unknown" || st.Message == "" {
 		t.Errorf("short container whose exit nobody saw: exit %d reason %q message %q; want 255, Unknown, a message", st.ExitCode, st.Reason, st.Message)
