@@ -44,10 +44,13 @@ func (m *Monitor) start(id string) (*protocol.StartReply, error) {
 	if lc == nil {
 		return nil, precondition("start %s: container has exited", id)
 	}
+	// Taken before the release: a process that exits at once is reaped
+	// (and its finish time taken) before Exec returns, and a start time
+	// after its finish would be a lie.
+	now := time.Now().UTC()
 	if err := lc.Exec(); err != nil {
 		return nil, precondition("start %s: %v", id, err)
 	}
-	now := time.Now().UTC()
 	c.mu.Lock()
 	if c.status == protocol.StatusCreated { // a quick init may have exited already
 		c.status = protocol.StatusRunning
