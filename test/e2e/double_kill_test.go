@@ -297,12 +297,6 @@ func TestTripleKillSaysOutputIsLost(t *testing.T) {
 	}
 	restartAt := time.Now()
 	n.daemon = startDaemon(t, n.dir, n.args()...)
-	// It may read RUNNING until the monitor stops waiting for a record of
-	// its exit (exitFileWait, 2 s): nothing of crid saw it end.
-	st := n.waitExited(t, short, 15*time.Second)
-	if st.ExitCode != 255 || st.Reason != "Unknown" || st.Message == "" {
-		t.Errorf("short container whose exit nobody saw: exit %d reason %q message %q; want 255, Unknown, a message", st.ExitCode, st.Reason, st.Message)
-	}
 	var qs *runtime.ContainerStatus
 	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		qs = n.ctrStatus(t, quiet)
@@ -317,6 +311,12 @@ func TestTripleKillSaysOutputIsLost(t *testing.T) {
 		}
 	}
 	t.Logf("quiet container's message %s after the restart: %q", time.Since(restartAt).Round(time.Millisecond), qs.Message)
+	// It may read RUNNING until the monitor stops waiting for a record of
+	// its exit (exitFileWait, 2 s): nothing of crid saw it end.
+	st := n.waitExited(t, short, 15*time.Second)
+	if st.ExitCode != 255 || st.Reason != "Unknown" || st.Message == "" {
+		t.Errorf("short container whose exit nobody saw: exit %d reason %q message %q; want 255, Unknown, a message", st.ExitCode, st.Reason, st.Message)
+	}
 	if p := initPid(t, quiet); p != quietPid {
 		t.Errorf("quiet container: init pid %d, was %d", p, quietPid)
 	}
