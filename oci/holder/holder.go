@@ -106,11 +106,16 @@ type held struct {
 	roles []string
 	files []*os.File
 	stop  context.CancelFunc // ends the init's watcher; nil when none
+	done  chan struct{}      // closed when the watcher has ended
 }
 
+// close ends the watcher and waits for it, so that once a release is
+// answered the holder writes nothing more under the container's directory
+// (the monitor removes it next), then closes the descriptors.
 func (h *held) close() {
 	if h.stop != nil {
 		h.stop()
+		<-h.done
 	}
 	protocol.CloseFiles(h.files)
 }
@@ -287,10 +292,11 @@ func (h *Holder) hold(req HoldRequest, fds []*os.File) error {
 	e := &held{roles: req.Stdio, files: fds}
 	if req.Pid > 0 {
 		wctx, cancel := context.WithCancel(h.ctx)
-		e.stop = cancel
+		e.stop, e.done = cancel, make(chan struct{})
 		h.wg.Add(1)
 		go func() {
 			defer h.wg.Done()
+			defer close(e.done)
 			defer panicguard.Recover("holder watch of container "+req.ID, nil)
 			h.watch(wctx, req)
 		}()
@@ -359,6 +365,9 @@ func (h *Holder) watch(ctx context.Context, req HoldRequest) {
 		return
 	}
 	e := protocol.ExitFromStatus(ws, at, req.MemoryCgroup, "holder")
+	if ctx.Err() != nil {
+		return // released meanwhile: its directory may be going
+	}
 	if err := protocol.WriteSeenExit(h.cfg.StateDir, req.ID, e); err != nil {
 		// The container was removed meanwhile: nothing to record.
 		h.log.Warn("Recording a seen exit failed", "id", req.ID, "err", err)

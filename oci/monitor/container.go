@@ -192,9 +192,12 @@ func (m *Monitor) finish(c *container, e protocol.Exit) {
 	if err := m.saveRecord(c); err != nil {
 		m.log.Warn("Saving finished record failed", "id", c.id, "err", err)
 	}
+	// Drained and recorded: nothing left to keep. Released before the
+	// exit is announced, so a delete waiting for it never races the
+	// holder's last write under the container's directory.
+	m.unhold(c.id)
 	close(c.exited)
 	m.exits.add(c.id)
-	m.unhold(c.id) // drained and recorded: nothing left to keep
 }
 
 // stdioWired marks the container's stdio as wired (or given up on).
