@@ -297,6 +297,12 @@ func (c *Containers) refresh(ctx context.Context, ctr *Container) (*Container, e
 		return c.snapshot(ctr), err
 	case st.Status == Stopped && st.Exit != nil:
 		c.setExit(ctr, st.Exit)
+	case st.Status == Running && state == StateRunning:
+		c.mu.Lock()
+		if ctr.State == StateRunning {
+			ctr.Message = st.Message
+		}
+		c.mu.Unlock()
 	case st.Status == Running && state == StateCreated:
 		c.mu.Lock()
 		if ctr.State == StateCreated && !ctr.starting {

@@ -237,6 +237,12 @@ func (r *Runtime) online(ctx context.Context, c *protocol.Client, restarted bool
 			r.adopt(ctx, c, s.ID)
 		}
 	}
+	// Nothing more comes: reloaded containers whose pipes nobody handed
+	// back stop waiting for them (their status then says so, or their
+	// exit is recorded, at once rather than after the monitor's grace).
+	if _, err := c.Call(ctx, protocol.MethodAdoptDone, struct{}{}, nil, nil); err != nil {
+		klog.V(2).InfoS("The monitor did not take adopt_done (an older monitor waits out its grace instead)", "err", err)
+	}
 	// Inits that exited while no Runtime listened for SIGCHLD.
 	r.Reap()
 	r.mu.Lock()

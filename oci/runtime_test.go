@@ -23,6 +23,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/crid-dev/crid/metrics/metricstest"
+	"github.com/crid-dev/crid/oci/holder"
 	"github.com/crid-dev/crid/oci/protocol"
 	"github.com/crid-dev/crid/oci/specgen"
 )
@@ -763,6 +764,11 @@ func helperDaemon() int {
 		Opts Options
 		Spec *specs.Spec
 		Log  string
+		// More containers to create and start, by ID.
+		More map[string]struct {
+			Spec *specs.Spec
+			Log  string
+		}
 	}
 	if err := json.Unmarshal([]byte(os.Getenv("CRID_TEST_HELPER_DAEMON")), &in); err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -775,6 +781,14 @@ func helperDaemon() int {
 	}
 	if err == nil {
 		err = r.Start(c, "outlives")
+	}
+	for id, m := range in.More {
+		if err == nil {
+			_, err = r.Create(c, CreateRequest{ID: id, Spec: m.Spec, LogPath: m.Log})
+		}
+		if err == nil {
+			err = r.Start(c, id)
+		}
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -966,4 +980,196 @@ func monitorSockets(t *testing.T, pid int) int {
 		}
 	}
 	return n
+}
+
+// Issue 15 item 1 at the Runtime's level: the daemon side exits and the
+// monitor is killed, so nothing of crid but the stdio holder is left. A
+// container that ends meanwhile is reported with its own exit code by the
+// first answer of the next monitor, with its whole log; one that keeps
+// running is the same process and its output (written while nobody read
+// it) reaches the log again, without a gap.
+func TestDaemonAndMonitorBothDown(t *testing.T) {
+	e := newEnv(t)
+	pid := e.r.MonitorPid()
+	e.r.Close()
+	syscall.Kill(pid, syscall.SIGTERM)
+	waitUntil(t, "the first monitor to stop", func() bool { alive, _ := monitorAlive(e.opts.RunDir); return !alive })
+	syscall.Wait4(pid, nil, 0, nil)
+
+	type more struct {
+		Spec *specs.Spec
+		Log  string
+	}
+	in, _ := json.Marshal(map[string]any{
+		"Opts": e.opts,
+		"Spec": e.spec("outlives", "sh", "-c", `i=0; while true; do echo "tick $i"; i=$((i+1)); sleep 0.05; done`),
+		"Log":  e.logPath("outlives"),
+		"More": map[string]more{"short": {
+			Spec: e.spec("short", "sh", "-c", `i=0; while [ $i -lt 20 ]; do echo "line $i"; i=$((i+1)); sleep 0.05; done; exit 5`),
+			Log:  e.logPath("short"),
+		}},
+	})
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "CRID_TEST_HELPER_DAEMON="+string(in))
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("helper daemon: %v", err)
+	}
+	var mon int
+	fmt.Sscan(string(out), &mon)
+	recs := map[string]*protocol.Record{}
+	for _, id := range []string{"outlives", "short"} {
+		rec, err := protocol.ReadRecord(e.opts.StateDir, id)
+		if err != nil || rec == nil || rec.Pid <= 0 {
+			t.Fatalf("record of %s: %+v %v", id, rec, err)
+		}
+		recs[id] = rec
+	}
+	if err := syscall.Kill(mon, syscall.SIGKILL); err != nil {
+		t.Fatalf("kill monitor %q: %v", out, err)
+	}
+	waitUntil(t, "the monitor to die", func() bool { alive, _ := monitorAlive(e.opts.RunDir); return !alive })
+	syscall.Wait4(mon, nil, 0, nil) // it became our child when the helper exited
+	downAt := time.Now()
+	// The short one ends while nothing of crid but the holder runs. Its
+	// init is now a child of this process (a child subreaper), which does
+	// not reap it: as PID 1 would, late.
+	short := recs["short"]
+	waitUntil(t, "the short container to end", func() bool {
+		st, state, err := protocol.ProcStartTime(short.Pid)
+		return err != nil || st != short.InitStartTime || state == 'Z'
+	})
+	ticker := recs["outlives"]
+	if st, state, err := protocol.ProcStartTime(ticker.Pid); err != nil || st != ticker.InitStartTime || state == 'Z' {
+		t.Fatalf("the ticker died while crid was down (%c %v): nobody kept its stdout", state, err)
+	}
+	before := len(readLog(t, e.logPath("outlives")))
+	time.Sleep(300 * time.Millisecond) // it writes into a pipe nobody reads
+
+	restartAt := time.Now()
+	r, err := New(ctx(t), e.opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.r = r
+	st, err := r.State(ctx(t), "short")
+	if err != nil || st.Status != Stopped || st.Exit == nil || st.Exit.Code != 5 || st.Exit.Unknown {
+		t.Fatalf("first state of the short container after the restart: %+v %v; want stopped with exit 5", st, err)
+	}
+	// Its init is still an unreaped zombie: the new monitor could read
+	// its code itself, but only the holder knows when it ended.
+	if st.Exit.FinishedAt.Before(downAt.Add(-time.Second)) || st.Exit.FinishedAt.After(restartAt) {
+		t.Errorf("short container finished at %s; crid went down at %s and came back at %s", st.Exit.FinishedAt, downAt, restartAt)
+	}
+	var lines []string
+	for _, en := range readLog(t, e.logPath("short")) {
+		lines = append(lines, en.line)
+	}
+	if len(lines) != 20 || lines[0] != "line 0" || lines[19] != "line 19" {
+		t.Fatalf("short container's log: %q", lines)
+	}
+	if st, err := r.State(ctx(t), "outlives"); err != nil || st.Status != Running || st.Pid != ticker.Pid || st.Message != "" {
+		t.Fatalf("state of the ticker after the restart: %+v %v", st, err)
+	}
+	waitUntil(t, "the ticker's log to grow again", func() bool { return len(readLog(t, e.logPath("outlives"))) > before+20 })
+	for i, en := range readLog(t, e.logPath("outlives")) {
+		if en.line != fmt.Sprintf("tick %d", i) {
+			t.Fatalf("ticker's log line %d is %q: lines lost", i, en.line)
+		}
+	}
+}
+
+// When the holder dies with the monitor and the daemon, nothing kept a
+// running container's output: it stays running, and its state says that
+// its output no longer reaches its log, instead of saying nothing.
+func TestOutputLostIsStated(t *testing.T) {
+	e := newEnv(t)
+	pid := e.r.MonitorPid()
+	e.r.Close()
+	syscall.Kill(pid, syscall.SIGTERM)
+	waitUntil(t, "the first monitor to stop", func() bool { alive, _ := monitorAlive(e.opts.RunDir); return !alive })
+	syscall.Wait4(pid, nil, 0, nil)
+	in, _ := json.Marshal(map[string]any{
+		"Opts": e.opts,
+		"Spec": e.spec("outlives", "sleep", "100"), // writes nothing: no SIGPIPE ends it
+		"Log":  e.logPath("outlives"),
+	})
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "CRID_TEST_HELPER_DAEMON="+string(in))
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("helper daemon: %v", err)
+	}
+	var mon int
+	fmt.Sscan(string(out), &mon)
+	hc, err := holder.Connect(ctx(t), "", e.opts.RunDir, e.opts.StateDir)
+	if err != nil {
+		t.Fatalf("no holder serves the monitor's run dir: %v", err)
+	}
+	hpid := hc.Pid
+	hc.Close()
+	for _, p := range []int{mon, hpid} {
+		if err := syscall.Kill(p, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Both became our children (a child subreaper) as their parents died:
+	// reap them, so they are gone, not zombies.
+	waitUntil(t, "the monitor and the holder to die", func() bool {
+		for _, p := range []int{mon, hpid} {
+			syscall.Wait4(p, nil, syscall.WNOHANG, nil)
+		}
+		return syscall.Kill(mon, 0) != nil && syscall.Kill(hpid, 0) != nil
+	})
+	r, err := New(ctx(t), e.opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.r = r
+	var st State
+	waitUntil(t, "the state to say the output is lost", func() bool {
+		st, err = r.State(ctx(t), "outlives")
+		if err != nil || st.Status != Running {
+			t.Fatalf("state %+v %v: want running", st, err)
+		}
+		return strings.Contains(st.Message, "no holder")
+	})
+	t.Logf("status message: %q", st.Message)
+}
+
+// A holder killed on its own is replaced by the monitor, which hands the
+// new one every running container's output.
+func TestHolderKilledIsReplaced(t *testing.T) {
+	e := newEnv(t)
+	e.create("c", e.spec("c", "sh", "-c", "echo hi; exec sleep 100"))
+	if err := e.r.Start(ctx(t), "c"); err != nil {
+		t.Fatal(err)
+	}
+	hc, err := holder.Connect(ctx(t), "", e.opts.RunDir, e.opts.StateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := hc.Pid
+	hc.Close()
+	if err := syscall.Kill(old, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "a new holder that holds the container", func() bool {
+		hc, err := holder.Connect(ctx(t), "", e.opts.RunDir, e.opts.StateDir)
+		if err != nil {
+			return false
+		}
+		defer hc.Close()
+		files, err := hc.Take(ctx(t), "c")
+		protocol.CloseFiles(mapValues(files))
+		return err == nil && hc.Pid != old && files[protocol.StdioStdout] != nil && files[protocol.StdioStderr] != nil
+	})
+}
+
+func mapValues(m map[string]*os.File) []*os.File {
+	out := make([]*os.File, 0, len(m))
+	for _, f := range m {
+		out = append(out, f)
+	}
+	return out
 }

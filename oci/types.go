@@ -43,7 +43,8 @@ type State struct {
 	CreatedAt time.Time
 	StartedAt time.Time // zero until started
 	LogPath   string
-	Exit      *Exit // set once stopped
+	Message   string // what is wrong with a running container, for its CRI status
+	Exit      *Exit  // set once stopped
 }
 
 // Exit is how a container's init ended.
@@ -93,6 +94,7 @@ func stateFrom(s protocol.State) State {
 		CreatedAt: s.CreatedAt,
 		StartedAt: s.StartedAt,
 		LogPath:   s.LogPath,
+		Message:   s.Message,
 		Exit:      exitFrom(s.Exit),
 	}
 }

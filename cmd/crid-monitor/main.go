@@ -26,6 +26,7 @@ import (
 	_ "github.com/opencontainers/runc/libcontainer/nsenter"
 
 	"github.com/crid-dev/crid/oci/crilog"
+	"github.com/crid-dev/crid/oci/holder"
 	"github.com/crid-dev/crid/oci/monitor"
 )
 
@@ -38,6 +39,9 @@ func init() {
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "hold" {
+		os.Exit(hold(os.Args[2:]))
+	}
 	fs := flag.NewFlagSet("crid-monitor", flag.ContinueOnError)
 	runDir := fs.String("run-dir", "/run/crid/monitor", "socket, lock, log and libcontainer state (absolute)")
 	stateDir := fs.String("state-dir", "/var/lib/crid/monitor", "per-container records and exit files (absolute)")
@@ -69,15 +73,70 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	signal.Ignore(syscall.SIGHUP, syscall.SIGPIPE)
+	survivePipeAndHangup()
+	cfg := monitor.Config{RunDir: *runDir, StateDir: *stateDir, MaxLogLine: *maxLine, Log: log}
+	if exe, err := os.Executable(); err == nil {
+		cfg.HolderBinary = exe
+	} else {
+		log.Warn("Cannot find our own binary; running without a stdio holder", "err", err)
+	}
 	var err error
 	if ready != nil {
-		err = monitor.Run(ctx, monitor.Config{RunDir: *runDir, StateDir: *stateDir, MaxLogLine: *maxLine, Log: log}, ready)
+		err = monitor.Run(ctx, cfg, ready)
 	} else {
-		err = monitor.Run(ctx, monitor.Config{RunDir: *runDir, StateDir: *stateDir, MaxLogLine: *maxLine, Log: log}, nil)
+		err = monitor.Run(ctx, cfg, nil)
 	}
 	if err != nil {
 		log.Error("crid-monitor failed", "err", err)
 		os.Exit(1)
 	}
+}
+
+// hold runs the stdio holder (package oci/holder), which the monitor starts
+// as "crid-monitor hold": it keeps containers' output pipes and watches
+// their inits while neither the monitor nor the daemon lives.
+func hold(args []string) int {
+	fs := flag.NewFlagSet("crid-monitor hold", flag.ContinueOnError)
+	runDir := fs.String("run-dir", "/run/crid/monitor", "the monitor's run dir: the holder's socket, lock and log (absolute)")
+	stateDir := fs.String("state-dir", "/var/lib/crid/monitor", "per-container records, where seen exits are written (absolute)")
+	readyFD := fs.Int("ready-fd", -1, `descriptor that receives "ok" (or the error) once the socket is served`)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "crid-monitor hold: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("component", "holder")
+	if err := os.Chdir("/"); err != nil {
+		log.Error("chdir /", "err", err)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	survivePipeAndHangup()
+	cfg := holder.Config{RunDir: *runDir, StateDir: *stateDir, Log: log}
+	var err error
+	if *readyFD >= 0 {
+		ready := os.NewFile(uintptr(*readyFD), "ready")
+		syscall.CloseOnExec(*readyFD)
+		err = holder.Run(ctx, cfg, ready)
+	} else {
+		err = holder.Run(ctx, cfg, nil)
+	}
+	if err != nil {
+		log.Error("crid-monitor hold failed", "err", err)
+		return 1
+	}
+	return 0
+}
+
+// survivePipeAndHangup keeps a lost terminal or a closed pipe from killing
+// the process. The signals are caught, never ignored: an ignored signal
+// stays ignored across exec, so every container (libcontainer's init is our
+// child) would start with SIGHUP and SIGPIPE ignored, unlike under any
+// other runtime; a caught one is reset to its default by exec. The channel
+// is never read: further signals are dropped once it holds one.
+func survivePipeAndHangup() {
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGHUP, syscall.SIGPIPE)
 }

@@ -16,6 +16,12 @@ import (
 	"github.com/crid-dev/crid/panicguard"
 )
 
+// OutputLostMessage is the status message of a running container whose
+// output pipes nobody kept through a crash of both the monitor and the
+// daemon (and the holder): its writes fill the pipe, or kill it with
+// SIGPIPE once no reader is left, and nothing reaches its log.
+const OutputLostMessage = "crid lost this container's output: no holder of its stdout/stderr survived the crash of crid-monitor; nothing reaches its log any more"
+
 // drainGrace bounds how long an exit waits for the output pipes to reach
 // EOF: a process that escaped the container's PID namespace (or a shared
 // one) may hold them open forever. Copying goes on after it.
@@ -43,6 +49,9 @@ type container struct {
 	// output reached EOF, after which no attach is accepted.
 	sinks       []int
 	outputEnded bool
+	// outputLost is set when a reloaded container's output ends came
+	// back from nobody: nothing reaches its log any more.
+	outputLost bool
 
 	ioReady chan struct{} // closed once Create has wired stdio, or adopt (or its grace) after a reload
 	ioOnce  sync.Once
@@ -70,6 +79,9 @@ func (c *container) state() protocol.State {
 		CreatedAt:     c.rec.CreatedAt,
 		StartedAt:     c.rec.StartedAt,
 		LogPath:       c.rec.LogPath,
+	}
+	if c.outputLost && c.status != protocol.StatusStopped {
+		s.Message = OutputLostMessage
 	}
 	if c.exit != nil {
 		e := *c.exit
@@ -180,6 +192,10 @@ func (m *Monitor) finish(c *container, e protocol.Exit) {
 	if err := m.saveRecord(c); err != nil {
 		m.log.Warn("Saving finished record failed", "id", c.id, "err", err)
 	}
+	// Drained and recorded: nothing left to keep. Released before the
+	// exit is announced, so a delete waiting for it never races the
+	// holder's last write under the container's directory.
+	m.unhold(c.id)
 	close(c.exited)
 	m.exits.add(c.id)
 }

@@ -221,6 +221,7 @@ func (m *Monitor) create(req protocol.CreateRequest) (_ *protocol.CreateReply, _
 	}
 	c.mu.Unlock()
 	c.stdioWired()
+	m.hold(c) // so its output outlives the monitor and the daemon both
 	m.log.Info("Container created", "id", req.ID, "pid", pid)
 	return &protocol.CreateReply{Pid: pid, InitStartTime: st.InitProcessStartTime, Stdio: roles}, dups, nil
 }

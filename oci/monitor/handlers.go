@@ -63,6 +63,9 @@ func (m *Monitor) handle(ctx context.Context, method string, body json.RawMessag
 		return m.create(req)
 	case protocol.MethodList:
 		return m.list(), nil, nil
+	case protocol.MethodAdoptDone:
+		m.adoptDone()
+		return struct{}{}, nil, nil
 	case protocol.MethodKill:
 		var req protocol.KillRequest
 		if err := protocol.Decode(body, &req); err != nil {

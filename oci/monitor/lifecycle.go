@@ -44,10 +44,13 @@ func (m *Monitor) start(id string) (*protocol.StartReply, error) {
 	if lc == nil {
 		return nil, precondition("start %s: container has exited", id)
 	}
+	// Taken before the release: a process that exits at once is reaped
+	// (and its finish time taken) before Exec returns, and a start time
+	// after its finish would be a lie.
+	now := time.Now().UTC()
 	if err := lc.Exec(); err != nil {
 		return nil, precondition("start %s: %v", id, err)
 	}
-	now := time.Now().UTC()
 	c.mu.Lock()
 	if c.status == protocol.StatusCreated { // a quick init may have exited already
 		c.status = protocol.StatusRunning
@@ -158,6 +161,7 @@ func (m *Monitor) delete(ctx context.Context, id string) error {
 		}
 	}
 	c.release()
+	m.unhold(id)
 	if err := os.RemoveAll(m.containerDir(id)); err != nil {
 		return fmt.Errorf("delete %s: %w", id, err)
 	}
@@ -278,7 +282,9 @@ func (m *Monitor) adopt(req protocol.AdoptRequest, fds []*os.File) (err error) {
 		files[role] = fds[i]
 	}
 	c.mu.Lock()
-	has := len(c.stdio) > 0
+	// Output taken back from the holder may have reached EOF already:
+	// a copier was attached all the same.
+	has := len(c.stdio) > 0 || c.outDone != nil
 	if !has && c.log == nil && c.rec.LogPath != "" {
 		if c.log, err = crilog.Open(c.rec.LogPath); err != nil {
 			m.log.Warn("Reopening log for adopted output failed; output is discarded", "id", req.ID, "err", err)
@@ -303,7 +309,11 @@ func (m *Monitor) adopt(req protocol.AdoptRequest, fds []*os.File) (err error) {
 	protocol.CloseFiles(fds)
 	fds = nil
 	m.attachOutput(c, pollable)
+	c.mu.Lock()
+	c.outputLost = false
+	c.mu.Unlock()
 	c.stdioWired()
+	m.hold(c) // a holder started after its predecessor died has nothing of it
 	m.log.Info("Adopted stdio", "id", req.ID, "roles", req.Stdio)
 	return nil
 }

@@ -35,6 +35,9 @@ type Config struct {
 	// MaxLogLine is the default CRI log line split size.
 	MaxLogLine int
 	Log        *slog.Logger
+	// HolderBinary runs the stdio holder as "<HolderBinary> hold" (the
+	// crid-monitor binary itself); empty runs none.
+	HolderBinary string
 }
 
 // maxInFlight bounds concurrent requests per connection. The daemon's main
@@ -50,6 +53,7 @@ type Monitor struct {
 	root      string // libcontainer root
 	limits    limits
 	reaper    *reaper
+	holder    *holderLink // nil without a holder binary
 	oom       *oomWatcher // cgroup v2 only
 	trim      *trimmer
 	startedAt time.Time
@@ -60,6 +64,11 @@ type Monitor struct {
 	execs      map[string]*streamExec // streamed execs by exec ID, until waited for
 
 	bg sync.WaitGroup // watchers of reloaded inits
+
+	// adoptedAll is closed when the daemon says it handed back every pipe
+	// it kept (adopt_done): reloaded containers stop waiting for theirs.
+	adoptedAll     chan struct{}
+	adoptedAllOnce sync.Once
 
 	exits exitLog // numbered exits, for the daemon's exit watcher
 }
@@ -93,6 +102,7 @@ func Run(ctx context.Context, cfg Config, ready io.WriteCloser) (err error) {
 		startedAt:  time.Now(),
 		ctx:        ctx,
 		containers: map[string]*container{},
+		adoptedAll: make(chan struct{}),
 	}
 	for _, d := range []string{cfg.RunDir, cfg.StateDir, m.root} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
@@ -140,6 +150,14 @@ func Run(ctx context.Context, cfg Config, ready io.WriteCloser) (err error) {
 	}()
 	defer func() { stopBackground(); background.Wait() }()
 
+	// The holder first: a reload takes back from it what a dead
+	// predecessor left there.
+	if cfg.HolderBinary != "" {
+		m.holder = &holderLink{binary: cfg.HolderBinary}
+		m.connectHolder(ctx)
+		background.Add(1)
+		go func() { defer background.Done(); m.superviseHolder(rctx) }()
+	}
 	if err := m.reload(); err != nil {
 		return err
 	}

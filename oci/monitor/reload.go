@@ -41,6 +41,7 @@ func (m *Monitor) reload() error {
 	if err != nil {
 		return fmt.Errorf("reload: %w", err)
 	}
+	var ended []*container
 	for _, e := range entries {
 		id := e.Name()
 		if !e.IsDir() || protocol.ValidID(id) != nil {
@@ -58,13 +59,33 @@ func (m *Monitor) reload() error {
 			}
 			continue
 		}
-		m.containers[id] = m.reloadOne(*rec)
+		c, settled := m.reloadOne(*rec)
+		m.containers[id] = c
+		if settled != nil {
+			ended = append(ended, settled)
+		}
+	}
+	// A container whose init ended while no monitor ran, and whose output
+	// came back from the holder, has its exit recorded and its output
+	// drained in moments: the first answer must not call it running.
+	deadline := time.NewTimer(exitFileWait + drainGrace)
+	defer deadline.Stop()
+	for _, c := range ended {
+		select {
+		case <-c.exited:
+		case <-deadline.C:
+			m.log.Warn("Exits of containers that ended while the monitor was down are still being recorded", "id", c.id)
+			return nil
+		}
 	}
 	return nil
 }
 
-func (m *Monitor) reloadOne(rec protocol.Record) *container {
-	c := newContainer(rec)
+// reloadOne rebuilds one container. settled is the container again when
+// its init is gone and its exit is about to be recorded without anyone
+// else's help (its output came back from the holder): reload waits for it.
+func (m *Monitor) reloadOne(rec protocol.Record) (c *container, settled *container) {
+	c = newContainer(rec)
 	lc, err := m.load(rec.ID)
 	if err != nil {
 		m.log.Warn("Loading libcontainer state failed", "id", rec.ID, "err", err)
@@ -77,7 +98,7 @@ func (m *Monitor) reloadOne(rec protocol.Record) *container {
 		c.exit, c.status = exit, protocol.StatusStopped
 		c.stdioWired()
 		close(c.exited)
-		return c
+		return c, nil
 	}
 	c.status = protocol.StatusCreated
 	if !rec.StartedAt.IsZero() {
@@ -94,7 +115,26 @@ func (m *Monitor) reloadOne(rec protocol.Record) *container {
 			m.log.Warn("Reopening log failed; output is discarded", "id", rec.ID, "err", err)
 		}
 	}
-	// The exit waits for the daemon to hand the pipes back, so the
+	// The holder kept the output ends when the monitor and the daemon
+	// died together: copying resumes from them at once.
+	if files := m.takeHeld(rec.ID); len(files) > 0 {
+		pollable := map[string]*os.File{}
+		for role, f := range files {
+			if d, err := protocol.Dup(f, true); err == nil {
+				pollable[role] = d
+			} else {
+				m.log.Warn("Duplicating output taken from the holder failed", "id", rec.ID, "role", role, "err", err)
+			}
+		}
+		protocol.CloseFiles(mapValues(files))
+		m.attachOutput(c, pollable)
+		c.stdioWired()
+		m.log.Info("Took output back from the stdio holder", "id", rec.ID, "roles", len(pollable))
+		if !initAlive(rec.Pid, rec.InitStartTime) {
+			settled = c
+		}
+	}
+	// Else the exit waits for the daemon to hand the pipes back, so the
 	// output still in them reaches the log first; not forever.
 	m.bg.Add(2)
 	go func() {
@@ -104,7 +144,9 @@ func (m *Monitor) reloadOne(rec protocol.Record) *container {
 		defer t.Stop()
 		select {
 		case <-t.C:
-			c.stdioWired()
+			c.outputGone(m)
+		case <-m.adoptedAll:
+			c.outputGone(m)
 		case <-c.ioReady:
 		case <-m.ctx.Done():
 		}
@@ -114,7 +156,32 @@ func (m *Monitor) reloadOne(rec protocol.Record) *container {
 		defer panicguard.Recover("watch of reloaded container "+c.id, nil)
 		m.watchReloaded(c)
 	}()
-	return c
+	return c, settled
+}
+
+// outputGone ends a reloaded container's wait for its pipes: nobody will
+// hand them back. A container with no output left to copy says so.
+func (c *container) outputGone(m *Monitor) {
+	c.mu.Lock()
+	c.outputLost = c.outDone == nil && len(c.stdio) == 0
+	lost := c.outputLost
+	c.mu.Unlock()
+	if lost {
+		m.log.Warn(OutputLostMessage, "id", c.id)
+	}
+	c.stdioWired()
+}
+
+// adoptDone is the daemon's word that it handed back every pipe it kept.
+func (m *Monitor) adoptDone() {
+	m.adoptedAllOnce.Do(func() { close(m.adoptedAll) })
+}
+
+// initAlive reports whether the process (pid, start) still runs (a zombie
+// has ended).
+func initAlive(pid int, start uint64) bool {
+	st, state, err := protocol.ProcStartTime(pid)
+	return err == nil && st == start && state != 'Z' && state != 'X'
 }
 
 // watchReloaded waits for a reloaded init to end and records its exit:
@@ -130,6 +197,12 @@ func (m *Monitor) watchReloaded(c *container) {
 		return // shutting down
 	}
 	if observed {
+		// The init may have ended long before this monitor looked (a
+		// zombie that PID 1 had not reaped yet): the holder saw when.
+		if e, err := protocol.ReadSeenExit(m.cfg.StateDir, c.id); err == nil && e != nil && e.Code == exitCode(ws) {
+			m.finish(c, m.oomChecked(c.id, *e))
+			return
+		}
 		m.finish(c, m.oomChecked(c.id, protocol.ExitFromStatus(ws, time.Now(), mem, "monitor")))
 		return
 	}
@@ -137,6 +210,12 @@ func (m *Monitor) watchReloaded(c *container) {
 	for {
 		e, err := protocol.ReadExit(m.cfg.StateDir, c.id)
 		if err == nil && e != nil {
+			m.finish(c, *e)
+			return
+		}
+		// What the holder saw when neither the daemon nor a monitor
+		// could reap (their record, when one comes, is the same exit).
+		if e, err := protocol.ReadSeenExit(m.cfg.StateDir, c.id); err == nil && e != nil {
 			m.finish(c, *e)
 			return
 		}
@@ -154,6 +233,11 @@ func (m *Monitor) watchReloaded(c *container) {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// exitCode is the code an Exit records for a wait status.
+func exitCode(ws syscall.WaitStatus) int {
+	return protocol.ExitFromStatus(ws, time.Time{}, "", "").Code
 }
 
 // waitPidExit returns when the process (pid, start) has ended, with its

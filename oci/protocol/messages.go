@@ -33,6 +33,7 @@ const (
 	MethodList       = "list"        // {} → ListReply
 	MethodReopenLog  = "reopen_log"  // IDRequest → {}
 	MethodAdopt      = "adopt"       // AdoptRequest + fds → {}: hands stdio back to a restarted monitor
+	MethodAdoptDone  = "adopt_done"  // {} → {}: the daemon has handed back every pipe it kept; nothing more comes
 	MethodStdio      = "stdio"       // IDRequest → StdioReply + fds: duplicates for a restarted daemon
 	MethodCloseStdin = "close_stdin" // IDRequest → {}
 	MethodExecStart  = "exec_start"  // ExecStartRequest → ExecStartReply + stdio fds; the exec lives as long as this connection
@@ -146,6 +147,9 @@ type State struct {
 	CreatedAt     time.Time `json:"createdAt"`
 	StartedAt     time.Time `json:"startedAt,omitzero"`
 	LogPath       string    `json:"logPath,omitempty"`
+	// Message says what is wrong with a running container that its
+	// status alone cannot: its output no longer reaches its log.
+	Message string `json:"message,omitempty"`
 	// Exit is set once the container has stopped.
 	Exit *Exit `json:"exit,omitempty"`
 }

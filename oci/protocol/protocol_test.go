@@ -252,6 +252,35 @@ func TestExitFileFirstWriterWins(t *testing.T) {
 	}
 }
 
+// The holder's seen exit is kept apart from the exit file, and never
+// recreates the directory of a container removed meanwhile.
+func TestSeenExit(t *testing.T) {
+	dir := t.TempDir()
+	if err := WriteSeenExit(dir, "gone", Exit{Code: 4}); err == nil {
+		t.Fatal("seen exit written for a container without a directory")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "gone")); !os.IsNotExist(err) {
+		t.Fatalf("directory of a removed container recreated: %v", err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, "c1"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	at := time.Now().UTC()
+	if err := WriteSeenExit(dir, "c1", Exit{Code: 4, At: at, ReapedBy: "holder"}); err != nil {
+		t.Fatal(err)
+	}
+	e, err := ReadSeenExit(dir, "c1")
+	if err != nil || e == nil || e.Code != 4 || !e.At.Equal(at) {
+		t.Fatalf("seen exit %+v %v", e, err)
+	}
+	if x, err := ReadExit(dir, "c1"); x != nil || err != nil {
+		t.Fatalf("seen exit read as the exit file: %+v %v", x, err)
+	}
+	if err := WriteSeenExit(dir, "../x", Exit{}); err == nil {
+		t.Fatal("path-escaping ID accepted")
+	}
+}
+
 func TestExitConventions(t *testing.T) {
 	exited := syscall.WaitStatus(3 << 8)
 	killed := syscall.WaitStatus(syscall.SIGKILL)

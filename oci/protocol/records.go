@@ -22,6 +22,10 @@ import (
 const (
 	RecordFile = "container.json"
 	ExitFile   = "exit.json"
+	// SeenExitFile is the exit the stdio holder saw (oci/holder) when it
+	// could not know whether anyone else would: read only when ExitFile is
+	// missing and the reader could not observe the exit itself.
+	SeenExitFile = "exit-seen.json"
 )
 
 // Record is what the monitor keeps about a container across its own restart.
@@ -114,6 +118,27 @@ func WriteExit(stateDir, id string, e Exit) (bool, error) {
 func ReadExit(stateDir, id string) (*Exit, error) {
 	var e Exit
 	ok, err := readJSON(filepath.Join(ContainerDir(stateDir, id), ExitFile), &e)
+	if !ok {
+		return nil, err
+	}
+	return &e, nil
+}
+
+// WriteSeenExit records the exit the stdio holder saw. It never creates
+// the container's directory: a container removed meanwhile gets nothing.
+// It is not synced: it is written at every exit, and only a process crash
+// needs it (a machine crash ends the containers too).
+func WriteSeenExit(stateDir, id string, e Exit) error {
+	if err := ValidID(id); err != nil {
+		return err
+	}
+	return WriteJSON(filepath.Join(ContainerDir(stateDir, id), SeenExitFile), e, false)
+}
+
+// ReadSeenExit returns the exit the stdio holder saw, or nil.
+func ReadSeenExit(stateDir, id string) (*Exit, error) {
+	var e Exit
+	ok, err := readJSON(filepath.Join(ContainerDir(stateDir, id), SeenExitFile), &e)
 	if !ok {
 		return nil, err
 	}

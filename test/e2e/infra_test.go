@@ -37,13 +37,24 @@ func (n *podNode) infraPid(t *testing.T, id string) int {
 	return info.InfraPid
 }
 
-// monitorPids finds the monitors serving this node's run dir.
+// monitorPids finds the monitors serving this node's run dir (not the
+// stdio holder, "crid-monitor hold").
 func (n *podNode) monitorPids() []int {
+	return n.cridMonitorPids(false)
+}
+
+// holderPids finds the stdio holders of this node's run dir.
+func (n *podNode) holderPids() []int {
+	return n.cridMonitorPids(true)
+}
+
+func (n *podNode) cridMonitorPids(holders bool) []int {
 	var pids []int
 	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	for _, p := range procs {
 		b, err := os.ReadFile(p)
-		if err == nil && strings.Contains(string(b), "crid-monitor") && strings.Contains(string(b), n.dir+"/") {
+		if err == nil && strings.Contains(string(b), "crid-monitor") && strings.Contains(string(b), n.dir+"/") &&
+			strings.Contains(string(b), "\x00hold\x00") == holders {
 			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
 			pids = append(pids, pid)
 		}
