@@ -21,8 +21,8 @@ import (
 )
 
 // CreateContainer prepares a container in a pod: its image's rootfs under a
-// writable layer, a runtime spec from the config, and the container itself,
-// stopped before its process runs.
+// writable layer, its image volumes, a runtime spec from the config, and
+// the container itself, stopped before its process runs.
 func (s *runtimeService) CreateContainer(ctx context.Context, req *runtime.CreateContainerRequest) (*runtime.CreateContainerResponse, error) {
 	sb, err := s.opts.Sandboxes.Get(req.PodSandboxId)
 	if err != nil {
@@ -45,6 +45,9 @@ func (s *runtimeService) CreateContainer(ctx context.Context, req *runtime.Creat
 	if img == nil {
 		return nil, status.Errorf(codes.NotFound, "image %q is not present: pull it first", cfg.Image.Image)
 	}
+	if err := checkImageVolumes(cfg); err != nil {
+		return nil, err
+	}
 	id := oci.NewID()
 	pod, releasePod, err := s.podInput(ctx, sb, id, cfg)
 	if err != nil {
@@ -63,12 +66,17 @@ func (s *runtimeService) CreateContainer(ctx context.Context, req *runtime.Creat
 			}
 		}
 	}()
+	volumes, cfg, err := s.mountImageVolumes(id, cfg)
+	if err != nil {
+		return nil, err
+	}
 	ic := img.Config.Config
 	spec, err := specgen.Build(specgen.Input{
 		Config:                 cfg,
 		Image:                  specgen.Image{Entrypoint: ic.Entrypoint, Cmd: ic.Cmd, Env: ic.Env, WorkingDir: ic.WorkingDir, User: ic.User, StopSignal: ic.StopSignal},
 		Pod:                    pod,
 		Rootfs:                 rootfs,
+		ImageVolumes:           volumes,
 		CgroupsPath:            s.opts.Cgroups.ContainerPath(sb.CgroupParent, id),
 		PrivateCgroupNamespace: cgroupmgr.Mode() == "v2",
 		HostCapabilities:       s.hostCaps,
