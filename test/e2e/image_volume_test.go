@@ -284,3 +284,31 @@ func TestImageVolumeBadInput(t *testing.T) {
 		t.Fatalf("image volumes still mounted after RemovePodSandbox: %v", m)
 	}
 }
+
+// A create that fails after its image volumes are mounted (here in the
+// monitor, by a fault point) unmounts them and leaves the image free.
+func TestImageVolumeFailedCreate(t *testing.T) {
+	n := newPodNode(t, "CRID_FAILPOINTS=monitor.create=error")
+	ctx := context.Background()
+	volImage := pushVolumeImage(t)
+	n.pull(t, volImage)
+	n.pullBusybox(t)
+	pod := n.logPod("imgvol-fail")
+	podID := n.run(t, pod)
+	cfg := ctrConfig("vol", "sleep", "3600")
+	cfg.Mounts = []*runtime.Mount{imageMount("/vol", volImage, ""), imageMount("/sub", volImage, "data")}
+	_, err := n.runtime().CreateContainer(ctx, &runtime.CreateContainerRequest{PodSandboxId: podID, SandboxConfig: pod, Config: cfg})
+	if err == nil || !strings.Contains(err.Error(), "injected fault") {
+		t.Fatalf("CreateContainer with monitor.create failing: %v; want the injected fault", err)
+	}
+	if c, r, m := n.ctrRecords(), n.rootfsDirs(), n.volumeMounts(t); c != 0 || r != 0 || len(m) != 0 {
+		t.Fatalf("failed create left %d container records, %d rootfs dirs, mounts %v", c, r, m)
+	}
+	if _, err := n.images().RemoveImage(ctx, &runtime.RemoveImageRequest{Image: &runtime.ImageSpec{Image: volImage}}); err != nil {
+		t.Fatalf("RemoveImage after a failed create: %v", err)
+	}
+	if _, err := n.runtime().StopPodSandbox(ctx, &runtime.StopPodSandboxRequest{PodSandboxId: podID}); err != nil {
+		t.Fatal(err)
+	}
+	n.removePod(t, podID)
+}
