@@ -15,6 +15,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/crid-dev/crid/cgroupmgr"
+	"github.com/crid-dev/crid/failpoint"
 	"github.com/crid-dev/crid/oci"
 	"github.com/crid-dev/crid/oci/specgen"
 	"github.com/crid-dev/crid/podsandbox"
@@ -69,6 +70,10 @@ func (s *runtimeService) CreateContainer(ctx context.Context, req *runtime.Creat
 	volumes, cfg, err := s.mountImageVolumes(id, cfg)
 	if err != nil {
 		return nil, err
+	}
+	// Rootfs and image volumes mounted, nothing recorded yet.
+	if err := failpoint.Inject("create.mounted"); err != nil {
+		return nil, toStatus(err)
 	}
 	ic := img.Config.Config
 	spec, err := specgen.Build(specgen.Input{

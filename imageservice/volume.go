@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+	"k8s.io/klog/v2"
 )
 
 // Image volumes (KEP-4639): a pulled image's layers mounted read-only for
@@ -289,4 +290,34 @@ func unmountVolume(vdir string) error {
 		return fmt.Errorf("remove %s: %w", vdir, err)
 	}
 	return nil
+}
+
+// RemoveOrphanVolumes unmounts and deletes, with its whole rootfs, every
+// container dir that holds image volumes but whose container known says
+// does not exist: a daemon crash inside CreateContainer, after the mounts
+// and before the container record, leaves one, and its marks would keep
+// its images in use for ever. A dir without volumes is never touched (an
+// infra process's rootfs has none), so nothing a sandbox owns is.
+func (s *Service) RemoveOrphanVolumes(known func(id string) bool) error {
+	entries, err := os.ReadDir(s.opts.RootfsDir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, e := range entries {
+		cid, err := parseContainerID(e.Name())
+		if err != nil || known(cid.id) {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(s.rootfsDir(cid), volumesDir)); err != nil {
+			continue
+		}
+		err = s.UnmountRootfs(cid.id)
+		klog.InfoS("Removed the rootfs and image volumes of a container that was never created", "containerID", cid.id, "err", err)
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
 }

@@ -165,3 +165,42 @@ func TestImageVolumeSubPath(t *testing.T) {
 		t.Fatalf("still mounted: %v", m)
 	}
 }
+
+// Only a container dir with image volumes whose container is unknown is
+// removed: a known container's volumes and an infra rootfs (no volumes)
+// stay.
+func TestRemoveOrphanVolumes(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("needs root: mounts overlayfs")
+	}
+	s, _ := fakeImage(t, 2)
+	orphan, kept, infra := testID("orphan"), testID("kept"), testID("infra")
+	for _, id := range []string{orphan, kept, infra} {
+		if _, err := s.MountRootfs(id, "fake"); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.UnmountRootfs(id) })
+	}
+	for _, id := range []string{orphan, kept} {
+		if _, err := s.MountImageVolume(id, 0, "fake", ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.RemoveOrphanVolumes(func(id string) bool { return id == kept }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(s.opts.RootfsDir, orphan)); !os.IsNotExist(err) {
+		t.Errorf("orphan container dir still there: %v", err)
+	}
+	for _, id := range []string{kept, infra} {
+		if _, err := os.Stat(filepath.Join(s.opts.RootfsDir, id, rootfsMerged, "top")); err != nil {
+			t.Errorf("rootfs of %s was touched: %v", id, err)
+		}
+	}
+	if m := mountedUnder(t, filepath.Join(s.opts.RootfsDir, orphan)); len(m) != 0 {
+		t.Errorf("orphan still mounted: %v", m)
+	}
+	if err := s.Remove("fake"); !errors.Is(err, ErrImageInUse) || strings.Contains(err.Error(), orphan) {
+		t.Errorf("remove with the kept container's volume: %v; want in use by %s only", err, kept)
+	}
+}

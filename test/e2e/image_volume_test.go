@@ -312,3 +312,44 @@ func TestImageVolumeFailedCreate(t *testing.T) {
 	}
 	n.removePod(t, podID)
 }
+
+// A daemon killed inside CreateContainer after mounting the image volumes
+// and before recording the container (fault point create.mounted=kill)
+// leaves mounts and marks; the next start removes them, so the image is
+// free and the pod removable with nothing left.
+func TestImageVolumeCrashInCreate(t *testing.T) {
+	n := newPodNode(t, "CRID_FAILPOINTS=create.mounted=kill")
+	ctx := context.Background()
+	volImage := pushVolumeImage(t)
+	n.pull(t, volImage)
+	n.pullBusybox(t)
+	pod := n.logPod("imgvol-crash")
+	podID := n.run(t, pod)
+	cfg := ctrConfig("vol", "sleep", "3600")
+	cfg.Mounts = []*runtime.Mount{imageMount("/vol", volImage, ""), imageMount("/sub", volImage, "data")}
+	if _, err := n.runtime().CreateContainer(ctx, &runtime.CreateContainerRequest{PodSandboxId: podID, SandboxConfig: pod, Config: cfg}); err == nil {
+		t.Fatal("CreateContainer succeeded through a killed daemon")
+	}
+	select {
+	case <-n.exited:
+	case <-time.After(10 * time.Second):
+		t.Fatal("crid still runs after create.mounted=kill")
+	}
+	if m := n.volumeMounts(t); len(m) != 2 {
+		t.Fatalf("the crash left %d image volume mounts, want the 2 it made (else this test proves nothing)", len(m))
+	}
+	n.daemon = startDaemon(t, n.dir, n.args()...)
+	if m := n.volumeMounts(t); len(m) != 0 {
+		t.Fatalf("image volumes still mounted after a restart: %v", m)
+	}
+	if r := n.rootfsDirs(); r != 0 {
+		t.Fatalf("%d rootfs dirs left after a restart", r)
+	}
+	if _, err := n.images().RemoveImage(ctx, &runtime.RemoveImageRequest{Image: &runtime.ImageSpec{Image: volImage}}); err != nil {
+		t.Fatalf("RemoveImage after the restart: %v", err)
+	}
+	if _, err := n.runtime().StopPodSandbox(ctx, &runtime.StopPodSandboxRequest{PodSandboxId: podID}); err != nil {
+		t.Fatal(err)
+	}
+	n.removePod(t, podID)
+}
