@@ -93,8 +93,8 @@ func Build(in Input) (*specs.Spec, error) {
 	} else if in.Image.WorkingDir != "" {
 		s.Process.Cwd = in.Image.WorkingDir
 	}
-	if !filepath.IsAbs(s.Process.Cwd) {
-		return nil, fmt.Errorf("%w: working_dir %q is not absolute", ErrInvalid, s.Process.Cwd)
+	if !filepath.IsAbs(s.Process.Cwd) || strings.ContainsRune(s.Process.Cwd, 0) {
+		return nil, fmt.Errorf("%w: working_dir %q is not an absolute path", ErrInvalid, s.Process.Cwd)
 	}
 	if err := setUser(s, in); err != nil {
 		return nil, err
