@@ -15,7 +15,8 @@ import (
 
 // Image volumes (KEP-4639): a mount that names an image gets the image's
 // layers, read-only. kubelet pulls the image first and names it by the
-// image_ref PullImage returned; the runtime advertises nothing for it.
+// image_ref PullImage returned, in image.image (and image.image_ref, which
+// wins when set); the runtime advertises nothing for it.
 
 // checkImageVolumes checks the image volumes of cfg before anything is
 // mounted for the container, so bad input leaves nothing behind.
@@ -46,10 +47,14 @@ func (s *runtimeService) mountImageVolumes(id string, cfg *runtime.ContainerConf
 		if !specgen.IsImageVolume(m) {
 			continue
 		}
-		v, err := s.opts.Images.MountImageVolume(id, i, m.GetImage().GetImage(), m.GetImageSubPath())
+		ref, field := specgen.ImageVolumeRef(m), "image.image"
+		if m.GetImage().GetImageRef() != "" {
+			field = "image.image_ref"
+		}
+		v, err := s.opts.Images.MountImageVolume(id, i, ref, m.GetImageSubPath())
 		switch {
 		case errors.Is(err, imageservice.ErrImageNotFound):
-			return nil, nil, status.Errorf(codes.NotFound, "config.mounts[%d].image: image %q is not present: pull it first", i, m.GetImage().GetImage())
+			return nil, nil, status.Errorf(codes.NotFound, "config.mounts[%d].%s: image %q is not present: pull it first", i, field, ref)
 		case errors.Is(err, imageservice.ErrInvalidSubPath):
 			return nil, nil, status.Errorf(codes.InvalidArgument, "config.mounts[%d].image_sub_path: %v", i, err)
 		case err != nil:

@@ -12,7 +12,17 @@ import (
 // a host path: it names an image, or carries an image spec and no host
 // path.
 func IsImageVolume(m *runtime.Mount) bool {
-	return m.GetImage() != nil && (m.GetImage().GetImage() != "" || m.GetHostPath() == "")
+	return m.GetImage() != nil && (ImageVolumeRef(m) != "" || m.GetHostPath() == "")
+}
+
+// ImageVolumeRef names the image an image volume mounts, and the field
+// that says so: image.image_ref when set (the exact image kubelet
+// resolved), else image.image.
+func ImageVolumeRef(m *runtime.Mount) string {
+	if ref := m.GetImage().GetImageRef(); ref != "" {
+		return ref
+	}
+	return m.GetImage().GetImage()
 }
 
 // CheckImageVolume checks image volume mount i before anything is mounted
@@ -21,8 +31,8 @@ func IsImageVolume(m *runtime.Mount) bool {
 func CheckImageVolume(i int, m *runtime.Mount) error {
 	field := fmt.Sprintf("mounts[%d]", i)
 	switch {
-	case m.GetImage().GetImage() == "":
-		return fmt.Errorf("%w: %s.image.image is empty: an image volume names the image to mount", ErrInvalid, field)
+	case ImageVolumeRef(m) == "":
+		return fmt.Errorf("%w: %s.image.image and image_ref are empty: an image volume names the image to mount", ErrInvalid, field)
 	case m.GetHostPath() != "":
 		return fmt.Errorf("%w: %s.host_path is set with %s.image: an image volume has no host path", ErrInvalid, field, field)
 	case !m.GetReadonly():
@@ -39,7 +49,7 @@ func imageVolumeSource(in Input, i int, m *runtime.Mount) (string, error) {
 	}
 	src := in.ImageVolumes[i]
 	if src == "" {
-		return "", fmt.Errorf("%w: mounts[%d].image: image %q is not mounted", ErrInvalid, i, m.GetImage().GetImage())
+		return "", fmt.Errorf("%w: mounts[%d].image: image %q is not mounted", ErrInvalid, i, ImageVolumeRef(m))
 	}
 	return src, nil
 }

@@ -35,7 +35,7 @@ func TestImageVolumeMounts(t *testing.T) {
 	}{
 		"read-write":     {&runtime.Mount{ContainerPath: "/v", Image: img}, "mounts[0].readonly is false"},
 		"host path too":  {&runtime.Mount{ContainerPath: "/v", Image: img, HostPath: "/tmp", Readonly: true}, "mounts[0].host_path is set"},
-		"empty image":    {&runtime.Mount{ContainerPath: "/v", Image: &runtime.ImageSpec{}, Readonly: true}, "mounts[0].image.image is empty"},
+		"empty image":    {&runtime.Mount{ContainerPath: "/v", Image: &runtime.ImageSpec{}, Readonly: true}, "mounts[0].image.image and image_ref are empty"},
 		"not mounted":    {&runtime.Mount{ContainerPath: "/v", Image: img, Readonly: true}, "is not mounted"},
 		"relative":       {&runtime.Mount{ContainerPath: "v", Image: img, Readonly: true}, "mounts[0].container_path"},
 		"unknown option": {&runtime.Mount{ContainerPath: "/v", Image: img, Readonly: true, MountOptions: []string{"exec"}}, "mounts[0].mount_options"},

@@ -145,7 +145,8 @@ func TestImageVolume(t *testing.T) {
 		imageMount("/abs", volImage, "abs-link"),
 		imageMount("/climb", volImage, "climb-link"),
 		imageMount("/file", volImage, "etc/passwd"),
-		imageMount("/bb", bbRef, ""), // by the ref PullImage returned, as kubelet names it
+		imageMount("/bb", bbRef, ""),                                                            // by the ref PullImage returned, as kubelet names it
+		{ContainerPath: "/by-ref", Readonly: true, Image: &runtime.ImageSpec{ImageRef: volRef}}, // image_ref alone
 	}
 	id := n.create(t, podID, pod, cfg, true)
 
@@ -155,6 +156,7 @@ func TestImageVolume(t *testing.T) {
 		"cat /abs/b.txt":                      "layer two",
 		"cat /climb/passwd":                   "volume-passwd",
 		"cat /file":                           "volume-passwd",
+		"cat /by-ref/data/b.txt":              "layer two",
 		"/bb/bin/echo runs from the volume":   "runs from the volume",
 	} {
 		if got := n.exec(t, id, "sh", "-c", cmd); got != want {
@@ -179,7 +181,7 @@ func TestImageVolume(t *testing.T) {
 			t.Errorf("status of /vol names image %+v, want %s as given", m.GetImage(), volImage)
 		}
 	}
-	if refs["/vol"] != volRef || refs["/sub"] != volRef || refs["/bb"] != bbRef {
+	if refs["/vol"] != volRef || refs["/sub"] != volRef || refs["/by-ref"] != volRef || refs["/bb"] != bbRef {
 		t.Errorf("status mounts' image_ref: %v; want %s for the volume image, %s for busybox", refs, volRef, bbRef)
 	}
 
@@ -231,6 +233,7 @@ func TestImageVolumeBadInput(t *testing.T) {
 	podID := n.run(t, pod)
 
 	missing := testRegistry + "/" + volumeRepo + ":never-pulled"
+	missingID := "sha256:" + strings.Repeat("0", 64)
 	rw := imageMount("/vol", volImage, "")
 	rw.Readonly = false
 	withHost := imageMount("/vol", volImage, "")
@@ -243,8 +246,9 @@ func TestImageVolumeBadInput(t *testing.T) {
 	}{
 		{"read-write", []*runtime.Mount{rw}, codes.InvalidArgument, []string{"mounts[0].readonly"}},
 		{"host path too", []*runtime.Mount{withHost}, codes.InvalidArgument, []string{"mounts[0].host_path"}},
-		{"empty image", []*runtime.Mount{{ContainerPath: "/vol", Readonly: true, Image: &runtime.ImageSpec{}}}, codes.InvalidArgument, []string{"mounts[0].image.image"}},
-		{"missing image", []*runtime.Mount{imageMount("/vol", missing, "")}, codes.NotFound, []string{"config.mounts[0].image", missing}},
+		{"empty image", []*runtime.Mount{{ContainerPath: "/vol", Readonly: true, Image: &runtime.ImageSpec{}}}, codes.InvalidArgument, []string{"mounts[0].image.image and image_ref are empty"}},
+		{"missing image", []*runtime.Mount{imageMount("/vol", missing, "")}, codes.NotFound, []string{"config.mounts[0].image.image", missing}},
+		{"missing image_ref", []*runtime.Mount{{ContainerPath: "/vol", Readonly: true, Image: &runtime.ImageSpec{Image: volImage, ImageRef: missingID}}}, codes.NotFound, []string{"config.mounts[0].image.image_ref", missingID}},
 		{"dot-dot sub path", []*runtime.Mount{imageMount("/vol", volImage, "../etc")}, codes.InvalidArgument, []string{"config.mounts[0].image_sub_path", "../etc"}},
 		{"absolute sub path", []*runtime.Mount{imageMount("/vol", volImage, "/etc")}, codes.InvalidArgument, []string{"config.mounts[0].image_sub_path"}},
 		{"sub path not in the image", []*runtime.Mount{imageMount("/vol", volImage, "nothing/here")}, codes.InvalidArgument, []string{"config.mounts[0].image_sub_path", "does not exist"}},
