@@ -15,14 +15,15 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/crid-dev/crid/cgroupmgr"
+	"github.com/crid-dev/crid/failpoint"
 	"github.com/crid-dev/crid/oci"
 	"github.com/crid-dev/crid/oci/specgen"
 	"github.com/crid-dev/crid/podsandbox"
 )
 
 // CreateContainer prepares a container in a pod: its image's rootfs under a
-// writable layer, a runtime spec from the config, and the container itself,
-// stopped before its process runs.
+// writable layer, its image volumes, a runtime spec from the config, and
+// the container itself, stopped before its process runs.
 func (s *runtimeService) CreateContainer(ctx context.Context, req *runtime.CreateContainerRequest) (*runtime.CreateContainerResponse, error) {
 	sb, err := s.opts.Sandboxes.Get(req.PodSandboxId)
 	if err != nil {
@@ -45,6 +46,9 @@ func (s *runtimeService) CreateContainer(ctx context.Context, req *runtime.Creat
 	if img == nil {
 		return nil, status.Errorf(codes.NotFound, "image %q is not present: pull it first", cfg.Image.Image)
 	}
+	if err := checkImageVolumes(cfg); err != nil {
+		return nil, err
+	}
 	id := oci.NewID()
 	pod, releasePod, err := s.podInput(ctx, sb, id, cfg)
 	if err != nil {
@@ -63,12 +67,21 @@ func (s *runtimeService) CreateContainer(ctx context.Context, req *runtime.Creat
 			}
 		}
 	}()
+	volumes, cfg, err := s.mountImageVolumes(id, cfg)
+	if err != nil {
+		return nil, err
+	}
+	// Rootfs and image volumes mounted, nothing recorded yet.
+	if err := failpoint.Inject("create.mounted"); err != nil {
+		return nil, toStatus(err)
+	}
 	ic := img.Config.Config
 	spec, err := specgen.Build(specgen.Input{
 		Config:                 cfg,
 		Image:                  specgen.Image{Entrypoint: ic.Entrypoint, Cmd: ic.Cmd, Env: ic.Env, WorkingDir: ic.WorkingDir, User: ic.User, StopSignal: ic.StopSignal},
 		Pod:                    pod,
 		Rootfs:                 rootfs,
+		ImageVolumes:           volumes,
 		CgroupsPath:            s.opts.Cgroups.ContainerPath(sb.CgroupParent, id),
 		PrivateCgroupNamespace: cgroupmgr.Mode() == "v2",
 		HostCapabilities:       s.hostCaps,

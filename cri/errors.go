@@ -43,7 +43,7 @@ func toStatus(err error) error {
 		code = codes.FailedPrecondition
 	case errors.Is(err, imageservice.ErrUnauthorized):
 		code = codes.Unauthenticated
-	case errors.Is(err, imageservice.ErrPinned):
+	case errors.Is(err, imageservice.ErrPinned), errors.Is(err, imageservice.ErrImageInUse):
 		code = codes.FailedPrecondition
 	case errors.Is(err, context.DeadlineExceeded):
 		code = codes.DeadlineExceeded

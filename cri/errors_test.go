@@ -20,6 +20,7 @@ func TestToStatusImageErrors(t *testing.T) {
 		{fmt.Errorf("pull x: %w: config rootfs.diff_ids[0]: bad", imageservice.ErrInvalidImage), codes.InvalidArgument},
 		{fmt.Errorf("pull x: layer y: %w", imageservice.ErrTooLarge), codes.ResourceExhausted},
 		{fmt.Errorf("pull x: %w: panic in fetch layer: boom", panicguard.ErrPanic), codes.Internal},
+		{fmt.Errorf("%w: sha256:x is mounted as an image volume by container c", imageservice.ErrImageInUse), codes.FailedPrecondition},
 		{errors.New("registry down"), codes.Unknown},
 	} {
 		got := toStatus(tc.err)

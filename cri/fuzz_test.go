@@ -100,8 +100,13 @@ func (w specWorld) hostPath(p string) string {
 // paths moved into the world.
 func (w specWorld) input(podCfg *runtime.PodSandboxConfig, cfg *runtime.ContainerConfig, img specgen.Image) specgen.Input {
 	cfg = proto.Clone(cfg).(*runtime.ContainerConfig)
-	for _, m := range cfg.Mounts {
-		if m != nil {
+	// An image volume is bound from where the daemon mounted the image:
+	// here a directory of the host dir.
+	volumes := map[int]string{}
+	for i, m := range cfg.Mounts {
+		if specgen.IsImageVolume(m) {
+			volumes[i] = w.hostPath("/data")
+		} else if m != nil {
 			m.HostPath = w.hostPath(m.HostPath)
 		}
 	}
@@ -143,6 +148,7 @@ func (w specWorld) input(podCfg *runtime.PodSandboxConfig, cfg *runtime.Containe
 			Shm: shm, CgroupParent: "/kubepods/pod", Config: podCfg,
 		},
 		Rootfs:           w.rootfs,
+		ImageVolumes:     volumes,
 		CgroupsPath:      "/kubepods/pod/c1",
 		HostCapabilities: fuzzHostCaps,
 		SeccompDefault:   seccomp.GetDefaultProfile,
@@ -192,6 +198,18 @@ func fuzzSeeds() (pods []*runtime.PodSandboxConfig, ctrs []*runtime.ContainerCon
 		}),
 		with(func(c *runtime.ContainerConfig) {
 			c.Mounts = []*runtime.Mount{{ContainerPath: "relative", HostPath: "/data"}, {ContainerPath: "/x", HostPath: "relative"}, {ContainerPath: "/data/loop/z", HostPath: "/data"}}
+		}),
+		with(func(c *runtime.ContainerConfig) {
+			c.Mounts = []*runtime.Mount{
+				{ContainerPath: "/vol", Readonly: true, Image: &runtime.ImageSpec{Image: "busybox"}, ImageSubPath: "etc", MountOptions: []string{"noexec"}},
+				{ContainerPath: "/opts", HostPath: "/data", MountOptions: []string{"nosuid", "nodev", "noatime"}},
+			}
+		}),
+		with(func(c *runtime.ContainerConfig) {
+			c.Mounts = []*runtime.Mount{
+				{ContainerPath: "/rw-vol", Image: &runtime.ImageSpec{Image: "busybox"}},
+				{ContainerPath: "/opts", HostPath: "/data", MountOptions: []string{"exec"}},
+			}
 		}),
 		with(func(c *runtime.ContainerConfig) {
 			c.Devices = []*runtime.Device{
@@ -348,6 +366,12 @@ func checkSpec(t *testing.T, w specWorld, pod *runtime.PodSandboxConfig, cfg *ru
 			}
 			if !anyRW && !slices.Contains(m.Options, "ro") && !slices.Contains(m.Options, "rro") {
 				t.Errorf("mount at %s is writable, every config mount is read-only: %v", m.Destination, m.Options)
+			}
+			// Only crid's own options and the allowed mount_options.
+			for _, o := range m.Options {
+				if !slices.Contains([]string{"rbind", "rprivate", "rslave", "rshared", "rw", "rro"}, o) && !slices.Contains(specgen.MountOptions, o) {
+					t.Errorf("mount at %s has option %q", m.Destination, o)
+				}
 			}
 		case m.Type == "bind":
 			if !isUnder(m.Source, w.pod) && m.Source != "/dev/shm" {

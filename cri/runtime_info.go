@@ -7,6 +7,7 @@ import (
 	"fmt"
 	goruntime "runtime"
 	"strconv"
+	"strings"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -46,9 +47,10 @@ func (s *runtimeService) Status(_ context.Context, req *runtime.StatusRequest) (
 			{Type: runtime.RuntimeReady, Status: true},
 			network,
 		}},
-		// Both built in oci/specgen: the Strict and Merge policies, and
-		// "rro" mounts (runc's mount_setattr, kernels from 5.12).
-		Features: &runtime.RuntimeFeatures{SupplementalGroupsPolicy: true},
+		// Built in oci/specgen: the Strict and Merge policies, "rro"
+		// mounts (runc's mount_setattr, kernels from 5.12) and the
+		// mount_options of specgen.MountOptions (KEP-5855).
+		Features: &runtime.RuntimeFeatures{SupplementalGroupsPolicy: true, MountOptions: true},
 	}
 	for _, h := range podsandbox.Handlers() {
 		resp.RuntimeHandlers = append(resp.RuntimeHandlers, &runtime.RuntimeHandler{
@@ -68,7 +70,8 @@ func (s *runtimeService) Status(_ context.Context, req *runtime.StatusRequest) (
 		// streamAddress says where the streaming URLs point; goroutines
 		// is a leak check for operators and tests alike.
 		resp.Info = map[string]string{"config": string(cfg), "apparmor": appArmorStatus(), "runtimeConfig": string(rc),
-			"streamAddress": s.StreamAddress(), "goroutines": strconv.Itoa(goruntime.NumGoroutine())}
+			"streamAddress": s.StreamAddress(), "goroutines": strconv.Itoa(goruntime.NumGoroutine()),
+			"mountOptions": strings.Join(specgen.MountOptions, ",")}
 	}
 	return resp, nil
 }

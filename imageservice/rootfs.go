@@ -75,10 +75,18 @@ func (s *Service) MountRootfs(id, image string) (string, error) {
 }
 
 // mountOverlay mounts the layers (bottom first) under dir's writable layer
-// at target. When absolute lower dirs would not fit the one page the kernel
-// accepts for mount options, the mount is made with short relative links,
-// from a thread whose working directory is its own.
+// at target.
 func (s *Service) mountOverlay(dir string, layers []Digest, target string) error {
+	return s.mountLayers(dir, layers, target, true)
+}
+
+// mountLayers mounts the layers (bottom first) at target, under dir's
+// writable layer (dir/upper, dir/work) when writable, else read-only with
+// no upper dir, which overlayfs allows from two lower dirs up. When
+// absolute lower dirs would not fit the one page the kernel accepts for
+// mount options, the mount is made with short relative links in dir/l,
+// from a thread whose working directory is its own.
+func (s *Service) mountLayers(dir string, layers []Digest, target string, writable bool) error {
 	var lowers []string
 	for i := len(layers) - 1; i >= 0; i-- {
 		lowers = append(lowers, s.LayerDiffDir(layers[i]))
@@ -90,13 +98,17 @@ func (s *Service) mountOverlay(dir string, layers []Digest, target string) error
 		}
 		lowers = []string{empty}
 	}
-	upper, work := filepath.Join(dir, "upper"), filepath.Join(dir, "work")
+	upper, work := "", ""
+	var flags uintptr = unix.MS_RDONLY
+	if writable {
+		upper, work, flags = filepath.Join(dir, "upper"), filepath.Join(dir, "work"), 0
+	}
 	data, err := s.overlayOptions(lowers, upper, work)
 	if err != nil {
 		return err
 	}
 	if len(data) < unix.Getpagesize()-1 {
-		if err := unix.Mount("overlay", target, "overlay", 0, data); err != nil {
+		if err := unix.Mount("overlay", target, "overlay", flags, data); err != nil {
 			return fmt.Errorf("mount overlay: %w", err)
 		}
 		return nil
@@ -114,7 +126,10 @@ func (s *Service) mountOverlay(dir string, layers []Digest, target string) error
 		}
 		lowers[i] = name
 	}
-	data = fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", strings.Join(lowers, ":"), upper, work)
+	data = "lowerdir=" + strings.Join(lowers, ":")
+	if writable {
+		data += ",upperdir=" + upper + ",workdir=" + work
+	}
 	errc := make(chan error, 1)
 	go func() {
 		var err error
@@ -128,7 +143,7 @@ func (s *Service) mountOverlay(dir string, layers []Digest, target string) error
 		if err = unix.Chdir(links); err != nil {
 			return
 		}
-		if err = unix.Mount("overlay", target, "overlay", 0, data); err != nil {
+		if err = unix.Mount("overlay", target, "overlay", flags, data); err != nil {
 			err = fmt.Errorf("mount overlay (%d layers): %w", len(layers), err)
 		}
 	}()
@@ -136,7 +151,8 @@ func (s *Service) mountOverlay(dir string, layers []Digest, target string) error
 }
 
 // overlayOptions returns the overlay mount data for lowers (top first)
-// under upper and work, refusing any directory that is not crid's own: a
+// under upper and work (none when both are empty: a read-only mount),
+// refusing any directory that is not crid's own: a
 // lower dir must lie in the layer store or the rootfs dir, upper and work
 // dirs in the rootfs dir, and no path may be unclean or carry overlay's
 // option syntax (',' ':' '\\') or control characters, so nothing from an
@@ -147,6 +163,9 @@ func (s *Service) overlayOptions(lowers []string, upper, work string) (string, e
 		if err := checkMountDir("lower", l, layers, s.opts.RootfsDir); err != nil {
 			return "", err
 		}
+	}
+	if upper == "" && work == "" {
+		return "lowerdir=" + strings.Join(lowers, ":"), nil
 	}
 	if err := checkMountDir("upper", upper, s.opts.RootfsDir); err != nil {
 		return "", err
@@ -186,14 +205,18 @@ func checkOptionSafe(p string) error {
 	return nil
 }
 
-// UnmountRootfs unmounts container id's root filesystem and deletes its
-// writable layer. It is idempotent.
+// UnmountRootfs unmounts container id's root filesystem and image volumes
+// and deletes its writable layer. It is idempotent.
 func (s *Service) UnmountRootfs(id string) error {
 	cid, err := parseContainerID(id)
 	if err != nil {
 		return err
 	}
 	dir := s.rootfsDir(cid)
+	// Its image volumes first: RemoveAll must never walk into a mount.
+	if err := unmountVolumes(dir); err != nil {
+		return fmt.Errorf("unmount image volumes of %s: %w", id, err)
+	}
 	if err := unix.Unmount(filepath.Join(dir, rootfsMerged), unix.MNT_DETACH); err != nil &&
 		!errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
 		return fmt.Errorf("unmount rootfs of %s: %w", id, err)
@@ -223,6 +246,9 @@ func (s *Service) rootfsLayers() []Digest {
 		var layers []Digest
 		if json.Unmarshal(b, &layers) == nil {
 			out = append(out, layers...)
+		}
+		for _, v := range readVolumes(s.rootfsDir(cid)) {
+			out = append(out, v.Layers...)
 		}
 	}
 	return out

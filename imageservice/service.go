@@ -262,7 +262,8 @@ var ErrPinned = errors.New("image is pinned")
 
 // Remove deletes the image named by name (ID, tag or digest) with all its
 // tags and digests, as kubelet and critest expect, then frees layers that
-// nothing uses. Removing an unknown image is not an error.
+// nothing uses. Removing an unknown image is not an error; removing one a
+// container mounts as an image volume is (ErrImageInUse).
 func (s *Service) Remove(name string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -272,6 +273,9 @@ func (s *Service) Remove(name string) error {
 	}
 	if img.Pinned {
 		return fmt.Errorf("%w: %s is the sandbox image %s", ErrPinned, img.ID, s.sandbox)
+	}
+	if err := s.checkNotInUse(img); err != nil {
+		return err
 	}
 	if err := s.opts.Records.Delete(recordKind, img.ID.Hex()); err != nil {
 		return err

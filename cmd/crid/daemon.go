@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -102,6 +103,14 @@ func serve(cfg config.Config) error {
 		return err
 	}
 	defer ctrs.Close() // ends the exit watcher before the monitor connection
+	// Image volumes of a container a crash kept from its record would
+	// keep their images in use for ever.
+	if err := images.RemoveOrphanVolumes(func(id string) bool {
+		_, err := ctrs.Get(context.Background(), id)
+		return !errors.Is(err, oci.ErrNotFound)
+	}); err != nil {
+		klog.ErrorS(err, "Removing image volumes of containers that were never created")
+	}
 
 	network := cni.New(cfg.Network.CNIConfDir, cfg.Network.CNIBinDirs, filepath.Join(cfg.RootDir, "cni"))
 	sandboxes, err := podsandbox.New(context.Background(), podsandbox.Options{

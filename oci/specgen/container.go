@@ -50,6 +50,9 @@ type Input struct {
 	Pod    Pod
 	// Rootfs is the mounted root filesystem.
 	Rootfs string
+	// ImageVolumes are the host paths of the image volumes the daemon
+	// mounted, by index in Config.Mounts.
+	ImageVolumes map[int]string
 	// CgroupsPath is the container's cgroup (its leaf ends in its ID).
 	CgroupsPath string
 	// PrivateCgroupNamespace gives a non-privileged container a cgroup

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -23,19 +24,35 @@ func setMounts(s *specs.Spec, in Input) error {
 	var mounts []specs.Mount
 	for i, m := range in.Config.Mounts {
 		field := fmt.Sprintf("mounts[%d]", i)
-		if m.GetImage().GetImage() != "" {
-			return fmt.Errorf("%w: %s.image: image volumes are not supported yet", ErrInvalid, field)
-		}
 		if !filepath.IsAbs(m.ContainerPath) {
 			return fmt.Errorf("%w: %s.container_path %q is not absolute", ErrInvalid, field, m.ContainerPath)
 		}
-		src, err := hostSource(m.HostPath)
+		extra, err := CheckMountOptions(m.MountOptions)
 		if err != nil {
-			return fmt.Errorf("%w: %s.host_path: %v", ErrInvalid, field, err)
+			return fmt.Errorf("%w: %s.mount_options: %v", ErrInvalid, field, err)
 		}
 		dst, err := containerPath(in.Rootfs, m.ContainerPath)
 		if err != nil {
 			return fmt.Errorf("%w: %s.container_path: %v", ErrInvalid, field, err)
+		}
+		if IsImageVolume(m) {
+			src, err := imageVolumeSource(in, i, m)
+			if err != nil {
+				return err
+			}
+			// Read-only by its nature; never propagating: nothing is
+			// ever mounted below an image.
+			opts := []string{"rbind", "rprivate", "ro"}
+			if m.RecursiveReadOnly {
+				opts[2] = "rro"
+			}
+			taken[dst] = true
+			mounts = append(mounts, specs.Mount{Destination: dst, Type: "bind", Source: src, Options: append(opts, extra...)})
+			continue
+		}
+		src, err := hostSource(m.HostPath)
+		if err != nil {
+			return fmt.Errorf("%w: %s.host_path: %v", ErrInvalid, field, err)
 		}
 		opts := []string{"rbind"}
 		switch m.Propagation {
@@ -68,11 +85,12 @@ func setMounts(s *specs.Spec, in Input) error {
 			opts = append(opts, "rro")
 		case m.Readonly:
 			opts = append(opts, "ro")
+		case slices.Contains(extra, "ro"):
 		default:
 			opts = append(opts, "rw")
 		}
 		taken[dst] = true
-		mounts = append(mounts, specs.Mount{Destination: dst, Type: "bind", Source: src, Options: opts})
+		mounts = append(mounts, specs.Mount{Destination: dst, Type: "bind", Source: src, Options: append(opts, extra...)})
 	}
 
 	pod := []struct{ dst, src string }{
