@@ -20,6 +20,10 @@ import (
 // DefaultPath is where crid looks for its configuration file.
 const DefaultPath = "/etc/crid/crid.toml"
 
+// DefaultRegistriesConf is crid's own registries.conf; unlike a file named
+// elsewhere, it may be absent: no mirrors, no blocks.
+const DefaultRegistriesConf = "/etc/crid/registries.conf"
+
 // Config is the whole effective configuration of a crid daemon.
 type Config struct {
 	Socket          string   `toml:"socket" json:"socket" doc:"unix socket serving the CRI (created mode 0660, root-owned)"`
@@ -42,9 +46,10 @@ type Stream struct {
 
 // Image configures image pulls and the image store.
 type Image struct {
-	RegistriesConf      string   `toml:"registries_conf" json:"registries_conf" doc:"containers-registries.conf(5) file: mirrors, blocked and insecure registries"`
-	SandboxImage        string   `toml:"sandbox_image" json:"sandbox_image" doc:"image of the pod infra (pause) process; pinned in the store"`
-	PullProgressTimeout Duration `toml:"pull_progress_timeout" json:"pull_progress_timeout" doc:"a pull that receives no bytes for this long fails"`
+	RegistriesConf           string   `toml:"registries_conf" json:"registries_conf" doc:"crid's containers-registries.conf(5) file (and its .d directory): mirrors, blocked and insecure registries. At the default path it may be absent; any other path must exist. Empty: crid has no file of its own. Registries on loopback addresses are reached over plain HTTP without any of it"`
+	ContainersRegistriesConf string   `toml:"containers_registries_conf" json:"containers_registries_conf" doc:"the containers-wide registries.conf (and its .d directory), used when neither crid's file nor its .d directory exists, as CRI-O and podman do; may be absent; empty: never"`
+	SandboxImage             string   `toml:"sandbox_image" json:"sandbox_image" doc:"image of the pod infra (pause) process; pinned in the store"`
+	PullProgressTimeout      Duration `toml:"pull_progress_timeout" json:"pull_progress_timeout" doc:"a pull that receives no bytes for this long fails"`
 	// Bounds on one pull, so a crafted or broken image cannot exhaust the
 	// node's connections, CPU, disk or inodes.
 	MaxConcurrentDownloads      int   `toml:"max_concurrent_downloads" json:"max_concurrent_downloads" doc:"layers one pull downloads and unpacks at a time (as containerd's option of that name)"`
@@ -77,9 +82,10 @@ func Default() Config {
 		RunDir:          "/run/crid",
 		ShutdownTimeout: Duration(10 * time.Second),
 		Image: Image{
-			RegistriesConf:      "/etc/crid/registries.conf",
-			SandboxImage:        "registry.k8s.io/pause:3.10",
-			PullProgressTimeout: Duration(5 * time.Minute),
+			RegistriesConf:           DefaultRegistriesConf,
+			ContainersRegistriesConf: "/etc/containers/registries.conf",
+			SandboxImage:             "registry.k8s.io/pause:3.10",
+			PullProgressTimeout:      Duration(5 * time.Minute),
 
 			MaxConcurrentDownloads:      3,
 			MaxConcurrentDownloadsTotal: 12,
@@ -141,12 +147,30 @@ func (c *Config) Validate() error {
 		{"socket", c.Socket},
 		{"root_dir", c.RootDir},
 		{"run_dir", c.RunDir},
-		{"image.registries_conf", c.Image.RegistriesConf},
 		{"network.cni_conf_dir", c.Network.CNIConfDir},
 	}
 	for _, p := range paths {
 		if err := absPath(p.key, p.val); err != nil {
 			return err
+		}
+	}
+	// A registries file named on purpose must be there: a typo in its path
+	// would otherwise silently drop every mirror and block it holds.
+	for _, p := range []struct {
+		key, val  string
+		missingOK bool
+	}{
+		{"image.registries_conf", c.Image.RegistriesConf, c.Image.RegistriesConf == DefaultRegistriesConf},
+		{"image.containers_registries_conf", c.Image.ContainersRegistriesConf, true},
+	} {
+		if p.val == "" {
+			continue
+		}
+		if err := absPath(p.key, p.val); err != nil {
+			return err
+		}
+		if _, err := os.Stat(p.val); err != nil && !(p.missingOK && errors.Is(err, os.ErrNotExist)) {
+			return fmt.Errorf("config: %s: %w", p.key, err)
 		}
 	}
 	for i, d := range c.Network.CNIBinDirs {

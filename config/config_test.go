@@ -181,3 +181,41 @@ func TestCgroupParentDefaultsPerDriver(t *testing.T) {
 		t.Fatalf("a set parent must stay: %q %v", c.Runtime.CgroupParent, err)
 	}
 }
+
+// crid's registries.conf may be absent at its default path (no mirrors, no
+// blocks) and so may the containers-wide one; a file named elsewhere must
+// exist, and its absence names the key at start.
+func TestRegistriesConfPresence(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "nope", "registries.conf")
+	present := filepath.Join(t.TempDir(), "registries.conf")
+	if err := os.WriteFile(present, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		own     string
+		wide    string
+		wantKey string // "" means valid
+	}{
+		{"defaults, both absent on this machine or not", DefaultRegistriesConf, "/etc/containers/registries.conf", ""},
+		{"named and present", present, missing, ""},
+		{"named and missing", missing, present, "image.registries_conf:"},
+		{"none of crid's own", "", missing, ""},
+		{"no containers-wide fallback", present, "", ""},
+		{"relative own", "registries.conf", "", "image.registries_conf:"},
+		{"relative containers-wide", present, "registries.conf", "image.containers_registries_conf:"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := Default()
+			c.Image.RegistriesConf, c.Image.ContainersRegistriesConf = tc.own, tc.wide
+			err := c.Validate()
+			switch {
+			case tc.wantKey == "" && err != nil:
+				t.Fatalf("Validate: %v", err)
+			case tc.wantKey != "" && (err == nil || !strings.Contains(err.Error(), tc.wantKey)):
+				t.Fatalf("Validate: %v, want an error naming %s", err, tc.wantKey)
+			}
+		})
+	}
+}

@@ -32,8 +32,13 @@ type Options struct {
 	RootfsDir string
 	// Records persists image records.
 	Records *records.Store
-	// RegistriesConf is the containers-registries.conf(5) file to honour.
+	// RegistriesConf is crid's containers-registries.conf(5) file, with
+	// its .d directory; either may be absent. Empty: none.
 	RegistriesConf string
+	// ContainersRegistriesConf is the containers-wide file, read (with its
+	// .d directory) when crid's own file and directory are both absent.
+	// Empty: none.
+	ContainersRegistriesConf string
 	// SandboxImage is pinned: never removed.
 	SandboxImage string
 	// ProgressTimeout fails a pull that receives nothing for this long.

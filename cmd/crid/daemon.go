@@ -51,13 +51,14 @@ func serve(cfg config.Config) error {
 	defer store.Close()
 
 	images, err := imageservice.New(imageservice.Options{
-		Root:            filepath.Join(cfg.RootDir, "images"),
-		RootfsDir:       filepath.Join(cfg.RootDir, "rootfs"),
-		Records:         store,
-		RegistriesConf:  cfg.Image.RegistriesConf,
-		SandboxImage:    cfg.Image.SandboxImage,
-		ProgressTimeout: cfg.Image.PullProgressTimeout.Std(),
-		UserAgent:       "crid/" + buildVersion(),
+		Root:                     filepath.Join(cfg.RootDir, "images"),
+		RootfsDir:                filepath.Join(cfg.RootDir, "rootfs"),
+		Records:                  store,
+		RegistriesConf:           cfg.Image.RegistriesConf,
+		ContainersRegistriesConf: cfg.Image.ContainersRegistriesConf,
+		SandboxImage:             cfg.Image.SandboxImage,
+		ProgressTimeout:          cfg.Image.PullProgressTimeout.Std(),
+		UserAgent:                "crid/" + buildVersion(),
 		Limits: imageservice.Limits{
 			FetchesPerPull: cfg.Image.MaxConcurrentDownloads,
 			FetchesTotal:   cfg.Image.MaxConcurrentDownloadsTotal,
