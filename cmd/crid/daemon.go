@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/signal"
@@ -151,6 +152,7 @@ func serve(cfg config.Config) error {
 	go func() { served <- srv.Serve(l) }()
 	klog.InfoS("crid serving", "version", buildVersion(), "socket", cfg.Socket, "rootDir", cfg.RootDir,
 		"runDir", cfg.RunDir, "streamAddress", srv.StreamAddress(), "cgroupDriver", cgroups.Driver(), "cgroupMode", cgroupmgr.Mode())
+	printCrictlHint(os.Stderr, cfg.Socket)
 
 	select {
 	case err := <-served:
@@ -200,4 +202,12 @@ func monitorBinary(cfg config.Config) (string, error) {
 		return "", fmt.Errorf("find crid-monitor: %w", err)
 	}
 	return filepath.Join(filepath.Dir(self), "crid-monitor"), nil
+}
+
+// printCrictlHint writes, once crid listens, the crictl command lines that
+// talk to it, ready to paste: what a new user of `make run` needs next.
+func printCrictlHint(w io.Writer, socket string) {
+	ep := "unix://" + socket
+	fmt.Fprintf(w, "crid is listening. Talk to it with:\n  crictl --runtime-endpoint %s --image-endpoint %s version\n  crictl --runtime-endpoint %s --image-endpoint %s info\n",
+		ep, ep, ep, ep)
 }

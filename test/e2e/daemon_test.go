@@ -114,8 +114,15 @@ func cleanupDir(t *testing.T, dir string) {
 	os.RemoveAll(dir)
 }
 
-// baseArgs points a daemon at dir for everything it writes.
+// baseArgs points a daemon at dir for everything it writes and reads:
+// dir/registries.conf when the test wrote one before (else no file of
+// crid's own), and dir/containers-registries.conf as the containers-wide
+// file (absent unless the test writes it), never the machine's.
 func baseArgs(dir string) []string {
+	own := filepath.Join(dir, "registries.conf")
+	if _, err := os.Stat(own); err != nil {
+		own = ""
+	}
 	return append([]string{
 		"--config", filepath.Join(dir, "crid.toml"),
 		"--socket", filepath.Join(dir, "crid.sock"),
@@ -123,7 +130,8 @@ func baseArgs(dir string) []string {
 		"--run-dir", filepath.Join(dir, "run"),
 		"--cni-conf-dir", filepath.Join(dir, "net.d"),
 		"--cni-bin-dirs", filepath.Join(dir, "cni-bin"),
-		"--registries-conf", filepath.Join(dir, "registries.conf"),
+		"--registries-conf=" + own,
+		"--containers-registries-conf", filepath.Join(dir, "containers-registries.conf"),
 	}, driverArgs()...)
 }
 
