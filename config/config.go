@@ -48,7 +48,7 @@ type Stream struct {
 type Image struct {
 	RegistriesConf           string   `toml:"registries_conf" json:"registries_conf" doc:"crid's containers-registries.conf(5) file (and its .d directory): mirrors, blocked and insecure registries. At the default path it may be absent; any other path must exist. Empty: crid has no file of its own. Registries on loopback addresses are reached over plain HTTP without any of it"`
 	ContainersRegistriesConf string   `toml:"containers_registries_conf" json:"containers_registries_conf" doc:"the containers-wide registries.conf (and its .d directory), used when neither crid's file nor its .d directory exists, as CRI-O and podman do; may be absent; empty: never"`
-	SandboxImage             string   `toml:"sandbox_image" json:"sandbox_image" doc:"image of the pod infra (pause) process; pinned in the store"`
+	SandboxImage             string   `toml:"sandbox_image" json:"sandbox_image" doc:"image of the pod infra (pause) process, pulled on first use and pinned in the store; empty: crid's built-in infra (crid-pause from a read-only rootfs crid makes: no image, no registry)"`
 	PullProgressTimeout      Duration `toml:"pull_progress_timeout" json:"pull_progress_timeout" doc:"a pull that receives no bytes for this long fails"`
 	// Bounds on one pull, so a crafted or broken image cannot exhaust the
 	// node's connections, CPU, disk or inodes.
@@ -72,6 +72,7 @@ type Runtime struct {
 	Infra        string `toml:"infra" json:"infra" doc:"pause process per pod: \"when-needed\" (pods sharing one PID namespace) or \"always\""`
 	PodShmSize   int64  `toml:"pod_shm_size" json:"pod_shm_size" doc:"size in bytes of each pod's /dev/shm tmpfs"`
 	MonitorPath  string `toml:"monitor_path" json:"monitor_path" doc:"the crid-monitor binary; empty means crid-monitor beside the crid binary"`
+	PausePath    string `toml:"pause_path" json:"pause_path" doc:"the crid-pause binary of the built-in infra (image.sandbox_image empty); empty means crid-pause beside the crid binary"`
 }
 
 // Default returns the configuration used when neither file nor flags say otherwise.
@@ -84,7 +85,7 @@ func Default() Config {
 		Image: Image{
 			RegistriesConf:           DefaultRegistriesConf,
 			ContainersRegistriesConf: "/etc/containers/registries.conf",
-			SandboxImage:             "registry.k8s.io/pause:3.10",
+			SandboxImage:             "",
 			PullProgressTimeout:      Duration(5 * time.Minute),
 
 			MaxConcurrentDownloads:      3,
@@ -187,9 +188,6 @@ func (c *Config) Validate() error {
 	if c.Image.PullProgressTimeout <= 0 {
 		return fmt.Errorf("config: image.pull_progress_timeout: must be positive, got %s", c.Image.PullProgressTimeout)
 	}
-	if c.Image.SandboxImage == "" {
-		return errors.New("config: image.sandbox_image: must not be empty")
-	}
 	for _, l := range []struct {
 		key string
 		val int64
@@ -232,8 +230,14 @@ func (c *Config) Validate() error {
 	default:
 		return fmt.Errorf("config: runtime.infra: %q is not one of \"when-needed\", \"always\"", c.Runtime.Infra)
 	}
-	if c.Runtime.MonitorPath != "" {
-		if err := absPath("runtime.monitor_path", c.Runtime.MonitorPath); err != nil {
+	for _, p := range []struct{ key, val string }{
+		{"runtime.monitor_path", c.Runtime.MonitorPath},
+		{"runtime.pause_path", c.Runtime.PausePath},
+	} {
+		if p.val == "" {
+			continue
+		}
+		if err := absPath(p.key, p.val); err != nil {
 			return err
 		}
 	}

@@ -132,7 +132,7 @@ func TestValidate(t *testing.T) {
 		{"run_dir", func(c *Config) { c.RunDir = "run" }},
 		{"shutdown_timeout", func(c *Config) { c.ShutdownTimeout = 0 }},
 		{"image.pull_progress_timeout", func(c *Config) { c.Image.PullProgressTimeout = -1 }},
-		{"image.sandbox_image", func(c *Config) { c.Image.SandboxImage = "" }},
+		{"runtime.pause_path", func(c *Config) { c.Runtime.PausePath = "crid-pause" }},
 		{"image.registries_conf", func(c *Config) { c.Image.RegistriesConf = "r.conf" }},
 		{"image.max_concurrent_downloads", func(c *Config) { c.Image.MaxConcurrentDownloads = 0 }},
 		{"image.max_concurrent_downloads_total", func(c *Config) { c.Image.MaxConcurrentDownloadsTotal = -1 }},

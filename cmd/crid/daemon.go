@@ -96,6 +96,19 @@ func serve(cfg config.Config) error {
 	}
 	defer ctrs.Close() // ends the exit watcher before the monitor connection
 
+	// The built-in infra's rootfs, when no sandbox image is configured:
+	// made before the first pod may need it.
+	var builtinRootfs string
+	if cfg.Image.SandboxImage == "" {
+		pause, err := besideCrid(cfg.Runtime.PausePath, "crid-pause")
+		if err != nil {
+			return err
+		}
+		if builtinRootfs, err = podsandbox.PrepareBuiltinRootfs(filepath.Join(cfg.RootDir, "infra"), pause); err != nil {
+			return fmt.Errorf("config: image.sandbox_image is empty (the built-in infra): %w", err)
+		}
+	}
+
 	network := cni.New(cfg.Network.CNIConfDir, cfg.Network.CNIBinDirs, filepath.Join(cfg.RootDir, "cni"))
 	sandboxes, err := podsandbox.New(context.Background(), podsandbox.Options{
 		RunDir:              filepath.Join(cfg.RunDir, "sandboxes"),
@@ -112,6 +125,8 @@ func serve(cfg config.Config) error {
 			Images:  images,
 			Cgroups: cgroups,
 			Image:   cfg.Image.SandboxImage,
+			// Empty when an image is configured.
+			BuiltinRootfs: builtinRootfs,
 		},
 	})
 	if err != nil {
@@ -194,14 +209,20 @@ func ensureSbinPath() {
 
 // monitorBinary is the configured crid-monitor, or the one beside crid.
 func monitorBinary(cfg config.Config) (string, error) {
-	if cfg.Runtime.MonitorPath != "" {
-		return cfg.Runtime.MonitorPath, nil
+	return besideCrid(cfg.Runtime.MonitorPath, "crid-monitor")
+}
+
+// besideCrid is configured when set, else the binary named name in the
+// directory of the running crid.
+func besideCrid(configured, name string) (string, error) {
+	if configured != "" {
+		return configured, nil
 	}
 	self, err := os.Executable()
 	if err != nil {
-		return "", fmt.Errorf("find crid-monitor: %w", err)
+		return "", fmt.Errorf("find %s: %w", name, err)
 	}
-	return filepath.Join(filepath.Dir(self), "crid-monitor"), nil
+	return filepath.Join(filepath.Dir(self), name), nil
 }
 
 // printCrictlHint writes, once crid listens, the crictl command lines that
