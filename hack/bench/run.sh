@@ -11,7 +11,10 @@
 #
 # crid-bench run flags, e.g.: -phases=pull,memory,seq,concurrent -pods=50
 # -concurrency=10 -concurrent-pods=100 -mem-pods=50 (`crid-bench run -h`).
-# Environment: BENCH_KEEP=1 keeps the temp dir (daemon logs, configs);
+# Environment: CRID_SANDBOX_IMAGE runs crid's pod infra from that image
+# (e.g. registry.k8s.io/pause:3.10, through the test bed's mirror) instead
+# of the built-in crid-pause (the default, as crid's own);
+# BENCH_KEEP=1 keeps the temp dir (daemon logs, configs);
 # BENCH_TIMEOUT bounds each runtime's measurement (default 30m);
 # REGISTRY_ADDR is the local registry (default 127.0.0.1:5000).
 #
@@ -304,7 +307,8 @@ run_dir = "$dir/run"
 
 [image]
 registries_conf = "$dir/registries.conf"
-sandbox_image = "registry.k8s.io/pause:3.10"
+# Empty: crid's built-in infra (crid-pause).
+sandbox_image = "${CRID_SANDBOX_IMAGE:-}"
 
 [network]
 cni_conf_dir = "$dir/net.d"
