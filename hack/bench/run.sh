@@ -296,7 +296,7 @@ EOF
 start_crid() {
 	local dir="$1"
 	{
-		cat "$root/_output/testbed/registries.conf"
+		cat "${CRID_TESTBED_DIR:-$root/_output/testbed}/registries.conf"
 		printf '\n# crid-bench: the counting proxy in front of the local registry.\n[[registry]]\nlocation = "%s"\ninsecure = true\n' "$proxy"
 	} >"$dir/registries.conf"
 	cat >"$dir/crid.toml" <<EOF
