@@ -67,8 +67,10 @@ done
 
 # Per-runtime network: name, bridge, subnet.
 declare -A net_name=([crid]=crid-bench-crid [containerd]=crid-bench-containerd)
-declare -A net_bridge=([crid]=crid-bench0 [containerd]=crid-bench1)
-declare -A net_subnet=([crid]=10.77.0.0/16 [containerd]=10.78.0.0/16)
+# BENCH_CRID_BRIDGE/BENCH_CRID_SUBNET move crid's (e.g. when another run's
+# bridge is still there and not yours to delete); the subnet must be a /16.
+declare -A net_bridge=([crid]=${BENCH_CRID_BRIDGE:-crid-bench0} [containerd]=crid-bench1)
+declare -A net_subnet=([crid]=${BENCH_CRID_SUBNET:-10.77.0.0/16} [containerd]=10.78.0.0/16)
 
 [[ $(id -u) == 0 ]] || die "run as root (namespaces, cgroups, CNI)"
 exec 9>/tmp/crid-bench.lock
