@@ -43,8 +43,16 @@ func PrepareBuiltinRootfs(dir, pauseBinary string) (string, error) {
 	if !fi.Mode().IsRegular() || fi.Mode()&0o111 == 0 {
 		return "", fmt.Errorf("built-in infra: %s is not an executable file (%s)", pauseBinary, fi.Mode())
 	}
+	// dir is private, as every dir under root_dir: the infra reaches its
+	// rootfs by pivot_root, never through the path.
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("built-in infra: %w", err)
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return "", fmt.Errorf("built-in infra: %w", err)
+	}
 	rootfs := filepath.Join(dir, "rootfs")
-	if err := os.MkdirAll(rootfs, 0o755); err != nil {
+	if err := os.Mkdir(rootfs, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
 		return "", fmt.Errorf("built-in infra: %w", err)
 	}
 	for _, d := range builtinDirs {

@@ -34,6 +34,9 @@ func TestPrepareBuiltinRootfs(t *testing.T) {
 	if rootfs != filepath.Join(dir, "rootfs") {
 		t.Fatalf("rootfs %s", rootfs)
 	}
+	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("%s: mode %v (%v), want 0700: private, as every dir under root_dir", dir, fi.Mode(), err)
+	}
 	want, _ := os.ReadFile(pause)
 	check := func() {
 		t.Helper()
