@@ -17,11 +17,16 @@ export PATH := /usr/local/sbin:/usr/sbin:/sbin:$(PATH)
 
 all: build
 
+# crid-pause, the built-in pod infra process: static, so it runs from the
+# rootfs crid makes for it holding nothing else.
+CC_PAUSE := gcc -static -Os -s -Wall -Wextra -Werror
+
 # Stops at once, naming the Debian packages, if the cgo build cannot work.
 build:
 	@bash hack/build-prereqs.sh
 	$(GO) build $(GOFLAGS_BUILD) -o $(BIN)/crid ./cmd/crid
 	$(GO) build $(GOFLAGS_BUILD) -o $(BIN)/crid-monitor ./cmd/crid-monitor
+	$(CC_PAUSE) -DVERSION='"$(VERSION)"' -o $(BIN)/crid-pause cmd/crid-pause/pause.c
 
 # Installs what is missing, sets up the default pod network if the node has
 # none, and runs crid in the foreground with its defaults, plus Prometheus

@@ -20,6 +20,10 @@ import (
 // DefaultPath is where crid looks for its configuration file.
 const DefaultPath = "/etc/crid/crid.toml"
 
+// DefaultRegistriesConf is crid's own registries.conf; unlike a file named
+// elsewhere, it may be absent: no mirrors, no blocks.
+const DefaultRegistriesConf = "/etc/crid/registries.conf"
+
 // Config is the whole effective configuration of a crid daemon.
 type Config struct {
 	Socket          string   `toml:"socket" json:"socket" doc:"unix socket serving the CRI (created mode 0660, root-owned)"`
@@ -67,10 +71,11 @@ type Stream struct {
 
 // Image configures image pulls and the image store.
 type Image struct {
-	RegistriesConf      string   `toml:"registries_conf" json:"registries_conf" doc:"containers-registries.conf(5) file: mirrors, blocked and insecure registries"`
-	SandboxImage        string   `toml:"sandbox_image" json:"sandbox_image" doc:"image of the pod infra (pause) process; pinned in the store"`
-	PullProgressTimeout Duration `toml:"pull_progress_timeout" json:"pull_progress_timeout" doc:"a pull that receives no bytes for this long fails"`
-	ImportDir           string   `toml:"import_dir" json:"import_dir" doc:"image archives (docker-archive, oci-archive; plain, gzip or zstd) put here are imported when crid starts and when written or moved in, each file once (a bad one is logged and skipped until it changes); write elsewhere or to a dot-file and rename into place. Empty means <root_dir>/import"`
+	RegistriesConf           string   `toml:"registries_conf" json:"registries_conf" doc:"crid's containers-registries.conf(5) file (and its .d directory): mirrors, blocked and insecure registries. At the default path it may be absent; any other path must exist. Empty: crid has no file of its own. Registries on loopback addresses are reached over plain HTTP without any of it"`
+	ContainersRegistriesConf string   `toml:"containers_registries_conf" json:"containers_registries_conf" doc:"the containers-wide registries.conf (and its .d directory), used when neither crid's file nor its .d directory exists, as CRI-O and podman do; may be absent; empty: never"`
+	SandboxImage             string   `toml:"sandbox_image" json:"sandbox_image" doc:"image of the pod infra (pause) process, pulled on first use and pinned in the store; empty: crid's built-in infra (crid-pause from a read-only rootfs crid makes: no image, no registry)"`
+	PullProgressTimeout      Duration `toml:"pull_progress_timeout" json:"pull_progress_timeout" doc:"a pull that receives no bytes for this long fails"`
+	ImportDir                string   `toml:"import_dir" json:"import_dir" doc:"image archives (docker-archive, oci-archive; plain, gzip or zstd) put here are imported when crid starts and when written or moved in, each file once (a bad one is logged and skipped until it changes); write elsewhere or to a dot-file and rename into place. Empty means <root_dir>/import"`
 	// Bounds on one pull, so a crafted or broken image cannot exhaust the
 	// node's connections, CPU, disk or inodes.
 	MaxConcurrentDownloads      int   `toml:"max_concurrent_downloads" json:"max_concurrent_downloads" doc:"layers one pull downloads and unpacks at a time (as containerd's option of that name)"`
@@ -93,6 +98,7 @@ type Runtime struct {
 	Infra        string `toml:"infra" json:"infra" doc:"pause process per pod: \"when-needed\" (pods sharing one PID namespace) or \"always\""`
 	PodShmSize   int64  `toml:"pod_shm_size" json:"pod_shm_size" doc:"size in bytes of each pod's /dev/shm tmpfs"`
 	MonitorPath  string `toml:"monitor_path" json:"monitor_path" doc:"the crid-monitor binary; empty means crid-monitor beside the crid binary"`
+	PausePath    string `toml:"pause_path" json:"pause_path" doc:"the crid-pause binary of the built-in infra (image.sandbox_image empty); empty means crid-pause beside the crid binary"`
 }
 
 // Default returns the configuration used when neither file nor flags say otherwise.
@@ -103,9 +109,10 @@ func Default() Config {
 		RunDir:          "/run/crid",
 		ShutdownTimeout: Duration(10 * time.Second),
 		Image: Image{
-			RegistriesConf:      "/etc/crid/registries.conf",
-			SandboxImage:        "registry.k8s.io/pause:3.10",
-			PullProgressTimeout: Duration(5 * time.Minute),
+			RegistriesConf:           DefaultRegistriesConf,
+			ContainersRegistriesConf: "/etc/containers/registries.conf",
+			SandboxImage:             "",
+			PullProgressTimeout:      Duration(5 * time.Minute),
 
 			MaxConcurrentDownloads:      3,
 			MaxConcurrentDownloadsTotal: 12,
@@ -176,12 +183,30 @@ func (c *Config) Validate() error {
 		{"socket", c.Socket},
 		{"root_dir", c.RootDir},
 		{"run_dir", c.RunDir},
-		{"image.registries_conf", c.Image.RegistriesConf},
 		{"network.cni_conf_dir", c.Network.CNIConfDir},
 	}
 	for _, p := range paths {
 		if err := absPath(p.key, p.val); err != nil {
 			return err
+		}
+	}
+	// A registries file named on purpose must be there: a typo in its path
+	// would otherwise silently drop every mirror and block it holds.
+	for _, p := range []struct {
+		key, val  string
+		missingOK bool
+	}{
+		{"image.registries_conf", c.Image.RegistriesConf, c.Image.RegistriesConf == DefaultRegistriesConf},
+		{"image.containers_registries_conf", c.Image.ContainersRegistriesConf, true},
+	} {
+		if p.val == "" {
+			continue
+		}
+		if err := absPath(p.key, p.val); err != nil {
+			return err
+		}
+		if _, err := os.Stat(p.val); err != nil && !(p.missingOK && errors.Is(err, os.ErrNotExist)) {
+			return fmt.Errorf("config: %s: %w", p.key, err)
 		}
 	}
 	for i, d := range c.Network.CNIBinDirs {
@@ -197,9 +222,6 @@ func (c *Config) Validate() error {
 	}
 	if c.Image.PullProgressTimeout <= 0 {
 		return fmt.Errorf("config: image.pull_progress_timeout: must be positive, got %s", c.Image.PullProgressTimeout)
-	}
-	if c.Image.SandboxImage == "" {
-		return errors.New("config: image.sandbox_image: must not be empty")
 	}
 	if c.Image.ImportDir == "" {
 		c.Image.ImportDir = filepath.Join(c.RootDir, "import")
@@ -249,8 +271,14 @@ func (c *Config) Validate() error {
 	default:
 		return fmt.Errorf("config: runtime.infra: %q is not one of \"when-needed\", \"always\"", c.Runtime.Infra)
 	}
-	if c.Runtime.MonitorPath != "" {
-		if err := absPath("runtime.monitor_path", c.Runtime.MonitorPath); err != nil {
+	for _, p := range []struct{ key, val string }{
+		{"runtime.monitor_path", c.Runtime.MonitorPath},
+		{"runtime.pause_path", c.Runtime.PausePath},
+	} {
+		if p.val == "" {
+			continue
+		}
+		if err := absPath(p.key, p.val); err != nil {
 			return err
 		}
 	}

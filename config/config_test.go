@@ -146,7 +146,7 @@ func TestValidate(t *testing.T) {
 		{"run_dir", func(c *Config) { c.RunDir = "run" }},
 		{"shutdown_timeout", func(c *Config) { c.ShutdownTimeout = 0 }},
 		{"image.pull_progress_timeout", func(c *Config) { c.Image.PullProgressTimeout = -1 }},
-		{"image.sandbox_image", func(c *Config) { c.Image.SandboxImage = "" }},
+		{"runtime.pause_path", func(c *Config) { c.Runtime.PausePath = "crid-pause" }},
 		{"image.registries_conf", func(c *Config) { c.Image.RegistriesConf = "r.conf" }},
 		{"image.max_concurrent_downloads", func(c *Config) { c.Image.MaxConcurrentDownloads = 0 }},
 		{"image.max_concurrent_downloads_total", func(c *Config) { c.Image.MaxConcurrentDownloadsTotal = -1 }},
@@ -217,5 +217,43 @@ func TestMetricsOffByDefault(t *testing.T) {
 	}
 	if err := cfg.Validate(); err != nil || cfg.Metrics.Address != "127.0.0.1:0" {
 		t.Fatalf("metrics.address %q: %v", cfg.Metrics.Address, err)
+	}
+}
+
+// crid's registries.conf may be absent at its default path (no mirrors, no
+// blocks) and so may the containers-wide one; a file named elsewhere must
+// exist, and its absence names the key at start.
+func TestRegistriesConfPresence(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "nope", "registries.conf")
+	present := filepath.Join(t.TempDir(), "registries.conf")
+	if err := os.WriteFile(present, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		own     string
+		wide    string
+		wantKey string // "" means valid
+	}{
+		{"defaults, both absent on this machine or not", DefaultRegistriesConf, "/etc/containers/registries.conf", ""},
+		{"named and present", present, missing, ""},
+		{"named and missing", missing, present, "image.registries_conf:"},
+		{"none of crid's own", "", missing, ""},
+		{"no containers-wide fallback", present, "", ""},
+		{"relative own", "registries.conf", "", "image.registries_conf:"},
+		{"relative containers-wide", present, "registries.conf", "image.containers_registries_conf:"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := Default()
+			c.Image.RegistriesConf, c.Image.ContainersRegistriesConf = tc.own, tc.wide
+			err := c.Validate()
+			switch {
+			case tc.wantKey == "" && err != nil:
+				t.Fatalf("Validate: %v", err)
+			case tc.wantKey != "" && (err == nil || !strings.Contains(err.Error(), tc.wantKey)):
+				t.Fatalf("Validate: %v, want an error naming %s", err, tc.wantKey)
+			}
+		})
 	}
 }

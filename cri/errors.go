@@ -23,15 +23,30 @@ func toStatus(err error) error {
 	if _, ok := status.FromError(err); ok {
 		return err
 	}
-	var badRef *imageservice.ErrInvalidReference
+	var (
+		badRef     *imageservice.ErrInvalidReference
+		noProgress *imageservice.ErrNoProgress
+	)
 	code := codes.Unknown
 	switch {
 	case errors.Is(err, panicguard.ErrPanic):
 		// A bug met by this request, never the client's fault.
 		code = codes.Internal
-	case errors.Is(err, imageservice.ErrTooLarge):
+	case errors.Is(err, imageservice.ErrTooLarge), errors.Is(err, imageservice.ErrNoSpace):
 		code = codes.ResourceExhausted
+	case errors.Is(err, imageservice.ErrNotInRegistry):
+		code = codes.NotFound
+	case errors.Is(err, imageservice.ErrUnavailable):
+		code = codes.Unavailable
+	case errors.Is(err, imageservice.ErrDenied), errors.Is(err, imageservice.ErrBlocked):
+		code = codes.PermissionDenied
+	case errors.Is(err, imageservice.ErrRegistryTLS):
+		code = codes.FailedPrecondition
+	case errors.As(err, &noProgress):
+		// The pull's watchdog: kubelet sets no deadline of its own.
+		code = codes.DeadlineExceeded
 	case errors.As(err, &badRef), errors.Is(err, imageservice.ErrAmbiguous), errors.Is(err, imageservice.ErrInvalidImage),
+		errors.Is(err, imageservice.ErrInvalidLayer), errors.Is(err, imageservice.ErrDigestMismatch), errors.Is(err, imageservice.ErrInvalidDigest), errors.Is(err, imageservice.ErrInvalidArchive),
 		errors.Is(err, podsandbox.ErrInvalid), errors.Is(err, podsandbox.ErrAmbiguous),
 		errors.Is(err, specgen.ErrInvalid), errors.Is(err, oci.ErrInvalidArgument), errors.Is(err, oci.ErrAmbiguous):
 		code = codes.InvalidArgument

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -21,6 +22,14 @@ func TestToStatusImageErrors(t *testing.T) {
 		{fmt.Errorf("pull x: layer y: %w", imageservice.ErrTooLarge), codes.ResourceExhausted},
 		{fmt.Errorf("pull x: %w: panic in fetch layer: boom", panicguard.ErrPanic), codes.Internal},
 		{fmt.Errorf("%w: sha256:x is mounted as an image volume by container c", imageservice.ErrImageInUse), codes.FailedPrecondition},
+		{fmt.Errorf("pull r/x:1: %w: registry r: manifest unknown", imageservice.ErrNotInRegistry), codes.NotFound},
+		{fmt.Errorf("pull r/x:1: %w: registry r: 401", imageservice.ErrUnauthorized), codes.Unauthenticated},
+		{fmt.Errorf("pull r/x:1: %w: registry r: denied", imageservice.ErrDenied), codes.PermissionDenied},
+		{fmt.Errorf("pull r/x:1: %w: r (prefix \"r\")", imageservice.ErrBlocked), codes.PermissionDenied},
+		{fmt.Errorf("pull r/x:1: %w: registry r: connection refused", imageservice.ErrUnavailable), codes.Unavailable},
+		{fmt.Errorf("pull r/x:1: %w: registry r: x509", imageservice.ErrRegistryTLS), codes.FailedPrecondition},
+		{fmt.Errorf("pull r/x:1: %w: registry r: write: no space left on device", imageservice.ErrNoSpace), codes.ResourceExhausted},
+		{fmt.Errorf("pull r/x:1: %w", &imageservice.ErrNoProgress{Registry: "r", Timeout: time.Minute}), codes.DeadlineExceeded},
 		{errors.New("registry down"), codes.Unknown},
 	} {
 		got := toStatus(tc.err)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make install`: puts a built crid on this node.
-#   - crid and crid-monitor into $BINDIR (default /usr/local/bin), side by
-#     side: crid starts the crid-monitor beside itself;
+#   - crid, crid-monitor and crid-pause into $BINDIR (default /usr/local/bin), side by
+#     side: crid starts the crid-monitor and crid-pause beside itself;
 #   - /etc/crid/crid.toml from `crid config --default`, only if there is none
 #     (an operator's file is never overwritten);
 #   - the default pod network (hack/default-network.sh: only when the CNI
@@ -22,13 +22,13 @@ confdir="${CONFDIR:-/etc/crid}"
 cniconf="${CNI_CONF_DIR:-/etc/cni/net.d}"
 unitdir="${UNITDIR:-/etc/systemd/system}"
 
-for b in crid crid-monitor; do
+for b in crid crid-monitor crid-pause; do
 	[[ -x "$src/$b" ]] || { echo "install: $src/$b is missing: run make build" >&2; exit 1; }
 done
 install -d -m 0755 "$dest$bindir"
 # Install under a temporary name and rename: a running crid-monitor keeps
 # its binary, and a half-copied file is never executed.
-for b in crid crid-monitor; do
+for b in crid crid-monitor crid-pause; do
 	install -m 0755 "$src/$b" "$dest$bindir/.$b.new"
 	mv -f "$dest$bindir/.$b.new" "$dest$bindir/$b"
 	echo "install: $dest$bindir/$b"

@@ -18,14 +18,27 @@ import (
 )
 
 // Infra reports which pods get an infra (pause) process and from where it
-// comes, and whether a running daemon already holds the image: a node that
-// cannot reach the image's registry cannot start such pods without it.
+// comes: crid's built-in crid-pause, which must be installed (crid does
+// not start without it), or a sandbox image, and then whether a running
+// daemon already holds it: a node that cannot reach the image's registry
+// cannot start such pods without it.
 func (h *Host) Infra(ctx context.Context) Result {
 	const name = "infra (pause)"
 	img := h.Config.Image.SandboxImage
 	who := "pods sharing one PID namespace (crictl's default)"
 	if h.Config.Runtime.Infra == "always" {
 		who = "every pod (runtime.infra = always)"
+	}
+	if img == "" {
+		fix := "install crid-pause beside crid (make install), set runtime.pause_path, or set image.sandbox_image to a pause image"
+		fi, err := os.Stat(h.PausePath)
+		if err != nil {
+			return fail(name, fmt.Sprintf("%s run crid's built-in infra, but %s: %v", who, h.PausePath, errors.Unwrap(err)), fix)
+		}
+		if !fi.Mode().IsRegular() || fi.Mode()&0o111 == 0 {
+			return fail(name, fmt.Sprintf("%s run crid's built-in infra, but %s is not an executable file (%s)", who, h.PausePath, fi.Mode()), fix)
+		}
+		return ok(name, fmt.Sprintf("%s run crid's built-in %s (%d bytes) from a read-only rootfs: no image, no registry", who, h.PausePath, fi.Size()))
 	}
 	detail := fmt.Sprintf("%s run pause from image.sandbox_image %s", who, img)
 	if !h.Serving(h.Config.Socket) {

@@ -70,6 +70,8 @@ type Host struct {
 	Config config.Config
 	// MonitorPath is the crid-monitor binary the daemon would run.
 	MonitorPath string
+	// PausePath is the crid-pause binary of the built-in infra.
+	PausePath string
 	// KubeletConfig names kubelet's configuration file; empty means the one
 	// a running kubelet was given, else kubeadm's default path.
 	KubeletConfig string

@@ -88,6 +88,7 @@ func fixture(t *testing.T) *Host {
 		Root:        root,
 		Config:      cfg,
 		MonitorPath: self,
+		PausePath:   self, // any executable file
 		LookPath: func(f string) (string, error) {
 			if f == "iptables" {
 				return "/usr/sbin/iptables", nil
@@ -396,8 +397,22 @@ func TestFirewall(t *testing.T) {
 	expect(t, h.Firewall(), OK, "neither")
 }
 
+func TestInfraBuiltin(t *testing.T) {
+	h := fixture(t)
+	h.Config.Image.SandboxImage = ""
+	h.PausePath = filepath.Join(t.TempDir(), "crid-pause")
+	expect(t, h.Infra(context.Background()), Fail, h.PausePath, "install crid-pause beside crid")
+	put(t, filepath.Dir(h.PausePath), "crid-pause", "binary")
+	expect(t, h.Infra(context.Background()), Fail, "not an executable file")
+	if err := os.Chmod(h.PausePath, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, h.Infra(context.Background()), OK, "built-in "+h.PausePath, "no image, no registry")
+}
+
 func TestInfra(t *testing.T) {
 	h := fixture(t)
+	h.Config.Image.SandboxImage = "registry.k8s.io/pause:3.10"
 	expect(t, h.Infra(context.Background()), OK, "registry.k8s.io/pause:3.10", "not running")
 
 	h.Serving = func(string) bool { return true }

@@ -12,7 +12,6 @@ import (
 	goruntime "runtime"
 	"time"
 
-	"github.com/docker/distribution/registry/api/errcode"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"go.podman.io/image/v5/docker"
 	"go.podman.io/image/v5/docker/reference"
@@ -64,9 +63,10 @@ func (s *Service) Pull(ctx context.Context, ref string, auth *Auth) (*Image, err
 }
 
 func (s *Service) systemContext(auth *Auth) *types.SystemContext {
+	confFile, confDir := s.registriesPaths()
 	sys := &types.SystemContext{
-		SystemRegistriesConfPath:    s.opts.RegistriesConf,
-		SystemRegistriesConfDirPath: s.opts.RegistriesConf + ".d",
+		SystemRegistriesConfPath:    confFile,
+		SystemRegistriesConfDirPath: confDir,
 		OSChoice:                    "linux",
 		ArchitectureChoice:          goruntime.GOARCH,
 		DockerRegistryUserAgent:     s.opts.UserAgent,
@@ -93,12 +93,8 @@ func (s *Service) pull(ctx context.Context, named reference.Named, auth *Auth) (
 			klog.ErrorS(gcErr, "Image layer GC after a failed pull", "image", named)
 		}
 		err = cause(ctx, err)
-		var (
-			badCreds docker.ErrUnauthorizedForCredentials
-			code     errcode.Error
-		)
-		if errors.As(err, &badCreds) || (errors.As(err, &code) && code.Code == errcode.ErrorCodeUnauthorized) {
-			err = fmt.Errorf("%w: registry %s: %w", ErrUnauthorized, reference.Domain(named), err)
+		if class := pullClass(err); class != nil {
+			err = fmt.Errorf("%w: registry %s: %w", class, reference.Domain(named), err)
 		}
 		return nil, fmt.Errorf("pull %s: %w", named, err)
 	}
@@ -111,6 +107,9 @@ func (s *Service) fetch(ctx context.Context, named reference.Named, auth *Auth, 
 		return nil, &ErrInvalidReference{Ref: named.String(), Err: err}
 	}
 	sys := s.systemContext(auth)
+	if err := checkRegistry(sys, named); err != nil {
+		return nil, err
+	}
 	src, err := ref.NewImageSource(ctx, sys)
 	if err != nil {
 		return nil, err
@@ -162,7 +161,7 @@ func (s *Service) unpackSource(ctx context.Context, sys *types.SystemContext, sr
 		}
 		chosen, err := list.ChooseInstance(sys)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%w: %w", errNoPlatform, err)
 		}
 		if manifestDigest, err = parseDigestField("manifest list entry digest", chosen); err != nil {
 			return nil, err

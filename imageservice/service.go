@@ -32,9 +32,14 @@ type Options struct {
 	RootfsDir string
 	// Records persists image records.
 	Records *records.Store
-	// RegistriesConf is the containers-registries.conf(5) file to honour.
+	// RegistriesConf is crid's containers-registries.conf(5) file, with
+	// its .d directory; either may be absent. Empty: none.
 	RegistriesConf string
-	// SandboxImage is pinned: never removed.
+	// ContainersRegistriesConf is the containers-wide file, read (with its
+	// .d directory) when crid's own file and directory are both absent.
+	// Empty: none.
+	ContainersRegistriesConf string
+	// SandboxImage is pinned: never removed. Empty: none.
 	SandboxImage string
 	// ProgressTimeout fails a pull that receives nothing for this long.
 	ProgressTimeout time.Duration
@@ -115,10 +120,13 @@ func New(opts Options) (*Service, error) {
 	}
 	s := &Service{root: opts.Root, opts: opts, images: map[Digest]*Image{}, byName: map[string]Digest{},
 		fetchSlots: make(chan struct{}, opts.Limits.FetchesTotal)}
-	if ref, err := parseReference(opts.SandboxImage); err == nil {
+	// No sandbox image (the built-in infra) pins nothing.
+	if opts.SandboxImage != "" {
+		ref, err := parseReference(opts.SandboxImage)
+		if err != nil {
+			return nil, fmt.Errorf("sandbox image: %w", err)
+		}
 		s.sandbox = ref.String()
-	} else {
-		return nil, fmt.Errorf("sandbox image: %w", err)
 	}
 	// tmp holds in-progress layers and deletes: anything in it is debris.
 	if err := os.RemoveAll(filepath.Join(s.root, "tmp")); err != nil {

@@ -20,29 +20,25 @@ import (
 // the monitor raises it to its own score where the node forbids lowering.
 const infraOOMScoreAdj = -998
 
-// PauseRunner runs a pod's infra process: the sandbox image's pause
-// binary, as a container holding the pod's PID namespace, in the pinned
-// network, IPC and UTS namespaces. Its container ID is the sandbox ID.
+// PauseRunner runs a pod's infra process, as a container holding the
+// pod's PID namespace, in the pinned network, IPC and UTS namespaces: crid's
+// built-in crid-pause, or the sandbox image's pause binary. Its container
+// ID is the sandbox ID.
 type PauseRunner struct {
 	Runtime *oci.Runtime
 	Images  *imageservice.Service
 	Cgroups *cgroupmgr.Manager
-	// Image is the sandbox image, pulled when missing and pinned.
+	// Image is the sandbox image, pulled when missing and pinned. Empty
+	// runs the built-in infra from BuiltinRootfs.
 	Image string
+	// BuiltinRootfs is PrepareBuiltinRootfs's directory.
+	BuiltinRootfs string
 }
 
-// Start pulls the sandbox image if needed, mounts its rootfs and runs it.
+// Start runs the infra process: the built-in one from its read-only
+// rootfs, or the sandbox image's, pulled if needed and mounted.
 func (p *PauseRunner) Start(ctx context.Context, sb *Sandbox) (int, error) {
-	img, err := p.Images.Get(p.Image)
-	if err != nil {
-		return 0, err
-	}
-	if img == nil {
-		if img, err = p.Images.Pull(ctx, p.Image, nil); err != nil {
-			return 0, fmt.Errorf("pull sandbox image: %w", err)
-		}
-	}
-	rootfs, err := p.Images.MountRootfs(sb.ID, img.ID.String())
+	rootfs, image, err := p.rootfs(ctx, sb)
 	if err != nil {
 		return 0, err
 	}
@@ -53,7 +49,6 @@ func (p *PauseRunner) Start(ctx context.Context, sb *Sandbox) (int, error) {
 			ns[typ] = pin
 		}
 	}
-	cfg := img.Config.Config
 	spec, err := specgen.Build(specgen.Input{
 		Config: &runtime.ContainerConfig{
 			Metadata: &runtime.ContainerMetadata{Name: "POD"},
@@ -66,7 +61,7 @@ func (p *PauseRunner) Start(ctx context.Context, sb *Sandbox) (int, error) {
 				},
 			},
 		},
-		Image:       specgen.Image{Entrypoint: cfg.Entrypoint, Cmd: cfg.Cmd, Env: cfg.Env, WorkingDir: cfg.WorkingDir, User: cfg.User},
+		Image:       image,
 		Pod:         specgen.Pod{Namespaces: ns},
 		Rootfs:      rootfs,
 		CgroupsPath: p.Cgroups.ContainerPath(sb.CgroupParent, sb.ID),
@@ -82,6 +77,32 @@ func (p *PauseRunner) Start(ctx context.Context, sb *Sandbox) (int, error) {
 		return 0, fmt.Errorf("start infra container: %w", err)
 	}
 	return pid, nil
+}
+
+// rootfs returns the infra's root filesystem and what it takes from an
+// image config.
+func (p *PauseRunner) rootfs(ctx context.Context, sb *Sandbox) (string, specgen.Image, error) {
+	if p.Image == "" {
+		if p.BuiltinRootfs == "" {
+			return "", specgen.Image{}, errors.New("built-in infra: no rootfs prepared")
+		}
+		return p.BuiltinRootfs, specgen.Image{Entrypoint: []string{builtinPause}, User: builtinUser, WorkingDir: "/"}, nil
+	}
+	img, err := p.Images.Get(p.Image)
+	if err != nil {
+		return "", specgen.Image{}, err
+	}
+	if img == nil {
+		if img, err = p.Images.Pull(ctx, p.Image, nil); err != nil {
+			return "", specgen.Image{}, fmt.Errorf("pull sandbox image: %w", err)
+		}
+	}
+	rootfs, err := p.Images.MountRootfs(sb.ID, img.ID.String())
+	if err != nil {
+		return "", specgen.Image{}, err
+	}
+	cfg := img.Config.Config
+	return rootfs, specgen.Image{Entrypoint: cfg.Entrypoint, Cmd: cfg.Cmd, Env: cfg.Env, WorkingDir: cfg.WorkingDir, User: cfg.User}, nil
 }
 
 // Stop kills the infra process and waits until it is gone.
@@ -107,7 +128,8 @@ func (p *PauseRunner) Stop(ctx context.Context, sb *Sandbox) error {
 	return nil
 }
 
-// Remove deletes the infra container and its rootfs.
+// Remove deletes the infra container and its image rootfs, if it had one
+// (a pod started before the sandbox image setting changed may have).
 func (p *PauseRunner) Remove(ctx context.Context, sb *Sandbox) error {
 	if err := p.Runtime.Delete(ctx, sb.ID); err != nil && !errors.Is(err, oci.ErrNotFound) {
 		return err

@@ -31,6 +31,10 @@ func checkCommand(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	h := hostcheck.New(cfg, monitor)
+	if h.PausePath, err = besideCrid(cfg.Runtime.PausePath, "crid-pause"); err != nil {
+		fmt.Fprintf(os.Stderr, "crid check: %v\n", err)
+		return 2
+	}
 	h.KubeletConfig = *kubeletConfig
 	results := h.Run(ctx)
 	if err := hostcheck.Format(os.Stdout, results); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/signal"
@@ -61,13 +62,14 @@ func serve(cfg config.Config) error {
 	defer store.Close()
 
 	images, err := imageservice.New(imageservice.Options{
-		Root:            filepath.Join(cfg.RootDir, "images"),
-		RootfsDir:       filepath.Join(cfg.RootDir, "rootfs"),
-		Records:         store,
-		RegistriesConf:  cfg.Image.RegistriesConf,
-		SandboxImage:    cfg.Image.SandboxImage,
-		ProgressTimeout: cfg.Image.PullProgressTimeout.Std(),
-		UserAgent:       "crid/" + buildVersion(),
+		Root:                     filepath.Join(cfg.RootDir, "images"),
+		RootfsDir:                filepath.Join(cfg.RootDir, "rootfs"),
+		Records:                  store,
+		RegistriesConf:           cfg.Image.RegistriesConf,
+		ContainersRegistriesConf: cfg.Image.ContainersRegistriesConf,
+		SandboxImage:             cfg.Image.SandboxImage,
+		ProgressTimeout:          cfg.Image.PullProgressTimeout.Std(),
+		UserAgent:                "crid/" + buildVersion(),
 		Limits: imageservice.Limits{
 			FetchesPerPull: cfg.Image.MaxConcurrentDownloads,
 			FetchesTotal:   cfg.Image.MaxConcurrentDownloadsTotal,
@@ -112,6 +114,19 @@ func serve(cfg config.Config) error {
 		klog.ErrorS(err, "Removing image volumes of containers that were never created")
 	}
 
+	// The built-in infra's rootfs, when no sandbox image is configured:
+	// made before the first pod may need it.
+	var builtinRootfs string
+	if cfg.Image.SandboxImage == "" {
+		pause, err := besideCrid(cfg.Runtime.PausePath, "crid-pause")
+		if err != nil {
+			return err
+		}
+		if builtinRootfs, err = podsandbox.PrepareBuiltinRootfs(filepath.Join(cfg.RootDir, "infra"), pause); err != nil {
+			return fmt.Errorf("config: image.sandbox_image is empty (the built-in infra): %w", err)
+		}
+	}
+
 	network := cni.New(cfg.Network.CNIConfDir, cfg.Network.CNIBinDirs, filepath.Join(cfg.RootDir, "cni"))
 	sandboxes, err := podsandbox.New(context.Background(), podsandbox.Options{
 		RunDir:              filepath.Join(cfg.RunDir, "sandboxes"),
@@ -128,6 +143,8 @@ func serve(cfg config.Config) error {
 			Images:  images,
 			Cgroups: cgroups,
 			Image:   cfg.Image.SandboxImage,
+			// Empty when an image is configured.
+			BuiltinRootfs: builtinRootfs,
 		},
 	})
 	if err != nil {
@@ -201,6 +218,7 @@ func serve(cfg config.Config) error {
 	klog.InfoS("crid serving", "version", buildVersion(), "socket", cfg.Socket, "rootDir", cfg.RootDir,
 		"runDir", cfg.RunDir, "streamAddress", srv.StreamAddress(), "metricsAddress", cfg.Metrics.Address,
 		"cgroupDriver", cgroups.Driver(), "cgroupMode", cgroupmgr.Mode())
+	printCrictlHint(os.Stderr, cfg.Socket)
 
 	select {
 	case err := <-served:
@@ -270,12 +288,26 @@ func ensureSbinPath() {
 
 // monitorBinary is the configured crid-monitor, or the one beside crid.
 func monitorBinary(cfg config.Config) (string, error) {
-	if cfg.Runtime.MonitorPath != "" {
-		return cfg.Runtime.MonitorPath, nil
+	return besideCrid(cfg.Runtime.MonitorPath, "crid-monitor")
+}
+
+// besideCrid is configured when set, else the binary named name in the
+// directory of the running crid.
+func besideCrid(configured, name string) (string, error) {
+	if configured != "" {
+		return configured, nil
 	}
 	self, err := os.Executable()
 	if err != nil {
-		return "", fmt.Errorf("find crid-monitor: %w", err)
+		return "", fmt.Errorf("find %s: %w", name, err)
 	}
-	return filepath.Join(filepath.Dir(self), "crid-monitor"), nil
+	return filepath.Join(filepath.Dir(self), name), nil
+}
+
+// printCrictlHint writes, once crid listens, the crictl command lines that
+// talk to it, ready to paste: what a new user of `make run` needs next.
+func printCrictlHint(w io.Writer, socket string) {
+	ep := "unix://" + socket
+	fmt.Fprintf(w, "crid is listening. Talk to it with:\n  crictl --runtime-endpoint %s --image-endpoint %s version\n  crictl --runtime-endpoint %s --image-endpoint %s info\n",
+		ep, ep, ep, ep)
 }

@@ -89,7 +89,8 @@ func configFlags(name string) (*flag.FlagSet, func() (config.Config, error)) {
 	socket := fs.String("socket", d.Socket, "CRI unix socket")
 	rootDir := fs.String("root-dir", d.RootDir, "persistent state directory")
 	runDir := fs.String("run-dir", d.RunDir, "runtime state directory")
-	registries := fs.String("registries-conf", d.Image.RegistriesConf, "containers-registries.conf file")
+	registries := fs.String("registries-conf", d.Image.RegistriesConf, "crid's containers-registries.conf file (may be absent at the default path; empty: none)")
+	containersRegistries := fs.String("containers-registries-conf", d.Image.ContainersRegistriesConf, "containers-wide registries.conf, used when crid's own is absent (empty: never)")
 	sandboxImage := fs.String("sandbox-image", d.Image.SandboxImage, "pod infra (pause) image")
 	cniConf := fs.String("cni-conf-dir", d.Network.CNIConfDir, "CNI network config directory")
 	cniBin := fs.String("cni-bin-dirs", strings.Join(d.Network.CNIBinDirs, ","), "comma-separated CNI plugin directories")
@@ -120,6 +121,7 @@ func configFlags(name string) (*flag.FlagSet, func() (config.Config, error)) {
 			{"root-dir", &cfg.RootDir, *rootDir},
 			{"run-dir", &cfg.RunDir, *runDir},
 			{"registries-conf", &cfg.Image.RegistriesConf, *registries},
+			{"containers-registries-conf", &cfg.Image.ContainersRegistriesConf, *containersRegistries},
 			{"sandbox-image", &cfg.Image.SandboxImage, *sandboxImage},
 			{"cni-conf-dir", &cfg.Network.CNIConfDir, *cniConf},
 			{"cgroup-driver", &cfg.Runtime.CgroupDriver, *cgroupDriver},

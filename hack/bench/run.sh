@@ -11,7 +11,10 @@
 #
 # crid-bench run flags, e.g.: -phases=pull,memory,seq,concurrent -pods=50
 # -concurrency=10 -concurrent-pods=100 -mem-pods=50 (`crid-bench run -h`).
-# Environment: BENCH_KEEP=1 keeps the temp dir (daemon logs, configs);
+# Environment: CRID_SANDBOX_IMAGE runs crid's pod infra from that image
+# (e.g. registry.k8s.io/pause:3.10, through the test bed's mirror) instead
+# of the built-in crid-pause (the default, as crid's own);
+# BENCH_KEEP=1 keeps the temp dir (daemon logs, configs);
 # BENCH_TIMEOUT bounds each runtime's measurement (default 30m);
 # REGISTRY_ADDR is the local registry (default 127.0.0.1:5000).
 #
@@ -64,8 +67,10 @@ done
 
 # Per-runtime network: name, bridge, subnet.
 declare -A net_name=([crid]=crid-bench-crid [containerd]=crid-bench-containerd)
-declare -A net_bridge=([crid]=crid-bench0 [containerd]=crid-bench1)
-declare -A net_subnet=([crid]=10.77.0.0/16 [containerd]=10.78.0.0/16)
+# BENCH_CRID_BRIDGE/BENCH_CRID_SUBNET move crid's (e.g. when another run's
+# bridge is still there and not yours to delete); the subnet must be a /16.
+declare -A net_bridge=([crid]=${BENCH_CRID_BRIDGE:-crid-bench0} [containerd]=crid-bench1)
+declare -A net_subnet=([crid]=${BENCH_CRID_SUBNET:-10.77.0.0/16} [containerd]=10.78.0.0/16)
 
 [[ $(id -u) == 0 ]] || die "run as root (namespaces, cgroups, CNI)"
 exec 9>/tmp/crid-bench.lock
@@ -293,7 +298,7 @@ EOF
 start_crid() {
 	local dir="$1"
 	{
-		cat "$root/_output/testbed/registries.conf"
+		cat "${CRID_TESTBED_DIR:-$root/_output/testbed}/registries.conf"
 		printf '\n# crid-bench: the counting proxy in front of the local registry.\n[[registry]]\nlocation = "%s"\ninsecure = true\n' "$proxy"
 	} >"$dir/registries.conf"
 	cat >"$dir/crid.toml" <<EOF
@@ -304,7 +309,8 @@ run_dir = "$dir/run"
 
 [image]
 registries_conf = "$dir/registries.conf"
-sandbox_image = "registry.k8s.io/pause:3.10"
+# Empty: crid's built-in infra (crid-pause).
+sandbox_image = "${CRID_SANDBOX_IMAGE:-}"
 
 [network]
 cni_conf_dir = "$dir/net.d"

@@ -302,7 +302,7 @@ run_dir = "$tmp/run"
 
 [image]
 registries_conf = "$tmp/registries.conf"
-sandbox_image = "registry.k8s.io/pause:3.10"
+# sandbox_image unset: pods run crid's built-in infra (crid-pause).
 
 [network]
 cni_conf_dir = "$tmp/net.d"

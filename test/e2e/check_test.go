@@ -53,14 +53,17 @@ func TestCheckCommand(t *testing.T) {
 	mustContain(t, "socket line", line(out, "socket"), "ok", d.socket, "crid is serving")
 	mustContain(t, "cni line", line(out, "cni"), "ok", `network "crid-check"`, "bridge host-local portmap loopback", "/opt/cni/bin")
 	mustContain(t, "state dirs line", line(out, "state dirs"), filepath.Join(dir, "root"), filepath.Join(dir, "run"))
-	mustContain(t, "infra line", line(out, "infra (pause)"), "warn", "registry.k8s.io/pause:3.10", "not in crid's store")
+	mustContain(t, "infra line", line(out, "infra (pause)"), "ok", "built-in "+filepath.Join(filepath.Dir(cridBin), "crid-pause"), "no image, no registry")
 	mustContain(t, "kubelet line", line(out, "kubelet"), "ok", kubelet, "cgroupDriver: cgroupfs")
 
-	// Once the daemon holds the sandbox image, the check says so.
-	if _, err := d.images().PullImage(context.Background(), &runtime.PullImageRequest{Image: &runtime.ImageSpec{Image: "registry.k8s.io/pause:3.10"}}); err != nil {
+	// With a sandbox image configured, the check asks the daemon for it,
+	// and once the daemon holds it, says so.
+	_, out = check("--sandbox-image", sandboxImage)
+	mustContain(t, "infra line", line(out, "infra (pause)"), "warn", sandboxImage, "not in crid's store")
+	if _, err := d.images().PullImage(context.Background(), &runtime.PullImageRequest{Image: &runtime.ImageSpec{Image: sandboxImage}}); err != nil {
 		t.Fatalf("pull the sandbox image through the test bed's mirror: %v", err)
 	}
-	_, out = check()
+	_, out = check("--sandbox-image", sandboxImage)
 	mustContain(t, "infra line", line(out, "infra (pause)"), "ok", "present, pinned")
 
 	// The config file is read as the daemon reads it.

@@ -53,6 +53,14 @@ func runTests(m *testing.M) int {
 				return 1
 			}
 		}
+		// The built-in infra, as make build makes it.
+		build := exec.Command("gcc", "-static", "-Os", "-s", "-Wall", "-Wextra", "-Werror", "-o", filepath.Join(dir, "crid-pause"), "cmd/crid-pause/pause.c")
+		build.Dir = repoRootOf()
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			fmt.Fprintln(os.Stderr, "build crid-pause:", err)
+			return 1
+		}
 	}
 	stopRegistry, err := ensureTestImages()
 	if err != nil {
@@ -61,6 +69,15 @@ func runTests(m *testing.M) int {
 	}
 	defer stopRegistry()
 	return m.Run()
+}
+
+// repoRootOf is the top of the checkout the tests run from.
+func repoRootOf() string {
+	out, err := exec.Command("git", "rev-parse", "--show-toplevel").Output()
+	if err != nil {
+		return "."
+	}
+	return strings.TrimSpace(string(out))
 }
 
 // daemon is one crid process with private socket and state dirs.
@@ -114,8 +131,15 @@ func cleanupDir(t *testing.T, dir string) {
 	os.RemoveAll(dir)
 }
 
-// baseArgs points a daemon at dir for everything it writes.
+// baseArgs points a daemon at dir for everything it writes and reads:
+// dir/registries.conf when the test wrote one before (else no file of
+// crid's own), and dir/containers-registries.conf as the containers-wide
+// file (absent unless the test writes it), never the machine's.
 func baseArgs(dir string) []string {
+	own := filepath.Join(dir, "registries.conf")
+	if _, err := os.Stat(own); err != nil {
+		own = ""
+	}
 	return append([]string{
 		"--config", filepath.Join(dir, "crid.toml"),
 		"--socket", filepath.Join(dir, "crid.sock"),
@@ -123,7 +147,8 @@ func baseArgs(dir string) []string {
 		"--run-dir", filepath.Join(dir, "run"),
 		"--cni-conf-dir", filepath.Join(dir, "net.d"),
 		"--cni-bin-dirs", filepath.Join(dir, "cni-bin"),
-		"--registries-conf", filepath.Join(dir, "registries.conf"),
+		"--registries-conf=" + own,
+		"--containers-registries-conf", filepath.Join(dir, "containers-registries.conf"),
 		"--nri-socket", filepath.Join(dir, "nri.sock"),
 	}, driverArgs()...)
 }

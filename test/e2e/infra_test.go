@@ -80,11 +80,27 @@ func nsInode(t *testing.T, path string) uint64 {
 	return st.Ino
 }
 
+// sandboxImage is the test bed's pause image (hack/test-images.sh), served
+// through its registry mirror, for the image-based infra.
+const sandboxImage = "registry.k8s.io/pause:3.10"
+
 // A pod sharing one PID namespace gets an infra (pause) process, which
 // lives in the pod's namespaces and survives restarts of the daemon and of
-// the monitor.
+// the monitor: crid's built-in crid-pause by default, from a read-only
+// rootfs and with no image, or the pause of a configured sandbox image,
+// pulled and pinned.
 func TestInfraProcess(t *testing.T) {
-	n := newPodNode(t)
+	t.Run("built-in", func(t *testing.T) {
+		testInfraProcess(t, newPodNode(t))
+	})
+	t.Run("sandbox image", func(t *testing.T) {
+		testInfraProcess(t, newPodNodeWith(t, []string{"--sandbox-image", sandboxImage}))
+	})
+}
+
+func testInfraProcess(t *testing.T, n *podNode) {
+	t.Helper()
+	builtin := !strings.Contains(strings.Join(n.extra, " "), "--sandbox-image")
 	cfg := podConfig("infra")
 	cfg.Linux.SecurityContext.NamespaceOptions.Pid = runtime.NamespaceMode_POD
 	id := n.run(t, cfg)
@@ -106,6 +122,37 @@ func TestInfraProcess(t *testing.T) {
 	}
 	status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	mustContain(t, "infra status", string(status), "Uid:\t65535")
+	// Its root is mounted read-only, and it is the built-in rootfs or the
+	// image's; only the image is in the store, pinned.
+	rootMount := ""
+	mi, _ := os.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", pid))
+	for _, l := range strings.Split(string(mi), "\n") {
+		if f := strings.Fields(l); len(f) > 5 && f[4] == "/" {
+			rootMount = l
+		}
+	}
+	if f := strings.Fields(rootMount); len(f) < 6 || !strings.HasPrefix(f[5], "ro") {
+		t.Errorf("infra root mount %q is not read-only", rootMount)
+	}
+	images, err := n.images().ListImages(context.Background(), &runtime.ListImagesRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if builtin {
+		if len(images.Images) != 0 {
+			t.Errorf("the built-in infra put images in the store: %v", images.Images)
+		}
+		entries, _ := os.ReadDir(fmt.Sprintf("/proc/%d/root", pid))
+		var names []string
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		if got := strings.Join(names, " "); got != "dev pause proc sys" {
+			t.Errorf("built-in infra's root holds %q, want dev pause proc sys", got)
+		}
+	} else if len(images.Images) != 1 || !images.Images[0].Pinned || !strings.Contains(strings.Join(images.Images[0].RepoTags, " "), sandboxImage) {
+		t.Errorf("store after an image-based infra: %v, want %s alone, pinned", images.Images, sandboxImage)
+	}
 	pins := filepath.Join(n.dir, "run", "sandboxes", id, "ns")
 	for _, kind := range []string{"net", "ipc", "uts"} {
 		if got, want := nsInode(t, fmt.Sprintf("/proc/%d/ns/%s", pid, kind)), nsInode(t, filepath.Join(pins, kind)); got != want {
@@ -157,6 +204,35 @@ func TestInfraProcess(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(n.dir, "root", "rootfs", id)); !os.IsNotExist(err) {
 		t.Fatalf("infra rootfs left: %v", err)
+	}
+}
+
+// The acceptance of issue 14: with no registries configuration at all (so
+// no registry serves any pause image), a crictl pod that leaves the PID
+// namespace option unset (POD sharing, crictl's default) runs, its infra
+// the built-in one.
+func TestPodSharingPIDWithoutRegistry(t *testing.T) {
+	n := newPodNodeWith(t, []string{"--registries-conf="})
+	pod := filepath.Join(n.dir, "pod.json")
+	writeFile(t, pod, `{"metadata": {"name": "no-registry", "namespace": "e2e", "uid": "no-registry-uid"}, "hostname": "no-registry",
+  "linux": {"cgroup_parent": "`+childCgroup(n.cgroupParent, "noreg")+`"}}`)
+	id := strings.TrimSpace(crictl(t, n.daemon, "runp", pod))
+	mustContain(t, "crictl pods", crictl(t, n.daemon, "pods", "--id", id), "no-registry", "Ready")
+	pid := n.infraPid(t, id)
+	if pid == 0 || !alive(pid) {
+		t.Fatalf("no live infra process (pid %d)\n%s", pid, n.log)
+	}
+	exe, err := os.Stat(fmt.Sprintf("/proc/%d/exe", pid))
+	builtin, err2 := os.Stat(filepath.Join(n.dir, "root", "infra", "rootfs", "pause"))
+	if err != nil || err2 != nil || !os.SameFile(exe, builtin) {
+		t.Errorf("infra does not run the built-in root/infra/rootfs/pause: %v %v", err, err2)
+	}
+	if out := crictl(t, n.daemon, "images", "-q"); strings.TrimSpace(out) != "" {
+		t.Errorf("images pulled for the pod: %q", out)
+	}
+	crictl(t, n.daemon, "rmp", "-f", id)
+	if alive(pid) {
+		t.Fatal("infra process survived crictl rmp -f")
 	}
 }
 

@@ -35,7 +35,7 @@ func TestInstallScriptIntoDestdir(t *testing.T) {
 	}
 	install()
 
-	for _, b := range []string{"crid", "crid-monitor"} {
+	for _, b := range []string{"crid", "crid-monitor", "crid-pause"} {
 		fi, err := os.Stat(filepath.Join(dest, "opt/crid/bin", b))
 		if err != nil || fi.Mode().Perm() != 0o755 {
 			t.Fatalf("%s: %v, mode %v", b, err, fi)

@@ -23,12 +23,19 @@ import (
 type podNode struct {
 	*daemon
 	dir, bridge, subnet, cgroupParent string
+	extra                             []string // flags after args()'s, at every start
 }
 
 func newPodNode(t *testing.T, env ...string) *podNode {
 	t.Helper()
+	return newPodNodeWith(t, nil, env...)
+}
+
+// newPodNodeWith is newPodNode with more daemon flags (later flags win).
+func newPodNodeWith(t *testing.T, extra []string, env ...string) *podNode {
+	t.Helper()
 	dir := newDirs(t)
-	n := &podNode{dir: dir}
+	n := &podNode{dir: dir, extra: extra}
 	n.writeConfig(t)
 	n.daemon = startDaemonEnv(t, dir, env, n.args()...)
 	return n
@@ -62,9 +69,10 @@ func (n *podNode) restart(t *testing.T, env ...string) {
 }
 
 // args point the daemon at the real CNI plugins and the test bed's
-// registry mirror (for the sandbox image).
+// registry mirror (for the images tests pull by their upstream names).
+// The infra is the built-in one unless extra names a sandbox image.
 func (n *podNode) args() []string {
-	return []string{"--cni-bin-dirs", "/opt/cni/bin", "--registries-conf", filepath.Join(testbedDir, "registries.conf")}
+	return append([]string{"--cni-bin-dirs", "/opt/cni/bin", "--registries-conf", filepath.Join(testbedDir, "registries.conf")}, n.extra...)
 }
 
 func podConfig(name string) *runtime.PodSandboxConfig {

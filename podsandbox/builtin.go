@@ -1,0 +1,86 @@
+package podsandbox
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+)
+
+// The built-in infra: crid-pause (cmd/crid-pause), run from a root
+// filesystem crid makes itself, so that a pod sharing one PID namespace
+// needs no image and no registry.
+const (
+	// builtinPause is the binary's path inside the rootfs.
+	builtinPause = "/pause"
+	// builtinUser is the user it runs as, that of Kubernetes' pause image:
+	// it needs no privilege to reap or to wait for signals.
+	builtinUser = "65535:65535"
+)
+
+// builtinDirs are the mount points the runtime mounts over (proc, a tmpfs
+// /dev with its pts, shm and mqueue, sysfs): present beforehand, so the
+// rootfs is complete and nothing is ever created in it at container start.
+var builtinDirs = []string{"proc", "dev", "sys"}
+
+// PrepareBuiltinRootfs makes the built-in infra's root filesystem under
+// dir and returns its path: the crid-pause binary found at pauseBinary as
+// /pause, and the empty mount points. Containers get it read-only. It runs
+// at every daemon start: the binary is replaced by a rename (a running
+// infra keeps the file it executed) and nothing a running pod uses is
+// removed.
+func PrepareBuiltinRootfs(dir, pauseBinary string) (string, error) {
+	src, err := os.Open(pauseBinary)
+	if err != nil {
+		return "", fmt.Errorf("built-in infra: %w (make build puts crid-pause beside crid; runtime.pause_path names another)", err)
+	}
+	defer src.Close()
+	fi, err := src.Stat()
+	if err != nil {
+		return "", fmt.Errorf("built-in infra: %w", err)
+	}
+	if !fi.Mode().IsRegular() || fi.Mode()&0o111 == 0 {
+		return "", fmt.Errorf("built-in infra: %s is not an executable file (%s)", pauseBinary, fi.Mode())
+	}
+	// dir is private, as every dir under root_dir: the infra reaches its
+	// rootfs by pivot_root, never through the path.
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("built-in infra: %w", err)
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return "", fmt.Errorf("built-in infra: %w", err)
+	}
+	rootfs := filepath.Join(dir, "rootfs")
+	if err := os.Mkdir(rootfs, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+		return "", fmt.Errorf("built-in infra: %w", err)
+	}
+	for _, d := range builtinDirs {
+		if err := os.Mkdir(filepath.Join(rootfs, d), 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+			return "", fmt.Errorf("built-in infra: %w", err)
+		}
+	}
+	dst := filepath.Join(rootfs, builtinPause)
+	tmp, err := os.CreateTemp(rootfs, ".pause-")
+	if err != nil {
+		return "", fmt.Errorf("built-in infra: %w", err)
+	}
+	defer os.Remove(tmp.Name()) // after the rename, a no-op
+	_, err = io.Copy(tmp, src)
+	if err == nil {
+		err = tmp.Chmod(0o555)
+	}
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), dst)
+	}
+	if err != nil {
+		return "", fmt.Errorf("built-in infra: install %s: %w", dst, err)
+	}
+	return rootfs, nil
+}
