@@ -132,14 +132,15 @@ func TestPullNoProgressDeadlineExceeded(t *testing.T) {
 }
 
 // A pull that fills the disk fails with ResourceExhausted and leaves no
-// layer behind: crid's root is a 512 KiB tmpfs, busybox's layer is larger.
+// layer behind: crid's root is a 1.5 MiB tmpfs, which holds the built-in
+// infra (crid-pause, about 700 KB) but not busybox's layer (about 3 MB).
 func TestPullDiskFullResourceExhausted(t *testing.T) {
 	dir := newDirs(t)
 	root := filepath.Join(dir, "root")
 	if err := os.MkdirAll(root, 0o711); err != nil {
 		t.Fatal(err)
 	}
-	if err := unix.Mount("tmpfs", root, "tmpfs", 0, "size=512k,mode=0711"); err != nil {
+	if err := unix.Mount("tmpfs", root, "tmpfs", 0, "size=1536k,mode=0711"); err != nil {
 		t.Fatalf("mount a small tmpfs: %v", err)
 	}
 	d := startDaemon(t, dir)
