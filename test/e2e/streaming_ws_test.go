@@ -99,6 +99,19 @@ func TestStreamingWebsocketExec(t *testing.T) {
 		t.Fatalf("exec with stdin: %q", stdout.String())
 	}
 
+	// An older client speaking v4.channel.k8s.io (served by the streaming
+	// package) still gets its output and exit code.
+	stdout.Reset()
+	u = execURL(&runtime.ExecRequest{Cmd: []string{"sh", "-c", "echo v4; exit 4"}, Stdout: true, Stderr: true})
+	v4, err := remotecommand.NewWebSocketExecutorForProtocols(&rest.Config{}, "GET", u, "v4.channel.k8s.io")
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = v4.StreamWithContext(ctx, remotecommand.StreamOptions{Stdout: &stdout, Stderr: io.Discard})
+	if !errors.As(err, &exit) || exit.ExitStatus() != 4 || stdout.String() != "v4\n" {
+		t.Fatalf("exec over v4.channel.k8s.io: %v, output %q; want exit code 4 and \"v4\\n\"", err, stdout.String())
+	}
+
 	// A terminal of the client's size.
 	stdout.Reset()
 	u = execURL(&runtime.ExecRequest{Cmd: []string{"sh", "-c", "sleep 0.5; tty; stty size"}, Stdout: true, Tty: true})
