@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/cri-streaming/pkg/streaming"
 	"k8s.io/cri-streaming/pkg/streaming/remotecommand"
@@ -23,13 +25,16 @@ import (
 )
 
 // streamServer is the HTTP server behind the Exec, Attach and PortForward
-// URLs: kubelet's proxy (or crictl) connects to it with SPDY. Each URL
-// holds a single-use token that expires after a minute (the streaming
-// package's request cache), so the listener stays on loopback by default.
+// URLs: kubelet's proxy (or crictl) connects to it with SPDY or websocket
+// (streaming_ws.go). Each URL holds a single-use token that expires after a
+// minute, so the listener stays on loopback by default.
 type streamServer struct {
-	srv  streaming.Server
-	http *http.Server
-	l    net.Listener
+	srv    streaming.Server
+	http   *http.Server
+	l      net.Listener
+	s      *Server
+	idle   time.Duration
+	tokens tokens
 }
 
 // newStreamServer serves the streaming endpoints on l; the URLs handed out
@@ -43,11 +48,9 @@ func newStreamServer(s *Server, l net.Listener, idle time.Duration) (*streamServ
 	if err != nil {
 		return nil, fmt.Errorf("streaming server: %w", err)
 	}
-	return &streamServer{
-		srv:  srv,
-		l:    l,
-		http: &http.Server{Handler: srv, ReadHeaderTimeout: 30 * time.Second},
-	}, nil
+	ss := &streamServer{srv: srv, l: l, s: s, idle: idle}
+	ss.http = &http.Server{Handler: ss, ReadHeaderTimeout: 30 * time.Second}
+	return ss, nil
 }
 
 // serve runs until close.
@@ -158,7 +161,14 @@ func (s *runtimeService) Exec(ctx context.Context, req *runtime.ExecRequest) (*r
 	if _, err := s.opts.Containers.Get(ctx, req.GetContainerId()); err != nil {
 		return nil, toStatus(err)
 	}
-	return s.stream.srv.GetExec(req)
+	resp, err := s.stream.srv.GetExec(req)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.stream.tokens.add(resp.GetUrl(), pendingStream{exec: req}); err != nil {
+		return nil, status.Errorf(codes.ResourceExhausted, "exec: %v", err)
+	}
+	return resp, nil
 }
 
 // Attach returns a URL of the streaming server attached to the container.
@@ -170,7 +180,14 @@ func (s *runtimeService) Attach(ctx context.Context, req *runtime.AttachRequest)
 	if ctr.State != oci.StateRunning {
 		return nil, toStatus(fmt.Errorf("%w: attach to container %s: it is %s, not running", oci.ErrFailedPrecondition, ctr.ID, ctr.State))
 	}
-	return s.stream.srv.GetAttach(req)
+	resp, err := s.stream.srv.GetAttach(req)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.stream.tokens.add(resp.GetUrl(), pendingStream{attach: req}); err != nil {
+		return nil, status.Errorf(codes.ResourceExhausted, "attach: %v", err)
+	}
+	return resp, nil
 }
 
 // PortForward returns a URL of the streaming server forwarding to the pod.
@@ -188,5 +205,12 @@ func (s *runtimeService) PortForward(_ context.Context, req *runtime.PortForward
 		}
 	}
 	req.PodSandboxId = sb.ID
-	return s.stream.srv.GetPortForward(req)
+	resp, err := s.stream.srv.GetPortForward(req)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.stream.tokens.add(resp.GetUrl(), pendingStream{}); err != nil {
+		return nil, status.Errorf(codes.ResourceExhausted, "port forward: %v", err)
+	}
+	return resp, nil
 }

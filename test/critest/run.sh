@@ -12,9 +12,14 @@
 #   5. stops crid and removes everything the run created, even on failure or
 #      Ctrl-C: processes, mounts, temp dir, bridge, iptables rule, sysctl, and
 #      the registry if this run started it;
-#   6. exits with the status of test/critest/junitcheck, which prints
+#   6. runs a second, short pass on the same crid: the 5 Streaming specs
+#      with critest's websocket clients (-websocket-exec/-attach/-portforward,
+#      -ginkgo.focus=Streaming; report junit-websocket.xml), checked by
+#      junitcheck -allowed-focus Streaming: all 5 must pass;
+#   7. exits with the status of test/critest/junitcheck, which prints
 #      "critest: N passed, N failed, N skipped" and enforces the ratchet of
-#      test/critest/expected-pass.txt and cannot-pass.txt (see README.md).
+#      test/critest/expected-pass.txt and cannot-pass.txt (see README.md),
+#      non-zero also when the websocket pass fails.
 #
 # Needs root. Environment knobs:
 #   CRID_BIN=path           the crid binary (default _output/bin/crid)
@@ -23,6 +28,8 @@
 #   REGISTRY_ADDR=127.0.0.1:5000  the test registry (as hack/test-images.sh)
 #   CRITEST_ARGS="..."      extra critest flags (e.g. -ginkgo.v); a skip or
 #                           focus shows in the report and fails the ratchet
+#                           (the websocket pass does not take them)
+#   CRITEST_WEBSOCKET=0     skip the websocket pass (it takes ~10 s)
 # Heavy: on a shared machine run it under `flock -o /tmp/crid-heavy.lock`.
 set -euo pipefail
 
@@ -229,7 +236,8 @@ trap 'exit 143' TERM HUP
 # --- tools ------------------------------------------------------------------
 bash hack/build-tools.sh
 mkdir -p "$report_dir"
-rm -f "$report_dir"/junit*.xml "$report_dir"/crid.log "$report_dir"/critest.log "$report_dir"/junitcheck.txt
+rm -f "$report_dir"/junit*.xml "$report_dir"/crid.log "$report_dir"/critest.log "$report_dir"/junitcheck.txt \
+	"$report_dir"/critest-websocket.log "$report_dir"/junitcheck-websocket.txt
 tmp="$(mktemp -d /tmp/crid-critest.XXXXXX)"
 chmod 700 "$tmp"
 go build -o "$tmp/junitcheck" ./test/critest/junitcheck
@@ -385,6 +393,31 @@ end=$(date +%s)
 grep -E '^(Ran [0-9]+ of [0-9]+ Specs|FAIL!|SUCCESS!|critest version)' "$report_dir/critest.log" >&2 || true
 log "critest exited $critest_rc after $((end - start))s"
 
+# --- websocket pass ------------------------------------------------------------
+# The main pass streams with SPDY (critest's default). kubelet 1.31+ and
+# kubectl speak websocket (v5.channel.k8s.io, SPDY tunnelled for
+# port-forward), so the Streaming specs run again with those clients: a
+# declared focus, which junitcheck -allowed-focus accepts and counts apart.
+ws_focus="Streaming"
+ws_rc=0
+ws_ran=0
+if [[ "${CRITEST_WEBSOCKET:-1}" != 0 ]] && kill -0 "$crid_pid" 2>/dev/null; then
+	ws_ran=1
+	ws_args=(
+		-runtime-endpoint "unix://$sock"
+		-image-endpoint "unix://$sock"
+		-websocket-exec -websocket-attach -websocket-portforward
+		-ginkgo.focus="$ws_focus"
+		-ginkgo.junit-report="$report_dir/junit-websocket.xml"
+		-ginkgo.timeout=10m
+		-ginkgo.no-color
+	)
+	log "running critest's Streaming specs over websocket (log: $report_dir/critest-websocket.log)"
+	"$critest_bin" "${ws_args[@]}" >"$report_dir/critest-websocket.log" 2>&1 </dev/null || ws_rc=$?
+	grep -E '^(Ran [0-9]+ of [0-9]+ Specs|FAIL!|SUCCESS!)' "$report_dir/critest-websocket.log" >&2 || true
+	log "critest (websocket pass) exited $ws_rc"
+fi
+
 if ! kill -0 "$crid_pid" 2>/dev/null; then
 	log "warning: crid died during the run; last lines of its log:"
 	tail -n 30 "$report_dir/crid.log" >&2
@@ -399,7 +432,22 @@ check_rc=0
 	-expected-pass test/critest/expected-pass.txt \
 	-cannot-pass test/critest/cannot-pass.txt \
 	"$report_dir/junit.xml" >"$report_dir/junitcheck.txt" 2>&1 || check_rc=$?
+ws_check_rc=0
+if [[ $ws_ran -eq 1 ]]; then
+	if [[ -f "$report_dir/junit-websocket.xml" ]]; then
+		"$tmp/junitcheck" -allowed-focus "$ws_focus" "$report_dir/junit-websocket.xml" \
+			>"$report_dir/junitcheck-websocket.txt" 2>&1 || ws_check_rc=$?
+	else
+		echo "junitcheck: the websocket pass wrote no JUnit report (critest exit $ws_rc); see $report_dir/critest-websocket.log" \
+			>"$report_dir/junitcheck-websocket.txt"
+		ws_check_rc=1
+	fi
+fi
 # Tear down first so that junitcheck's summary line is the last line printed.
 teardown
+if [[ $ws_ran -eq 1 ]]; then
+	sed 's/^/websocket pass: /' "$report_dir/junitcheck-websocket.txt"
+fi
 cat "$report_dir/junitcheck.txt"
-exit "$check_rc"
+[[ $check_rc -ne 0 ]] && exit "$check_rc"
+exit "$ws_check_rc"

@@ -3,7 +3,7 @@
 //
 // Usage:
 //
-//	junitcheck [-expected-pass FILE] [-cannot-pass FILE] [-list] REPORT.xml...
+//	junitcheck [-expected-pass FILE] [-cannot-pass FILE] [-allowed-focus RE] [-list] REPORT.xml...
 //
 // The last line it prints is always
 //
@@ -25,6 +25,12 @@
 // ginkgo's skip to "benchmark"); specs removed by that filter are counted
 // apart and are not part of the ratchet. Any other focus or skip filter
 // recorded in the report is an error: every spec must be run or counted.
+//
+// The one exception is a declared focus run: with -allowed-focus RE, a report
+// focused on exactly RE (ginkgo's -ginkgo.focus) is accepted; the specs the
+// focus left out are counted apart, and every spec it ran must pass (a
+// short second pass, such as the websocket streaming run of run.sh, is
+// checked without the lists, which name the whole suite).
 //
 // The exit status is 0 when every check holds, 1 when one does not, 2 on a
 // usage or input error.
@@ -54,6 +60,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	cannotPath := fs.String("cannot-pass", "", "file of `spec | reason` lines for specs that cannot pass yet")
 	list := fs.Bool("list", false, "also print every spec with its status")
 	allowedSkip := fs.String("allowed-skip", "benchmark", "the only ginkgo skip filter the report may carry (critest sets it itself)")
+	allowedFocus := fs.String("allowed-focus", "", "a ginkgo focus the report may carry: the specs it ran must all pass, the others are counted apart")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -72,7 +79,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		suites = append(suites, s...)
 	}
-	res := analyze(suites, *allowedSkip)
+	res := analyze(suites, *allowedSkip, *allowedFocus)
 
 	var lists *Lists
 	if *expectedPath != "" || *cannotPath != "" {
@@ -103,6 +110,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if res.Filtered > 0 {
 		fmt.Fprintf(stdout, "junitcheck: %d specs not run, removed by critest's own %q filter (not counted)\n", res.Filtered, *allowedSkip)
+	}
+	if res.Unfocused > 0 || (*allowedFocus != "" && res.Passed+res.Failed+res.Skipped > 0) {
+		fmt.Fprintf(stdout, "junitcheck: focus %q: %d specs run, all must pass; %d not run, left out by the focus (not counted)\n",
+			*allowedFocus, res.Passed+res.Failed+res.Skipped, res.Unfocused)
 	}
 	if len(problems) > 0 {
 		fmt.Fprintf(stdout, "junitcheck: %d error(s):\n", len(problems))
@@ -201,6 +212,7 @@ type Result struct {
 	Specs                   []Spec // sorted by name, one per name
 	Passed, Failed, Skipped int
 	Filtered                int      // removed by critest's own benchmark filter
+	Unfocused               int      // left out by an allowed focus
 	Problems                []string // report-level errors
 }
 
@@ -283,15 +295,24 @@ func worse(a, b Status) Status {
 	return a
 }
 
-func analyze(suites []junitSuite, allowedSkip string) Result {
+func analyze(suites []junitSuite, allowedSkip, allowedFocus string) Result {
 	var res Result
-	var filter *regexp.Regexp
+	var filter, focus *regexp.Regexp
 	byName := map[string]*Spec{}
 	total := 0
 	for _, s := range suites {
 		props := map[string]string{}
 		for _, p := range s.Properties {
 			props[p.Name] = p.Value
+		}
+		if v := props["FocusStrings"]; v != "" && allowedFocus != "" && v == allowedFocus {
+			re, err := regexp.Compile(allowedFocus)
+			if err != nil {
+				res.Problems = append(res.Problems, fmt.Sprintf("allowed focus %q: %v", allowedFocus, err))
+			} else {
+				focus = re
+			}
+			delete(props, "FocusStrings")
 		}
 		for _, key := range []string{"FocusStrings", "FocusFiles", "SkipFiles", "LabelFilter", "SemVerFilter"} {
 			if v := props[key]; v != "" {
@@ -329,6 +350,12 @@ func analyze(suites []junitSuite, allowedSkip string) Result {
 				res.Filtered++
 				continue
 			}
+			// Specs the allowed focus left out: skipped the same way,
+			// their text not matching the focus.
+			if focus != nil && st == Skipped && tc.Skipped != nil && tc.Skipped.Message == "skipped" && !focus.MatchString(name) {
+				res.Unfocused++
+				continue
+			}
 			total++
 			if sp, ok := byName[name]; ok {
 				sp.Status = worse(sp.Status, st)
@@ -355,6 +382,16 @@ func analyze(suites []junitSuite, allowedSkip string) Result {
 		res.Specs = append(res.Specs, *sp)
 	}
 	sort.Slice(res.Specs, func(i, j int) bool { return res.Specs[i].Name < res.Specs[j].Name })
+	if allowedFocus != "" && focus == nil {
+		res.Problems = append(res.Problems, fmt.Sprintf("-allowed-focus %q given, but the report was not run with that focus", allowedFocus))
+	}
+	if focus != nil {
+		for _, sp := range res.Specs {
+			if sp.Status != Passed {
+				res.Problems = append(res.Problems, fmt.Sprintf("focused spec %q did not pass: %s", sp.Name, sp.Detail))
+			}
+		}
+	}
 	return res
 }
 

@@ -309,3 +309,52 @@ func TestNRISplit(t *testing.T) {
 		t.Fatalf("a report without NRI specs got an NRI line:\n%s", out)
 	}
 }
+
+// A declared focus run (run.sh's websocket pass) is accepted, the specs the
+// focus left out are counted apart, and the focused ones must all pass.
+func TestAllowedFocus(t *testing.T) {
+	code, out := runCheck(t, "-allowed-focus", "Streaming", "testdata/focus.xml")
+	if code != 0 {
+		t.Fatalf("exit %d for a passing declared focus run, output:\n%s", code, out)
+	}
+	if !strings.Contains(out, `focus "Streaming": 2 specs run, all must pass; 2 not run`) {
+		t.Errorf("focus counts missing, output:\n%s", out)
+	}
+	if got, want := lastLine(out), "critest: 2 passed, 0 failed, 0 skipped"; got != want {
+		t.Errorf("last line %q, want %q", got, want)
+	}
+}
+
+func TestFocusNotDeclaredOrDifferent(t *testing.T) {
+	for _, args := range [][]string{
+		{"testdata/focus.xml"},                                   // no declared focus: any focus is an error
+		{"-allowed-focus", "Runtime", "testdata/focus.xml"},      // a different focus
+		{"-allowed-focus", "Streaming", "testdata/mixed.xml"},    // declared, but the report has none
+		{"-allowed-focus", "Streaming", "testdata/filtered.xml"}, // declared, the report has another
+	} {
+		if code, out := runCheck(t, args...); code != 1 {
+			t.Errorf("%v: exit %d, want 1; output:\n%s", args, code, out)
+		}
+	}
+}
+
+func TestFocusedSpecMustPass(t *testing.T) {
+	data, err := os.ReadFile("testdata/focus.xml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := strings.Replace(string(data),
+		`should support attach [Conformance]" classname="CRI validation" status="passed" time="1.2"></testcase>`,
+		`should support attach [Conformance]" classname="CRI validation" status="failed" time="1.2"><failure message="websocket: bad handshake" type="failed"></failure></testcase>`, 1)
+	if bad == string(data) {
+		t.Fatal("testdata/focus.xml changed: the replacement did not apply")
+	}
+	p := filepath.Join(t.TempDir(), "focus-fail.xml")
+	if err := os.WriteFile(p, []byte(bad), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out := runCheck(t, "-allowed-focus", "Streaming", p)
+	if code != 1 || !strings.Contains(out, "should support attach [Conformance]\" did not pass") {
+		t.Errorf("exit %d, want 1 naming the failed spec; output:\n%s", code, out)
+	}
+}
