@@ -148,10 +148,13 @@ func (m *Monitor) attachOutput(c *container, files map[string]*os.File) {
 			}()
 			var err error
 			defer panicguard.Recover("log copy of container "+c.id, &err)
-			src := &teeReader{r: f, c: c, stream: tag, onDrop: onDrop}
-			err = crilog.Copy(log, stream, src, maxLine, nil, func(err error) {
+			// CopyPipe, not Copy: what it has read but not yet logged
+			// stays in the pipe, so a kill of the monitor loses no line
+			// (the holder keeps the pipe for the next monitor).
+			tap := func(p []byte) { c.broadcast(tag, p, onDrop) }
+			err = crilog.CopyPipe(log, stream, f, maxLine, nil, func(err error) {
 				m.log.Warn("Writing container log failed; output dropped until reopen", "id", c.id, "err", err)
-			})
+			}, tap)
 			if err != nil {
 				m.log.Warn("Reading container output failed", "id", c.id, "stream", stream, "err", err)
 			}
