@@ -119,6 +119,7 @@ func doubleKill(t *testing.T, daemonFirst, hostNet bool) {
 		}
 	}
 	bothDown := time.Now()
+	t.Logf("both down %s after the last container's start", bothDown.Sub(ctrs[len(ctrs)-1].startedAt).Round(time.Millisecond))
 	if m := n.monitorPids(); len(m) != 0 {
 		t.Fatalf("monitors still alive after the kills: %v", m)
 	}
