@@ -179,6 +179,13 @@ type lineWriter struct {
 	buf     []byte
 	n       int // bytes of buf holding an unfinished line
 	out, ts []byte
+	// With a journal (CopyPipe), add's write records the batch it
+	// comes from: batchK bytes summing to batchSum; journaled says
+	// that the last add wrote a record.
+	j         *journal
+	batchK    int
+	batchSum  uint64
+	journaled bool
 }
 
 func newLineWriter(dst *File, stream Stream, maxLine int, now func() time.Time, onErr func(error)) *lineWriter {
@@ -234,13 +241,20 @@ func (w *lineWriter) add(m int) error {
 			return err
 		}
 	}
-	w.flush()
+	w.journaled = w.j != nil && w.dst != nil && len(w.out) > 0
+	w.flush(w.journaled)
 	return nil
 }
 
-func (w *lineWriter) flush() {
+func (w *lineWriter) flush(journaled bool) {
 	if w.dst != nil && len(w.out) > 0 {
-		if err := w.dst.write(w.out); err != nil && w.onErr != nil {
+		var err error
+		if journaled {
+			err = w.dst.writeJournaled(w.out, w.j, w.batchK, w.batchSum)
+		} else {
+			err = w.dst.write(w.out)
+		}
+		if err != nil && w.onErr != nil {
 			w.onErr(err)
 		}
 	}
@@ -257,7 +271,7 @@ func (w *lineWriter) end(err error) error {
 		w.ts = w.now().UTC().AppendFormat(w.ts[:0], time.RFC3339Nano)
 		w.out = appendEntry(w.out, w.ts, w.stream, 'F', w.buf[:w.n])
 		w.n = 0
-		w.flush()
+		w.flush(false)
 	}
 	if errors.Is(err, io.EOF) || errors.Is(err, syscall.EIO) || errors.Is(err, os.ErrClosed) {
 		// EIO: a terminal's master once the slave side is

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -19,14 +20,15 @@ import (
 // the log file: it copies the head of the pipe without consuming it
 // (tee(2) into a private pipe), writes the entries, then discards exactly
 // those bytes. A kill between the write and the discard (two syscalls in a
-// row) leaves that one batch to be logged again by the successor; a kill
-// anywhere else loses nothing that ended in a newline. A line still
-// unterminated (held in memory) is lost with the process, as before.
+// row) would leave that one batch to be logged again by the successor:
+// with a journal (a file path kept per stream, see journal.go) the
+// successor finds out and only takes the batch out of the pipe. A line
+// still unterminated (held in memory) is lost with the process, as before.
 //
 // tap, when not nil, sees every batch as it is read (attach clients).
 // src must be the read end of a pipe in nonblocking mode, registered with
 // Go's poller (Close interrupts the wait); anything else is copied by Copy.
-func CopyPipe(dst *File, stream Stream, src *os.File, maxLine int, now func() time.Time, onErr func(error), tap func([]byte)) error {
+func CopyPipe(dst *File, stream Stream, src *os.File, maxLine int, now func() time.Time, onErr func(error), tap func([]byte), journalPath string) error {
 	var r io.Reader = src
 	if tap != nil {
 		r = &tapReader{r: src, tap: tap}
@@ -39,6 +41,18 @@ func CopyPipe(dst *File, stream Stream, src *os.File, maxLine int, now func() ti
 		return Copy(dst, stream, r, maxLine, now, onErr)
 	}
 	w := newLineWriter(dst, stream, maxLine, now, onErr)
+	if journalPath != "" && dst != nil {
+		j, err := openJournal(journalPath)
+		if err != nil {
+			if onErr != nil {
+				onErr(err)
+			}
+		} else {
+			defer j.close()
+			w.j = j
+			recoverBatch(rc, j, dst)
+		}
+	}
 	// Where discarded bytes go: never w's buffer, which add has just
 	// rearranged (an unfinished line moved to its start).
 	scratch := make([]byte, initialBuf)
@@ -53,6 +67,9 @@ func CopyPipe(dst *File, stream Stream, src *os.File, maxLine int, now func() ti
 			if tap != nil {
 				tap(space[:k])
 			}
+			if w.j != nil {
+				w.batchK, w.batchSum = k, sum(space[:k])
+			}
 			if err := w.add(k); err != nil {
 				return err
 			}
@@ -60,11 +77,78 @@ func CopyPipe(dst *File, stream Stream, src *os.File, maxLine int, now func() ti
 			if derr := discard(rc, k, scratch); derr != nil {
 				return w.end(derr)
 			}
+			if w.journaled {
+				_ = w.j.clear()
+			}
 		}
 		if err != nil {
 			return w.end(err)
 		}
 	}
+}
+
+// RecoverPipe does what CopyPipe does first with its journal: it takes out
+// of src the batch a killed predecessor had logged but not consumed, and
+// cuts off a write of it the kill tore. A container's streams share one
+// log, so its copiers call it for every stream before any of them writes
+// (CopyPipe's own call then finds nothing).
+func RecoverPipe(dst *File, src *os.File, journalPath string) {
+	if dst == nil || journalPath == "" || !isPipe(src) {
+		return
+	}
+	rc, err := src.SyscallConn()
+	if err != nil {
+		return
+	}
+	j, err := openJournal(journalPath)
+	if err != nil {
+		return
+	}
+	defer j.close()
+	recoverBatch(rc, j, dst)
+}
+
+// recoverBatch takes out of the pipe the batch a killed predecessor had
+// logged but not yet consumed, as its journal tells: only when those
+// entries are in the log and those bytes still head the pipe.
+func recoverBatch(rc syscall.RawConn, j *journal, dst *File) {
+	r, ok := j.read()
+	if !ok {
+		return
+	}
+	defer func() { _ = j.clear() }()
+	if r.k == 0 || r.k > 1<<20 || !dst.logged(r) {
+		return
+	}
+	head := make([]byte, r.k)
+	var n int
+	err := rc.Read(func(fd uintptr) bool {
+		sp, err := getStaging()
+		if err != nil {
+			return true
+		}
+		defer putStaging(sp)
+		t, terr := unix.Tee(int(fd), sp.w, len(head), unix.SPLICE_F_NONBLOCK)
+		for got := 0; terr == nil && got < int(t); {
+			m, err := unix.Read(sp.r, head[got:t])
+			if err != nil {
+				if errors.Is(err, unix.EINTR) {
+					continue
+				}
+				sp.broken = true
+				return true
+			}
+			got += m
+		}
+		if terr == nil {
+			n = int(t)
+		}
+		return true // never waits: an empty pipe holds no batch
+	})
+	if err != nil || n != len(head) || sum(head) != r.sumB {
+		return
+	}
+	_ = discard(rc, n, head)
 }
 
 // beforeDiscard, when set by a test, runs between a batch's log write and
@@ -75,9 +159,7 @@ var beforeDiscard func() error
 // peek copies up to len(p) bytes from the head of the pipe into p without
 // consuming them, waiting until there are some. It returns io.EOF once the
 // pipe is empty and has no writer left.
-func peek(rc interface {
-	Read(func(uintptr) bool) error
-}, p []byte) (int, error) {
+func peek(rc syscall.RawConn, p []byte) (int, error) {
 	sp, err := getStaging()
 	if err != nil {
 		return 0, err
@@ -123,9 +205,7 @@ func peek(rc interface {
 
 // discard consumes k bytes from the head of the pipe: the bytes peek
 // returned, still there since nobody else reads the pipe.
-func discard(rc interface {
-	Read(func(uintptr) bool) error
-}, k int, scratch []byte) error {
+func discard(rc syscall.RawConn, k int, scratch []byte) error {
 	if beforeDiscard != nil {
 		if err := beforeDiscard(); err != nil {
 			return err

@@ -92,7 +92,7 @@ func TestCopyPipeKilledBeforeWriteLosesNothing(t *testing.T) {
 	beforeWrite = failAt(3) // dies with "line 2" read, not yet written
 	t.Cleanup(func() { beforeWrite = nil })
 	done := make(chan error, 1)
-	go func() { done <- CopyPipe(log, Stdout, r, 0, nil, nil, nil) }()
+	go func() { done <- CopyPipe(log, Stdout, r, 0, nil, nil, nil, "") }()
 	for i := range 3 {
 		fmt.Fprintf(w, "line %d\n", i)
 		time.Sleep(20 * time.Millisecond) // one read per line
@@ -108,7 +108,7 @@ func TestCopyPipeKilledBeforeWriteLosesNothing(t *testing.T) {
 		fmt.Fprintf(w, "line %d\n", i)
 	}
 	w.Close()
-	if err := CopyPipe(log, Stdout, held, 0, nil, nil, nil); err != nil {
+	if err := CopyPipe(log, Stdout, held, 0, nil, nil, nil, ""); err != nil {
 		t.Fatal(err)
 	}
 	got := strings.Join(stdoutLines(t, log.Path()), "|")
@@ -117,37 +117,96 @@ func TestCopyPipeKilledBeforeWriteLosesNothing(t *testing.T) {
 	}
 }
 
-// A kill between a batch's log write and its removal from the pipe makes
-// the successor log that batch again: never a loss.
-func TestCopyPipeKilledBeforeDiscardRepeatsOnlyThatBatch(t *testing.T) {
+// A kill between a batch's log write and its removal from the pipe: the
+// successor would log that batch again; with the journal it finds the
+// batch's entries in the log and only takes the batch out of the pipe.
+func TestCopyPipeKilledBeforeDiscard(t *testing.T) {
+	for _, tc := range []struct {
+		journal bool
+		want    string
+	}{
+		{false, "line 0|line 1|line 1|line 2"},
+		{true, "line 0|line 1|line 2"},
+	} {
+		t.Run(fmt.Sprint("journal=", tc.journal), func(t *testing.T) {
+			r, w := testPipe(t)
+			held := dupFile(t, r)
+			dir := t.TempDir()
+			log, err := Open(filepath.Join(dir, "c.log"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer log.Close()
+			var journal string
+			if tc.journal {
+				journal = filepath.Join(dir, "stdout.journal")
+			}
+			beforeDiscard = failAt(2)
+			t.Cleanup(func() { beforeDiscard = nil })
+			done := make(chan error, 1)
+			go func() { done <- CopyPipe(log, Stdout, r, 0, nil, nil, nil, journal) }()
+			for i := range 2 {
+				fmt.Fprintf(w, "line %d\n", i)
+				time.Sleep(20 * time.Millisecond)
+			}
+			if err := <-done; !errors.Is(err, errKilled) {
+				t.Fatalf("first copier ended with %v, want the injected kill", err)
+			}
+			r.Close()
+			beforeDiscard = nil
+			fmt.Fprintf(w, "line 2\n")
+			w.Close()
+			if err := CopyPipe(log, Stdout, held, 0, nil, nil, nil, journal); err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.Join(stdoutLines(t, log.Path()), "|"); got != tc.want {
+				t.Fatalf("log holds %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// A record left by a predecessor killed after its batch left the pipe but
+// before it cleared the record names entries that are in the log; the
+// pipe's head is then newer output, which must not be taken for that
+// batch. (Newer output of exactly the same bytes cannot be told apart: it
+// would be dropped, the one case left, within two syscalls of a kill.)
+func TestCopyPipeStaleJournalSkipsNothing(t *testing.T) {
 	r, w := testPipe(t)
 	held := dupFile(t, r)
-	log, err := Open(filepath.Join(t.TempDir(), "c.log"))
+	dir := t.TempDir()
+	journal := filepath.Join(dir, "stdout.journal")
+	log, err := Open(filepath.Join(dir, "c.log"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer log.Close()
-	beforeDiscard = failAt(2)
-	t.Cleanup(func() { beforeDiscard = nil })
 	done := make(chan error, 1)
-	go func() { done <- CopyPipe(log, Stdout, r, 0, nil, nil, nil) }()
-	for i := range 2 {
-		fmt.Fprintf(w, "line %d\n", i)
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err := <-done; !errors.Is(err, errKilled) {
-		t.Fatalf("first copier ended with %v, want the injected kill", err)
-	}
+	go func() { done <- CopyPipe(log, Stdout, r, 0, nil, nil, nil, journal) }()
+	fmt.Fprintf(w, "line 0\n")
+	waitFor(t, func() bool { return len(stdoutLines(t, log.Path())) == 1 })
 	r.Close()
-	beforeDiscard = nil
-	fmt.Fprintf(w, "line 2\n")
-	w.Close()
-	if err := CopyPipe(log, Stdout, held, 0, nil, nil, nil); err != nil {
+	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	got := strings.Join(stdoutLines(t, log.Path()), "|")
-	if want := "line 0|line 1|line 1|line 2"; got != want {
-		t.Fatalf("log holds %q, want %q", got, want)
+	// As if killed before the clear: a record of "line 0", consumed.
+	j, err := openJournal(journal)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(log.Path())
+	st, _ := os.Stat(log.Path())
+	if err := j.write(record{ino: st.Sys().(*syscall.Stat_t).Ino, off: 0, n: uint64(len(b)), sumE: sum(b), k: 7, sumB: sum([]byte("line 0\n"))}); err != nil {
+		t.Fatal(err)
+	}
+	j.close()
+	fmt.Fprintf(w, "line 1\n")
+	w.Close()
+	if err := CopyPipe(log, Stdout, held, 0, nil, nil, nil, journal); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(stdoutLines(t, log.Path()), "|"); got != "line 0|line 1" {
+		t.Fatalf("log holds %q", got)
 	}
 }
 
@@ -184,7 +243,7 @@ func TestCopyPipeSameEntriesAsCopy(t *testing.T) {
 					mu.Lock()
 					tapped.Write(p)
 					mu.Unlock()
-				})
+				}, filepath.Join(dir, "journal"))
 			}()
 			for _, chunk := range input {
 				if _, err := w.WriteString(chunk); err != nil {
@@ -219,7 +278,7 @@ func TestCopyPipeEndsOnClose(t *testing.T) {
 	}
 	defer log.Close()
 	done := make(chan error, 1)
-	go func() { done <- CopyPipe(log, Stdout, r, 0, nil, nil, nil) }()
+	go func() { done <- CopyPipe(log, Stdout, r, 0, nil, nil, nil, "") }()
 	fmt.Fprintln(w, "one")
 	time.Sleep(20 * time.Millisecond)
 	r.Close()
@@ -262,7 +321,7 @@ func runCopier(path string, plain bool) int {
 	if plain {
 		err = Copy(log, Stdout, src, 0, nil, nil)
 	} else {
-		err = CopyPipe(log, Stdout, src, 0, nil, nil, nil)
+		err = CopyPipe(log, Stdout, src, 0, nil, nil, nil, os.Getenv("CRILOG_TEST_COPIER_JOURNAL"))
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -276,9 +335,9 @@ func runCopier(path string, plain bool) int {
 // copier processes are started and SIGKILLed one after another, each
 // taking over the pipe its predecessor left (the test keeps a descriptor,
 // as the holder does). Every line must reach the log, in order; a line
-// may appear twice only when a kill fell between a batch's write and its
-// removal from the pipe. With Copy in the copier (CRILOG_TEST_PLAIN=1)
-// lines go missing in most runs.
+// must not appear twice either: the journal tells a successor which batch
+// was logged but not yet taken out of the pipe. With Copy in the copier
+// (CRILOG_TEST_PLAIN=1) lines go missing in most runs.
 func TestCopyPipeSurvivesSIGKILL(t *testing.T) {
 	r, w := testPipe(t)
 	path := filepath.Join(t.TempDir(), "c.log")
@@ -288,7 +347,8 @@ func TestCopyPipeSurvivesSIGKILL(t *testing.T) {
 	}
 	start := func() *exec.Cmd {
 		cmd := exec.Command(os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), copierEnv+"="+path, "CRILOG_TEST_COPIER_PLAIN="+plain)
+		cmd.Env = append(os.Environ(), copierEnv+"="+path, "CRILOG_TEST_COPIER_PLAIN="+plain,
+			"CRILOG_TEST_COPIER_JOURNAL="+path+".journal")
 		cmd.ExtraFiles = []*os.File{r}
 		cmd.Stderr = os.Stderr
 		if err := cmd.Start(); err != nil {
@@ -352,7 +412,7 @@ func TestCopyPipeSurvivesSIGKILL(t *testing.T) {
 		case n == next:
 			next++
 		case n < next:
-			repeated++ // a batch logged again after a kill
+			repeated++
 		default:
 			t.Fatalf("after %d kills: log line %d is %q, want line %d: lines lost", kills, i, l, next)
 		}
@@ -361,4 +421,7 @@ func TestCopyPipeSurvivesSIGKILL(t *testing.T) {
 		t.Fatalf("after %d kills the log ends at line %d of %d", kills, next, lines)
 	}
 	t.Logf("%d lines through %d kills of the copier; %d lines logged twice", lines, kills, repeated)
+	if repeated > 0 {
+		t.Fatalf("%d lines logged twice", repeated)
+	}
 }
