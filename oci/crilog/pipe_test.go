@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -425,3 +426,60 @@ func TestCopyPipeSurvivesSIGKILL(t *testing.T) {
 		t.Fatalf("%d lines logged twice", repeated)
 	}
 }
+
+// benchCopy copies b.N lines of 60 bytes, each its own write, through a
+// pipe to a log: what a chatty container costs its copier per line. With
+// oneByOne each line waits until the last has left the pipe, so every
+// line is a batch of its own: the cost per batch.
+func benchCopy(b *testing.B, pipe, journal, oneByOne bool) {
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+		b.Fatal(err)
+	}
+	if err := unix.SetNonblock(p[0], true); err != nil {
+		b.Fatal(err)
+	}
+	r, w := os.NewFile(uintptr(p[0]), "r"), os.NewFile(uintptr(p[1]), "w")
+	defer r.Close()
+	dir := b.TempDir()
+	log, err := Open(filepath.Join(dir, "c.log"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer log.Close()
+	var jp string
+	if journal {
+		jp = filepath.Join(dir, "j")
+	}
+	line := []byte(strings.Repeat("x", 59) + "\n")
+	done := make(chan error, 1)
+	b.ResetTimer()
+	go func() {
+		if pipe {
+			done <- CopyPipe(log, Stdout, r, 0, nil, nil, nil, jp)
+		} else {
+			done <- Copy(log, Stdout, r, 0, nil, nil)
+		}
+	}()
+	for range b.N {
+		if _, err := w.Write(line); err != nil {
+			b.Fatal(err)
+		}
+		for oneByOne {
+			if n, err := unix.IoctlGetInt(p[1], unix.TIOCINQ); err != nil || n == 0 {
+				break
+			}
+			runtime.Gosched()
+		}
+	}
+	w.Close()
+	if err := <-done; err != nil {
+		b.Fatal(err)
+	}
+}
+
+func BenchmarkCopy(b *testing.B)                    { benchCopy(b, false, false, false) }
+func BenchmarkCopyPipe(b *testing.B)                { benchCopy(b, true, false, false) }
+func BenchmarkCopyPipeJournaled(b *testing.B)       { benchCopy(b, true, true, false) }
+func BenchmarkCopyByLine(b *testing.B)              { benchCopy(b, false, false, true) }
+func BenchmarkCopyPipeJournaledByLine(b *testing.B) { benchCopy(b, true, true, true) }
