@@ -153,6 +153,42 @@ func (l *File) write(p []byte) error {
 // returned. A write error is reported through onErr once per reopen and
 // copying goes on, so the container never blocks on its output.
 func Copy(dst *File, stream Stream, r io.Reader, maxLine int, now func() time.Time, onErr func(error)) error {
+	w := newLineWriter(dst, stream, maxLine, now, onErr)
+	for {
+		m, err := r.Read(w.space())
+		if m > 0 {
+			if err := w.add(m); err != nil {
+				return err
+			}
+		}
+		if err != nil {
+			return w.end(err)
+		}
+	}
+}
+
+// lineWriter turns a stream's bytes into log entries: the part of Copy
+// and CopyPipe that does not depend on how the bytes are read.
+type lineWriter struct {
+	dst     *File
+	stream  Stream
+	maxLine int
+	limit   int // up to one byte more than a line
+	now     func() time.Time
+	onErr   func(error)
+	buf     []byte
+	n       int // bytes of buf holding an unfinished line
+	out, ts []byte
+	// With a journal (CopyPipe), add's write records the batch it
+	// comes from: batchK bytes summing to batchSum; journaled says
+	// that the last add wrote a record.
+	j         *journal
+	batchK    int
+	batchSum  uint64
+	journaled bool
+}
+
+func newLineWriter(dst *File, stream Stream, maxLine int, now func() time.Time, onErr func(error)) *lineWriter {
 	if maxLine <= 0 {
 		maxLine = DefaultMaxLine
 	}
@@ -164,58 +200,85 @@ func Copy(dst *File, stream Stream, r io.Reader, maxLine int, now func() time.Ti
 	// small and grows only while a long line is pending: an idle container
 	// costs little.
 	limit := maxLine + 1
-	buf := make([]byte, min(initialBuf, limit))
-	n := 0
-	var out, ts []byte
-	flush := func() {
-		if dst != nil && len(out) > 0 {
-			if err := dst.write(out); err != nil && onErr != nil {
-				onErr(err)
-			}
-		}
-		out = out[:0]
-		if cap(out) > maxKeptOut {
-			out = nil // a burst's buffer is not kept for an idle stream
-		}
+	return &lineWriter{dst: dst, stream: stream, maxLine: maxLine, limit: limit, now: now, onErr: onErr,
+		buf: make([]byte, min(initialBuf, limit))}
+}
+
+// space is where the next read goes: never empty.
+func (w *lineWriter) space() []byte {
+	if w.n == len(w.buf) && len(w.buf) < w.limit {
+		w.buf = append(w.buf, make([]byte, min(2*len(w.buf), w.limit)-len(w.buf))...)
 	}
+	return w.buf[w.n:]
+}
+
+// beforeWrite, when set by a test, runs between a read and the log write
+// of its entries; a non-nil error ends the copy there, as a kill of the
+// process would.
+var beforeWrite func() error
+
+// add writes the entries that the m bytes just read into space complete.
+// They are in the file when it returns; an error is only beforeWrite's.
+func (w *lineWriter) add(m int) error {
+	w.n += m
+	w.ts = w.now().UTC().AppendFormat(w.ts[:0], time.RFC3339Nano)
+	start := 0
 	for {
-		if n == len(buf) && len(buf) < limit {
-			buf = append(buf, make([]byte, min(2*len(buf), limit)-len(buf))...)
+		i := bytes.IndexByte(w.buf[start:w.n], '\n')
+		if i < 0 {
+			break
 		}
-		m, err := r.Read(buf[n:])
-		if m > 0 {
-			n += m
-			ts = now().UTC().AppendFormat(ts[:0], time.RFC3339Nano)
-			start := 0
-			for {
-				i := bytes.IndexByte(buf[start:n], '\n')
-				if i < 0 {
-					break
-				}
-				out = appendEntry(out, ts, stream, 'F', buf[start:start+i])
-				start += i + 1
-			}
-			if n-start == limit {
-				out = appendEntry(out, ts, stream, 'P', buf[:maxLine])
-				start = maxLine
-			}
-			n = copy(buf, buf[start:n])
-			flush()
-		}
-		if err != nil {
-			if n > 0 {
-				ts = now().UTC().AppendFormat(ts[:0], time.RFC3339Nano)
-				out = appendEntry(out, ts, stream, 'F', buf[:n])
-				flush()
-			}
-			if errors.Is(err, io.EOF) || errors.Is(err, syscall.EIO) || errors.Is(err, os.ErrClosed) {
-				// EIO: a terminal's master once the slave side is
-				// closed; ErrClosed: the copier was told to stop.
-				return nil
-			}
-			return fmt.Errorf("read %s: %w", stream, err)
+		w.out = appendEntry(w.out, w.ts, w.stream, 'F', w.buf[start:start+i])
+		start += i + 1
+	}
+	if w.n-start == w.limit {
+		w.out = appendEntry(w.out, w.ts, w.stream, 'P', w.buf[:w.maxLine])
+		start = w.maxLine
+	}
+	w.n = copy(w.buf, w.buf[start:w.n])
+	if beforeWrite != nil {
+		if err := beforeWrite(); err != nil {
+			return err
 		}
 	}
+	w.journaled = w.j != nil && w.dst != nil && len(w.out) > 0
+	w.flush(w.journaled)
+	return nil
+}
+
+func (w *lineWriter) flush(journaled bool) {
+	if w.dst != nil && len(w.out) > 0 {
+		var err error
+		if journaled {
+			err = w.dst.writeJournaled(w.out, w.j, w.batchK, w.batchSum)
+		} else {
+			err = w.dst.write(w.out)
+		}
+		if err != nil && w.onErr != nil {
+			w.onErr(err)
+		}
+	}
+	w.out = w.out[:0]
+	if cap(w.out) > maxKeptOut {
+		w.out = nil // a burst's buffer is not kept for an idle stream
+	}
+}
+
+// end writes an unterminated last line as an F entry and tells a normal
+// end (EOF, a closed terminal, a closed file) from a read error.
+func (w *lineWriter) end(err error) error {
+	if w.n > 0 {
+		w.ts = w.now().UTC().AppendFormat(w.ts[:0], time.RFC3339Nano)
+		w.out = appendEntry(w.out, w.ts, w.stream, 'F', w.buf[:w.n])
+		w.n = 0
+		w.flush(false)
+	}
+	if errors.Is(err, io.EOF) || errors.Is(err, syscall.EIO) || errors.Is(err, os.ErrClosed) {
+		// EIO: a terminal's master once the slave side is
+		// closed; ErrClosed: the copier was told to stop.
+		return nil
+	}
+	return fmt.Errorf("read %s: %w", w.stream, err)
 }
 
 func appendEntry(out, ts []byte, stream Stream, tag byte, line []byte) []byte {

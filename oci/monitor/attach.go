@@ -2,7 +2,6 @@ package monitor
 
 import (
 	"fmt"
-	"io"
 	"os"
 
 	"golang.org/x/sys/unix"
@@ -86,20 +85,4 @@ func (c *container) closeSinksLocked() {
 		unix.Close(fd)
 	}
 	c.sinks = nil
-}
-
-// teeReader hands what the log copier reads to the attach clients too.
-type teeReader struct {
-	r      io.Reader
-	c      *container
-	stream byte
-	onDrop func(err error)
-}
-
-func (t *teeReader) Read(p []byte) (int, error) {
-	n, err := t.r.Read(p)
-	if n > 0 {
-		t.c.broadcast(t.stream, p[:n], t.onDrop)
-	}
-	return n, err
 }

@@ -118,11 +118,22 @@ func (m *Monitor) attachOutput(c *container, files map[string]*os.File) {
 	onDrop := func(err error) {
 		m.log.Warn("Dropped an attach client that does not keep up", "id", c.id, "err", err)
 	}
+	// Each stream's journal (see crilog.CopyPipe) settles the batch a
+	// killed predecessor left half-done, for all streams before any
+	// copier writes to their shared log.
+	journals := map[string]string{}
+	for role, f := range files {
+		if _, ok := streams[role]; ok && log != nil {
+			journals[role] = filepath.Join(m.containerDir(c.id), "log-"+role+".journal")
+			crilog.RecoverPipe(log, f, journals[role])
+		}
+	}
 	for role, f := range files {
 		stream, ok := streams[role]
 		if !ok {
 			continue
 		}
+		journal := journals[role]
 		tag := protocol.AttachStdout
 		if stream == crilog.Stderr {
 			tag = protocol.AttachStderr
@@ -148,10 +159,13 @@ func (m *Monitor) attachOutput(c *container, files map[string]*os.File) {
 			}()
 			var err error
 			defer panicguard.Recover("log copy of container "+c.id, &err)
-			src := &teeReader{r: f, c: c, stream: tag, onDrop: onDrop}
-			err = crilog.Copy(log, stream, src, maxLine, nil, func(err error) {
+			// CopyPipe, not Copy: what it has read but not yet logged
+			// stays in the pipe, so a kill of the monitor loses no line
+			// (the holder keeps the pipe for the next monitor).
+			tap := func(p []byte) { c.broadcast(tag, p, onDrop) }
+			err = crilog.CopyPipe(log, stream, f, maxLine, nil, func(err error) {
 				m.log.Warn("Writing container log failed; output dropped until reopen", "id", c.id, "err", err)
-			})
+			}, tap, journal)
 			if err != nil {
 				m.log.Warn("Reading container output failed", "id", c.id, "stream", stream, "err", err)
 			}

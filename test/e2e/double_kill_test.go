@@ -119,6 +119,7 @@ func doubleKill(t *testing.T, daemonFirst, hostNet bool) {
 		}
 	}
 	bothDown := time.Now()
+	t.Logf("both down %s after the last container's start", bothDown.Sub(ctrs[len(ctrs)-1].startedAt).Round(time.Millisecond))
 	if m := n.monitorPids(); len(m) != 0 {
 		t.Fatalf("monitors still alive after the kills: %v", m)
 	}
@@ -238,9 +239,16 @@ func checkShortExited(t *testing.T, c *dkCtr, st *runtime.ContainerStatus, resta
 	if fin.Before(c.startedAt.Add(3*time.Second)) || fin.After(restartAt) {
 		t.Fatalf("short container %s finished at %s: started %s, daemon restarted %s", c.id, fin, c.startedAt, restartAt)
 	}
-	lines := fullLines(readCRILog(t, c.log))["stdout"]
+	entries := readCRILog(t, c.log)
+	lines := fullLines(entries)["stdout"]
 	if len(lines) != 40 {
-		t.Fatalf("short container %s: %d log lines, want 40: %q", c.id, len(lines), strings.Join(lines, "|"))
+		// Every entry, stderr included, with its time: a write error of
+		// the container shows on stderr, a lost read does not.
+		var all strings.Builder
+		for _, e := range entries {
+			fmt.Fprintf(&all, "\n  %s %s %s %q", e.time.Format(time.RFC3339Nano), e.stream, e.tag, e.text)
+		}
+		t.Fatalf("short container %s: %d log lines, want 40: %q; the log:%s", c.id, len(lines), strings.Join(lines, "|"), all.String())
 	}
 	for i, l := range lines {
 		if l != fmt.Sprintf("line %d", i) {

@@ -1,0 +1,133 @@
+package crilog
+
+import (
+	"encoding/binary"
+	"fmt"
+	"hash/fnv"
+	"os"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// A journal closes CopyPipe's last window: a kill after a batch's entries
+// are in the log but before its bytes left the pipe. Before each log write
+// CopyPipe records where the entries go and what they and the batch are;
+// after the bytes left the pipe it clears the record. A successor that
+// finds a record checks whether those entries are in the log and the
+// batch still heads the pipe, and then only takes it out of the pipe.
+//
+// Record (little endian), at offset 0: valid (1 byte), log inode, offset
+// of the entries, their length, their FNV-64a sum, batch length, batch sum.
+const journalSize = 1 + 6*8
+
+type journal struct{ f *os.File }
+
+func openJournal(path string) (*journal, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open copy journal: %w", err)
+	}
+	return &journal{f: f}, nil
+}
+
+func (j *journal) close() { j.f.Close() }
+
+func sum(p []byte) uint64 {
+	h := fnv.New64a()
+	h.Write(p)
+	return h.Sum64()
+}
+
+type record struct {
+	ino, off, n, sumE, k, sumB uint64
+}
+
+func (j *journal) write(r record) error {
+	var b [journalSize]byte
+	b[0] = 1
+	for i, v := range []uint64{r.ino, r.off, r.n, r.sumE, r.k, r.sumB} {
+		binary.LittleEndian.PutUint64(b[1+8*i:], v)
+	}
+	_, err := j.f.WriteAt(b[:], 0)
+	return err
+}
+
+func (j *journal) clear() error {
+	_, err := j.f.WriteAt([]byte{0}, 0)
+	return err
+}
+
+func (j *journal) read() (record, bool) {
+	var b [journalSize]byte
+	if n, err := j.f.ReadAt(b[:], 0); n != journalSize || err != nil || b[0] != 1 {
+		return record{}, false
+	}
+	var v [6]uint64
+	for i := range v {
+		v[i] = binary.LittleEndian.Uint64(b[1+8*i:])
+	}
+	return record{v[0], v[1], v[2], v[3], v[4], v[5]}, true
+}
+
+// logged reports whether the entries the record names are in l's file:
+// the same file (inode), those bytes at that offset. When the file ends
+// inside them (the kill cut the write: the kernel checks for it between
+// pages), that torn tail is cut off, so the batch, still in the pipe, is
+// logged again whole rather than after a fragment.
+func (l *File) logged(r record) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.f == nil {
+		return false
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(l.f.Fd()), &st); err != nil || st.Ino != r.ino {
+		return false
+	}
+	size := uint64(st.Size)
+	if size > r.off && size < r.off+r.n {
+		if err := l.f.Truncate(int64(r.off)); err == nil {
+			l.torn, _ = endsTorn(l.f)
+		}
+		return false
+	}
+	if size < r.off+r.n {
+		return false
+	}
+	b := make([]byte, r.n)
+	if _, err := l.f.ReadAt(b, int64(r.off)); err != nil {
+		return false
+	}
+	return sum(b) == r.sumE
+}
+
+// writeJournaled appends p as write does, recording in j where it goes
+// (and the batch of k bytes summing to sumB it comes from) first.
+func (l *File) writeJournaled(p []byte, j *journal, k int, sumB uint64) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.f == nil || l.err != nil {
+		return nil
+	}
+	if l.torn {
+		if _, err := l.f.Write([]byte{'\n'}); err != nil {
+			l.err = err
+			return err
+		}
+		l.torn = false
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(l.f.Fd()), &st); err != nil {
+		l.err = err
+		return err
+	}
+	// A journal that cannot be written costs only the protection
+	// against a repeated batch, never the output.
+	_ = j.write(record{ino: st.Ino, off: uint64(st.Size), n: uint64(len(p)), sumE: sum(p), k: uint64(k), sumB: sumB})
+	if _, err := l.f.Write(p); err != nil {
+		l.err = err
+		return err
+	}
+	return nil
+}

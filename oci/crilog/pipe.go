@@ -1,0 +1,304 @@
+package crilog
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// CopyPipe is Copy for a container's output pipe, which others (the stdio
+// holder, the daemon) keep open too so that a successor can copy what the
+// pipe still holds when this process is killed. Copy would lose whatever it
+// had read but not yet written to the log at the kill: a read consumes the
+// bytes. CopyPipe takes them from the pipe only once their entries are in
+// the log file: it copies the head of the pipe without consuming it
+// (tee(2) into a private pipe), writes the entries, then discards exactly
+// those bytes. A kill between the write and the discard (two syscalls in a
+// row) would leave that one batch to be logged again by the successor:
+// with a journal (a file path kept per stream, see journal.go) the
+// successor finds out and only takes the batch out of the pipe. A line
+// still unterminated (held in memory) is lost with the process, as before.
+//
+// tap, when not nil, sees every batch as it is read (attach clients).
+// src must be the read end of a pipe in nonblocking mode, registered with
+// Go's poller (Close interrupts the wait); anything else is copied by Copy.
+func CopyPipe(dst *File, stream Stream, src *os.File, maxLine int, now func() time.Time, onErr func(error), tap func([]byte), journalPath string) error {
+	var r io.Reader = src
+	if tap != nil {
+		r = &tapReader{r: src, tap: tap}
+	}
+	if !isPipe(src) {
+		return Copy(dst, stream, r, maxLine, now, onErr)
+	}
+	rc, err := src.SyscallConn()
+	if err != nil {
+		return Copy(dst, stream, r, maxLine, now, onErr)
+	}
+	w := newLineWriter(dst, stream, maxLine, now, onErr)
+	if journalPath != "" && dst != nil {
+		j, err := openJournal(journalPath)
+		if err != nil {
+			if onErr != nil {
+				onErr(err)
+			}
+		} else {
+			defer j.close()
+			w.j = j
+			recoverBatch(rc, j, dst)
+		}
+	}
+	// Where discarded bytes go: never w's buffer, which add has just
+	// rearranged (an unfinished line moved to its start).
+	scratch := make([]byte, initialBuf)
+	for {
+		space := w.space()
+		k, err := peek(rc, space)
+		if errors.Is(err, unix.EINVAL) && k == 0 {
+			// Not a pipe after all (tee refuses): plain reads.
+			return Copy(dst, stream, r, maxLine, now, onErr)
+		}
+		if k > 0 {
+			if tap != nil {
+				tap(space[:k])
+			}
+			if w.j != nil {
+				w.batchK, w.batchSum = k, sum(space[:k])
+			}
+			if err := w.add(k); err != nil {
+				return err
+			}
+			// In the file: now the bytes may leave the pipe.
+			if derr := discard(rc, k, scratch); derr != nil {
+				return w.end(derr)
+			}
+			if w.journaled {
+				_ = w.j.clear()
+			}
+		}
+		if err != nil {
+			return w.end(err)
+		}
+	}
+}
+
+// RecoverPipe does what CopyPipe does first with its journal: it takes out
+// of src the batch a killed predecessor had logged but not consumed, and
+// cuts off a write of it the kill tore. A container's streams share one
+// log, so its copiers call it for every stream before any of them writes
+// (CopyPipe's own call then finds nothing).
+func RecoverPipe(dst *File, src *os.File, journalPath string) {
+	if dst == nil || journalPath == "" || !isPipe(src) {
+		return
+	}
+	rc, err := src.SyscallConn()
+	if err != nil {
+		return
+	}
+	j, err := openJournal(journalPath)
+	if err != nil {
+		return
+	}
+	defer j.close()
+	recoverBatch(rc, j, dst)
+}
+
+// recoverBatch takes out of the pipe the batch a killed predecessor had
+// logged but not yet consumed, as its journal tells: only when those
+// entries are in the log and those bytes still head the pipe.
+func recoverBatch(rc syscall.RawConn, j *journal, dst *File) {
+	r, ok := j.read()
+	if !ok {
+		return
+	}
+	defer func() { _ = j.clear() }()
+	if r.k == 0 || r.k > 1<<20 || !dst.logged(r) {
+		return
+	}
+	head := make([]byte, r.k)
+	var n int
+	err := rc.Read(func(fd uintptr) bool {
+		sp, err := getStaging()
+		if err != nil {
+			return true
+		}
+		defer putStaging(sp)
+		t, terr := unix.Tee(int(fd), sp.w, len(head), unix.SPLICE_F_NONBLOCK)
+		for got := 0; terr == nil && got < int(t); {
+			m, err := unix.Read(sp.r, head[got:t])
+			if err != nil {
+				if errors.Is(err, unix.EINTR) {
+					continue
+				}
+				sp.broken = true
+				return true
+			}
+			got += m
+		}
+		if terr == nil {
+			n = int(t)
+		}
+		return true // never waits: an empty pipe holds no batch
+	})
+	if err != nil || n != len(head) || sum(head) != r.sumB {
+		return
+	}
+	_ = discard(rc, n, head)
+}
+
+// beforeDiscard, when set by a test, runs between a batch's log write and
+// its removal from the pipe; a non-nil error ends the copy there, as a kill
+// of the process would.
+var beforeDiscard func() error
+
+// peek copies up to len(p) bytes from the head of the pipe into p without
+// consuming them, waiting until there are some. It returns io.EOF once the
+// pipe is empty and has no writer left.
+func peek(rc syscall.RawConn, p []byte) (int, error) {
+	sp, err := getStaging()
+	if err != nil {
+		return 0, err
+	}
+	defer putStaging(sp)
+	var (
+		n    int
+		terr error
+	)
+	err = rc.Read(func(fd uintptr) bool {
+		var t int64
+		t, terr = unix.Tee(int(fd), sp.w, len(p), unix.SPLICE_F_NONBLOCK)
+		n = int(t)
+		return !errors.Is(terr, unix.EAGAIN)
+	})
+	if err != nil {
+		return 0, closed(err)
+	}
+	if terr != nil {
+		if errors.Is(terr, unix.EINTR) {
+			return 0, nil
+		}
+		return 0, fmt.Errorf("tee: %w", terr)
+	}
+	if n == 0 {
+		return 0, io.EOF
+	}
+	// The staging pipe holds exactly those n bytes: read them all out,
+	// so that it goes back to the pool empty.
+	for got := 0; got < n; {
+		m, err := unix.Read(sp.r, p[got:n])
+		if err != nil {
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			sp.broken = true
+			return 0, fmt.Errorf("read staging pipe: %w", err)
+		}
+		got += m
+	}
+	return n, nil
+}
+
+// discard consumes k bytes from the head of the pipe: the bytes peek
+// returned, still there since nobody else reads the pipe.
+func discard(rc syscall.RawConn, k int, scratch []byte) error {
+	if beforeDiscard != nil {
+		if err := beforeDiscard(); err != nil {
+			return err
+		}
+	}
+	for k > 0 {
+		p := scratch[:min(k, len(scratch))]
+		var (
+			m    int
+			rerr error
+		)
+		err := rc.Read(func(fd uintptr) bool {
+			m, rerr = unix.Read(int(fd), p)
+			return !errors.Is(rerr, unix.EAGAIN)
+		})
+		if err != nil {
+			return closed(err)
+		}
+		if rerr != nil {
+			if errors.Is(rerr, unix.EINTR) {
+				continue
+			}
+			return fmt.Errorf("consume: %w", rerr)
+		}
+		if m == 0 {
+			return io.EOF
+		}
+		k -= m
+	}
+	return nil
+}
+
+// closed reports a failed wait of the poller: we set no deadline, so the
+// file was closed under us, which ends the copy as Copy's ErrClosed does.
+func closed(err error) error { return fmt.Errorf("%w: %v", os.ErrClosed, err) }
+
+func isPipe(f *os.File) bool {
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeNamedPipe != 0
+}
+
+// staging is a private pipe that peek tees into. A few are kept for reuse,
+// so a node of idle containers holds no extra descriptors for them.
+type staging struct {
+	r, w   int
+	broken bool // not known empty: closed instead of reused
+}
+
+const maxIdleStaging = 4
+
+var stagingPool struct {
+	mu   sync.Mutex
+	idle []*staging
+}
+
+func getStaging() (*staging, error) {
+	stagingPool.mu.Lock()
+	if n := len(stagingPool.idle); n > 0 {
+		sp := stagingPool.idle[n-1]
+		stagingPool.idle = stagingPool.idle[:n-1]
+		stagingPool.mu.Unlock()
+		return sp, nil
+	}
+	stagingPool.mu.Unlock()
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+		return nil, fmt.Errorf("staging pipe: %w", err)
+	}
+	return &staging{r: p[0], w: p[1]}, nil
+}
+
+func putStaging(sp *staging) {
+	stagingPool.mu.Lock()
+	if !sp.broken && len(stagingPool.idle) < maxIdleStaging {
+		stagingPool.idle = append(stagingPool.idle, sp)
+		stagingPool.mu.Unlock()
+		return
+	}
+	stagingPool.mu.Unlock()
+	unix.Close(sp.r)
+	unix.Close(sp.w)
+}
+
+// tapReader shows what it reads to tap.
+type tapReader struct {
+	r   io.Reader
+	tap func([]byte)
+}
+
+func (t *tapReader) Read(p []byte) (int, error) {
+	n, err := t.r.Read(p)
+	if n > 0 {
+		t.tap(p[:n])
+	}
+	return n, err
+}
