@@ -104,7 +104,7 @@ fi
 # --- 2. binaries and the test registry ------------------------------------------------
 log "building crid, crid-monitor, the e2e tests, junitcheck, critest, kubelet"
 make -s build
-cp _output/bin/crid _output/bin/crid-monitor "$vmdir/bin/"
+cp _output/bin/crid _output/bin/crid-monitor _output/bin/crid-pause "$vmdir/bin/"
 go test -c -tags 'containers_image_openpgp seccomp' -o "$vmdir/bin/e2e.test" ./test/e2e
 go build -o "$vmdir/bin/junitcheck" ./test/critest/junitcheck
 bash hack/build-tools.sh >&2
