@@ -22,6 +22,8 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 	"golang.org/x/sys/unix"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -170,12 +172,19 @@ func writeBytes(t *testing.T, path string, b []byte) string {
 	return path
 }
 
-// airgapNode is a pod node whose registries.conf names no mirror: the
-// daemon reaches no registry for airgap.invalid.
+// airgapNode is a pod node that can reach no registry: airgap.invalid
+// never resolves, and its registries.conf blocks the test bed's registry
+// (the only one this machine has), so the node is as air-gapped as one
+// whose registry is stopped.
 func airgapNode(t *testing.T) *podNode {
 	t.Helper()
 	n := &podNode{dir: newDirs(t)}
 	n.writeConfig(t)
+	var blocks strings.Builder
+	for _, r := range []string{testRegistry, "localhost:5000", "registry.k8s.io", "docker.io"} {
+		fmt.Fprintf(&blocks, "[[registry]]\nprefix = %q\nlocation = %q\nblocked = true\n\n", r, r)
+	}
+	writeFile(t, filepath.Join(n.dir, "registries.conf"), blocks.String())
 	n.daemon = startDaemon(t, n.dir, "--cni-bin-dirs", "/opt/cni/bin")
 	return n
 }
@@ -277,6 +286,11 @@ func TestImportExportAirGapped(t *testing.T) {
 	cancel()
 	if err == nil {
 		t.Fatal("pull from a registry that does not exist succeeded")
+	}
+	// Nor the test bed's registry, which holds the very image.
+	_, err = n.images().PullImage(ctx, &runtime.PullImageRequest{Image: &runtime.ImageSpec{Image: localBusybox}})
+	if status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("pull of %s on the air-gapped node: %v, want PermissionDenied (blocked)", localBusybox, err)
 	}
 
 	start := time.Now()
