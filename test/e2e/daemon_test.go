@@ -29,6 +29,7 @@ func TestMain(m *testing.M) {
 }
 
 func runTests(m *testing.M) int {
+	defer removeNRIPlugin()
 	if os.Getenv(probeEnv) != "" {
 		return probeAccess() // a child started as an unprivileged user
 	}
@@ -102,19 +103,34 @@ func newDirs(t *testing.T) string {
 	return dir
 }
 
-// cleanupDir ends what a test's daemon left under dir: the monitor (it
-// outlives the daemon by design; found by its run dir in its command line,
-// so only monitors this test started), mounts, then the files.
-func cleanupDir(t *testing.T, dir string) {
+// killMonitors SIGKILLs every crid-monitor (monitor or stdio holder) whose
+// command line names dir, and says how many it found.
+func killMonitors(dir string) int {
+	n := 0
 	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	for _, p := range procs {
 		b, err := os.ReadFile(p)
 		if err != nil || !strings.Contains(string(b), "crid-monitor") || !strings.Contains(string(b), dir+"/") {
 			continue
 		}
-		if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p))); err == nil {
-			_ = syscall.Kill(pid, syscall.SIGKILL)
+		if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p))); err == nil && syscall.Kill(pid, syscall.SIGKILL) == nil {
+			n++
 		}
+	}
+	return n
+}
+
+// cleanupDir ends what a test's daemon left under dir: the monitor (it
+// outlives the daemon by design; found by its run dir in its command line,
+// so only monitors this test started), mounts, then the files.
+func cleanupDir(t *testing.T, dir string) {
+	// Scan until none is left: a monitor still alive when its stdio holder
+	// is killed starts a new holder, which a single pass would miss.
+	for range 50 {
+		if killMonitors(dir) == 0 {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	mi, _ := os.ReadFile("/proc/self/mountinfo")
 	var mounts []string

@@ -23,6 +23,13 @@ var (
 	nriPluginErr  error
 )
 
+// removeNRIPlugin removes the plugin nriPlugin built, at the end of the run.
+func removeNRIPlugin() {
+	if nriPluginBin != "" {
+		os.RemoveAll(filepath.Dir(nriPluginBin))
+	}
+}
+
 // nriPlugin builds test/nriplugin once per run.
 func nriPlugin(t *testing.T) string {
 	t.Helper()
