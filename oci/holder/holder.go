@@ -359,7 +359,7 @@ func (h *Holder) watch(ctx context.Context, req HoldRequest) {
 		return // released, or the holder stops
 	}
 	at := time.Now()
-	ws, ok := exitStatus(f, req.Pid, req.InitStartTime, h.ptrace)
+	ws, ok := protocol.EndedStatus(f, req.Pid, req.InitStartTime, h.ptrace)
 	if !ok {
 		h.log.Warn("Init ended but its status could not be read", "id", req.ID, "pid", req.Pid)
 		return
@@ -397,43 +397,6 @@ func waitReadable(ctx context.Context, f *os.File) error {
 		return ctx.Err()
 	}
 	return err
-}
-
-// exitStatus reads the wait status of an ended process through its pidfd
-// f: from /proc while it is a zombie (only with CAP_SYS_PTRACE, proc: the
-// kernel shows 0 to others), from the pidfd once it is reaped. The reap can
-// fall between the two reads, so they are tried a few times.
-func exitStatus(f *os.File, pid int, start uint64, proc bool) (syscall.WaitStatus, bool) {
-	for range 5 {
-		if proc {
-			if ws, ok := protocol.ZombieStatus(pid, start); ok {
-				return ws, true
-			}
-		}
-		if ws, ok := pidfdExitStatus(f); ok {
-			return ws, true
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	return 0, false
-}
-
-// pidfdExitStatus returns the wait status a pidfd keeps for its reaped
-// process (PIDFD_GET_INFO with PIDFD_INFO_EXIT, Linux 6.15+).
-func pidfdExitStatus(f *os.File) (syscall.WaitStatus, bool) {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return 0, false
-	}
-	info := unix.PidfdInfo{Mask: unix.PIDFD_INFO_EXIT}
-	var ioErr error
-	if err := rc.Control(func(fd uintptr) { ioErr = unix.IoctlPidfdInfo(int(fd), &info) }); err != nil || ioErr != nil {
-		return 0, false
-	}
-	if info.Mask&unix.PIDFD_INFO_EXIT == 0 {
-		return 0, false
-	}
-	return syscall.WaitStatus(info.Exit_code), true
 }
 
 // hasCap reports whether the process has capability c in its effective set.

@@ -273,45 +273,8 @@ func (m *Monitor) waitPidExit(ctx context.Context, pid int, start uint64) (ws sy
 			return 0, false, err
 		}
 	}
-	ws, observed = m.observeExit(f, pid, start)
+	ws, observed = protocol.EndedStatus(f, pid, start, m.limits.caps["CAP_SYS_PTRACE"]) // without it the kernel shows exit_code 0
 	return ws, observed, nil
-}
-
-// observeExit reads the status of an ended process: from /proc while it is
-// a zombie, from its pidfd once it is reaped. The reap can fall between
-// the two reads, so they are tried a few times.
-func (m *Monitor) observeExit(f *os.File, pid int, start uint64) (syscall.WaitStatus, bool) {
-	proc := m.limits.caps["CAP_SYS_PTRACE"] // without it the kernel shows exit_code 0
-	for range 3 {
-		if proc {
-			if ws, ok := protocol.ZombieStatus(pid, start); ok {
-				return ws, true
-			}
-		}
-		if ws, ok := pidfdExitStatus(f); ok {
-			return ws, true
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	return 0, false
-}
-
-// pidfdExitStatus returns the wait status a pidfd keeps for its reaped
-// process (PIDFD_GET_INFO with PIDFD_INFO_EXIT, Linux 6.15+).
-func pidfdExitStatus(f *os.File) (syscall.WaitStatus, bool) {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return 0, false
-	}
-	info := unix.PidfdInfo{Mask: unix.PIDFD_INFO_EXIT}
-	var ioErr error
-	if err := rc.Control(func(fd uintptr) { ioErr = unix.IoctlPidfdInfo(int(fd), &info) }); err != nil || ioErr != nil {
-		return 0, false
-	}
-	if info.Mask&unix.PIDFD_INFO_EXIT == 0 {
-		return 0, false
-	}
-	return syscall.WaitStatus(info.Exit_code), true
 }
 
 // waitReadable waits until the pidfd f of (pid, start) says its process

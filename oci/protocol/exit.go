@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // ExitFromStatus turns a wait status into an Exit. memoryCgroup, when set, is
@@ -107,4 +109,42 @@ func procStat(pid int) ([][]byte, error) {
 		return nil, syscall.EINVAL
 	}
 	return fields, nil
+}
+
+// EndedStatus reads the wait status of an ended process (pid, start)
+// through its pidfd f: from /proc while it is a zombie (only when proc: the
+// kernel shows exit code 0 to a reader without CAP_SYS_PTRACE), from the
+// pidfd once it is reaped (PIDFD_GET_INFO with PIDFD_INFO_EXIT, Linux
+// 6.15+). The reap can fall between the two reads, so they are tried a few
+// times. The monitor and the stdio holder both see exits of inits they may
+// not be the parent of.
+func EndedStatus(f *os.File, pid int, start uint64, proc bool) (syscall.WaitStatus, bool) {
+	for range 5 {
+		if proc {
+			if ws, ok := ZombieStatus(pid, start); ok {
+				return ws, true
+			}
+		}
+		if ws, ok := pidfdExitStatus(f); ok {
+			return ws, true
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return 0, false
+}
+
+func pidfdExitStatus(f *os.File) (syscall.WaitStatus, bool) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return 0, false
+	}
+	info := unix.PidfdInfo{Mask: unix.PIDFD_INFO_EXIT}
+	var ioErr error
+	if err := rc.Control(func(fd uintptr) { ioErr = unix.IoctlPidfdInfo(int(fd), &info) }); err != nil || ioErr != nil {
+		return 0, false
+	}
+	if info.Mask&unix.PIDFD_INFO_EXIT == 0 {
+		return 0, false
+	}
+	return syscall.WaitStatus(info.Exit_code), true
 }
