@@ -202,36 +202,11 @@ func Run(ctx context.Context, cfg Config, ready io.WriteCloser) (err error) {
 }
 
 func (h *Holder) serve(ctx context.Context, l *net.UnixListener) error {
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	stop := context.AfterFunc(ctx, func() { l.Close() })
-	defer stop()
-	for {
-		conn, err := l.AcceptUnix()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			if errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE) {
-				h.log.Warn("Accept failed; retrying", "err", err)
-				time.Sleep(100 * time.Millisecond)
-				continue
-			}
-			return fmt.Errorf("accept: %w", err)
-		}
-		h.mu.Lock()
-		h.conns++
-		h.mu.Unlock()
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer h.connEnded()
-			err := protocol.ServeConn(ctx, protocol.NewFrameConn(conn), h.handle, 64)
-			if err != nil && !errors.Is(err, io.EOF) && ctx.Err() == nil {
-				h.log.Warn("Connection ended", "err", err)
-			}
-		}()
-	}
+	return protocol.Listener{
+		Handle: h.handle, MaxInFlight: 64, Log: h.log,
+		Accepted: func() { h.mu.Lock(); h.conns++; h.mu.Unlock() },
+		Ended:    h.connEnded,
+	}.Serve(ctx, l)
 }
 
 // connEnded ends the holder once no monitor is connected and nothing is

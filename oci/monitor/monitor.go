@@ -212,31 +212,5 @@ func listen(path string) (*net.UnixListener, error) {
 
 // serve accepts connections until ctx ends, then waits for their handlers.
 func (m *Monitor) serve(ctx context.Context, l *net.UnixListener) error {
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	stop := context.AfterFunc(ctx, func() { l.Close() })
-	defer stop()
-	for {
-		conn, err := l.AcceptUnix()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE) {
-				m.log.Warn("Accept failed; retrying", "err", err)
-				time.Sleep(100 * time.Millisecond)
-				continue
-			}
-			return fmt.Errorf("accept: %w", err)
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			err := protocol.ServeConn(ctx, protocol.NewFrameConn(conn), m.handle, maxInFlight)
-			if err != nil && !errors.Is(err, io.EOF) && ctx.Err() == nil {
-				m.log.Warn("Connection ended", "err", err)
-			}
-		}()
-	}
+	return protocol.Listener{Handle: m.handle, MaxInFlight: maxInFlight, Log: m.log}.Serve(ctx, l)
 }

@@ -5,8 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
+	"net"
 	"os"
 	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/crid-dev/crid/panicguard"
 )
@@ -137,4 +143,54 @@ func Decode(body json.RawMessage, v any) error {
 		return Errorf(CodeInvalidArgument, "malformed request body: %v", err)
 	}
 	return nil
+}
+
+// Listener serves a unix listener's connections with ServeConn: the one
+// accept loop of the monitor and the stdio holder.
+type Listener struct {
+	Handle      Handler
+	MaxInFlight int
+	Log         *slog.Logger
+	// Accepted, when set, runs for each connection before it is served;
+	// Ended after it ended.
+	Accepted, Ended func()
+}
+
+// Serve accepts until ctx ends (which closes l), then waits for the
+// connections' handlers. Running out of descriptors is retried after a
+// pause; any other accept error ends it.
+func (sl Listener) Serve(ctx context.Context, l *net.UnixListener) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	stop := context.AfterFunc(ctx, func() { l.Close() })
+	defer stop()
+	for {
+		conn, err := l.AcceptUnix()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE) {
+				sl.Log.Warn("Accept failed; retrying", "err", err)
+				time.Sleep(100 * time.Millisecond)
+				continue
+			}
+			return fmt.Errorf("accept: %w", err)
+		}
+		if sl.Accepted != nil {
+			sl.Accepted()
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if sl.Ended != nil {
+				defer sl.Ended()
+			}
+			err := ServeConn(ctx, NewFrameConn(conn), sl.Handle, sl.MaxInFlight)
+			if err != nil && !errors.Is(err, io.EOF) && ctx.Err() == nil {
+				sl.Log.Warn("Connection ended", "err", err)
+			}
+		}()
+	}
 }
