@@ -330,7 +330,7 @@ func (h *Holder) watch(ctx context.Context, req HoldRequest) {
 		h.log.Warn("Cannot watch the container's init: pid reused before it was handed over", "id", req.ID, "pid", req.Pid)
 		return
 	}
-	if err := waitReadable(ctx, f); err != nil {
+	if err := protocol.WaitEnded(ctx, f, req.Pid, req.InitStartTime); err != nil {
 		return // released, or the holder stops
 	}
 	at := time.Now()
@@ -349,29 +349,6 @@ func (h *Holder) watch(ctx context.Context, req HoldRequest) {
 		return
 	}
 	h.log.Info("Saw a container's init end", "id", req.ID, "pid", req.Pid, "code", e.Code)
-}
-
-// waitReadable waits until the pidfd f says its process ended, or ctx ends.
-// Go's poller waits on it without a thread.
-func waitReadable(ctx context.Context, f *os.File) error {
-	stop := context.AfterFunc(ctx, func() { f.Close() })
-	defer stop()
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return err
-	}
-	first := true
-	err = rc.Read(func(uintptr) bool {
-		if first {
-			first = false
-			return false // wait for readability
-		}
-		return true
-	})
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	return err
 }
 
 // hasCap reports whether the process has capability c in its effective set.

@@ -269,48 +269,12 @@ func (m *Monitor) waitPidExit(ctx context.Context, pid int, start uint64) (ws sy
 	case err != nil || state == 'Z' || state == 'X':
 		// Ended (and maybe reaped since the open): look below.
 	default:
-		if err := waitReadable(ctx, f, pid, start); err != nil {
+		if err := protocol.WaitEnded(ctx, f, pid, start); err != nil {
 			return 0, false, err
 		}
 	}
 	ws, observed = protocol.EndedStatus(f, pid, start, m.limits.caps["CAP_SYS_PTRACE"]) // without it the kernel shows exit_code 0
 	return ws, observed, nil
-}
-
-// waitReadable waits until the pidfd f of (pid, start) says its process
-// ended, or ctx ends.
-func waitReadable(ctx context.Context, f *os.File, pid int, start uint64) error {
-	stop := context.AfterFunc(ctx, func() { f.Close() })
-	defer stop()
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return err
-	}
-	first := true
-	err = rc.Read(func(uintptr) bool {
-		if first {
-			first = false
-			return false // wait for readability
-		}
-		return true
-	})
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	if err == nil {
-		return nil
-	}
-	// Not pollable after all: fall back to looking.
-	for {
-		if st, state, err := protocol.ProcStartTime(pid); err != nil || st != start || state == 'Z' || state == 'X' {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
 }
 
 // cleanupIncomplete removes what an interrupted create left: libcontainer

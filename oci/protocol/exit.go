@@ -3,6 +3,7 @@ package protocol
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -147,4 +148,42 @@ func pidfdExitStatus(f *os.File) (syscall.WaitStatus, bool) {
 		return 0, false
 	}
 	return syscall.WaitStatus(info.Exit_code), true
+}
+
+// WaitEnded waits until the pidfd f of (pid, start) says its process
+// ended, or ctx ends (which closes f). Go's poller waits on the pidfd
+// without a thread; a pidfd that cannot be polled falls back to looking
+// at /proc every 100 ms.
+func WaitEnded(ctx context.Context, f *os.File, pid int, start uint64) error {
+	stop := context.AfterFunc(ctx, func() { f.Close() })
+	defer stop()
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	first := true
+	err = rc.Read(func(uintptr) bool {
+		if first {
+			first = false
+			return false // wait for readability
+		}
+		return true
+	})
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if err == nil {
+		return nil
+	}
+	// Not pollable after all: fall back to looking.
+	for {
+		if st, state, err := ProcStartTime(pid); err != nil || st != start || state == 'Z' || state == 'X' {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
