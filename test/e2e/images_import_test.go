@@ -526,7 +526,11 @@ func TestImportDir(t *testing.T) {
 	d = startDaemon(t, dir)
 	writeBytes(t, filepath.Join(importDir, "later.tar"), tarOf(t, dockerArchive(t, src, airgapRepo+":later")...))
 	waitImage(t, d, airgapRepo+":later")
+	// The file's record is written once its image is stored: wait for it.
 	after := recordFiles(t, dir)
+	for deadline := time.Now().Add(10 * time.Second); len(after) < 4 && time.Now().Before(deadline); after = recordFiles(t, dir) {
+		time.Sleep(20 * time.Millisecond)
+	}
 	for k, v := range recs {
 		if after[k] != v {
 			t.Fatalf("record %s rewritten after the restart: the file was handled again:\n%s\n%s", k, v, after[k])
