@@ -12,12 +12,14 @@ PACKAGES=(
   gcc libc6-dev pkg-config      # cgo (libcontainer's nsenter)
   libseccomp-dev                # seccomp for libcontainer (build and run time)
   iptables                      # bridge ipMasq and portmap exec iptables
+  apparmor                      # apparmor_parser loads crid-default where the kernel has AppArmor
 )
 if [[ "${1:-}" != node ]]; then
   PACKAGES+=(
     curl                          # the test scripts probe the registry
     docker-registry apache2-utils # the test registry and its htpasswd auth
     qemu-system-x86               # the VM test bed (test/vm, make vm-test)
+    sudo                          # critest loads its AppArmor test profiles with `sudo apparmor_parser`
   )
 fi
 CNI_PLUGINS_VERSION=v1.9.1
