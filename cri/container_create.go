@@ -39,6 +39,14 @@ func (s *runtimeService) CreateContainer(ctx context.Context, req *runtime.Creat
 	if err := checkPrivileged(sb.Config, cfg); err != nil {
 		return nil, err
 	}
+	aaProfile, err := specgen.AppArmorProfile(ctx, cfg.GetLinux().GetSecurityContext(), s.appArmor)
+	if err != nil {
+		if errors.Is(err, specgen.ErrInvalid) {
+			return nil, toStatus(err)
+		}
+		// The request was fine; the node cannot confine it.
+		return nil, status.Errorf(codes.FailedPrecondition, "AppArmor: %v", err)
+	}
 	img, err := s.opts.Images.Get(cfg.Image.Image)
 	if err != nil {
 		return nil, toStatus(err)
@@ -85,6 +93,7 @@ func (s *runtimeService) CreateContainer(ctx context.Context, req *runtime.Creat
 		CgroupsPath:            s.opts.Cgroups.ContainerPath(sb.CgroupParent, id),
 		PrivateCgroupNamespace: cgroupmgr.Mode() == "v2",
 		HostCapabilities:       s.hostCaps,
+		AppArmorProfile:        aaProfile,
 		SeccompDefault:         seccomp.GetDefaultProfile,
 		SeccompLocalhost: func(path string, sp *specs.Spec) (*specs.LinuxSeccomp, error) {
 			b, err := os.ReadFile(path)

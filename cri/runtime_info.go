@@ -69,7 +69,7 @@ func (s *runtimeService) Status(_ context.Context, req *runtime.StatusRequest) (
 		}
 		// streamAddress says where the streaming URLs point; goroutines
 		// is a leak check for operators and tests alike.
-		resp.Info = map[string]string{"config": string(cfg), "apparmor": appArmorStatus(), "runtimeConfig": string(rc),
+		resp.Info = map[string]string{"config": string(cfg), "apparmor": s.appArmor.Status().String(), "runtimeConfig": string(rc),
 			"streamAddress": s.StreamAddress(), "goroutines": strconv.Itoa(goruntime.NumGoroutine()),
 			"mountOptions": strings.Join(specgen.MountOptions, ",")}
 	}
@@ -101,13 +101,4 @@ func (s *runtimeService) RuntimeConfig(context.Context, *runtime.RuntimeConfigRe
 		driver = runtime.CgroupDriver_SYSTEMD
 	}
 	return &runtime.RuntimeConfigResponse{Linux: &runtime.LinuxRuntimeConfiguration{CgroupDriver: driver}}, nil
-}
-
-// appArmorStatus says whether containers can be confined by AppArmor: on a
-// kernel without it, Localhost profiles are refused at CreateContainer.
-func appArmorStatus() string {
-	if specgen.AppArmorEnabled {
-		return "enabled in the kernel; Localhost profiles are not supported by crid yet and are refused"
-	}
-	return "not enabled in this kernel: RuntimeDefault and Unconfined run unconfined, Localhost profiles are refused"
 }

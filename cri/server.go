@@ -13,6 +13,7 @@ import (
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/klog/v2"
 
+	"github.com/crid-dev/crid/apparmor"
 	"github.com/crid-dev/crid/cgroupmgr"
 	"github.com/crid-dev/crid/cni"
 	"github.com/crid-dev/crid/config"
@@ -60,6 +61,8 @@ type Server struct {
 	stats statsState
 	// nri is the lifecycle as NRI plugins see it (cri/nri.go).
 	nri *nriBridge
+	// appArmor is the node's AppArmor: profile checks and crid-default.
+	appArmor *apparmor.Host
 }
 
 // runtimeService and imageService are separate types because the two
@@ -77,7 +80,7 @@ type imageService struct {
 // New builds the gRPC server with crid's interceptors and both services,
 // and the streaming server.
 func New(opts Options) (*Server, error) {
-	s := &Server{opts: opts}
+	s := &Server{opts: opts, appArmor: apparmor.New("", "")}
 	s.nri = newNRIBridge(s, opts.NRI)
 	if opts.StreamListener == nil {
 		return nil, fmt.Errorf("cri: no listener for the streaming server")

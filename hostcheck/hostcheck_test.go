@@ -335,11 +335,20 @@ func TestSeccomp(t *testing.T) {
 
 func TestAppArmor(t *testing.T) {
 	h := fixture(t)
-	expect(t, h.AppArmor(), OK, "not in the kernel")
+	expect(t, h.AppArmor(), OK, "not in this kernel", "RuntimeDefault and Unconfined containers run unconfined", "Localhost profiles are refused")
 	put(t, h.Root, "/sys/module/apparmor/parameters/enabled", "N\n")
 	expect(t, h.AppArmor(), OK, "disabled")
 	put(t, h.Root, "/sys/module/apparmor/parameters/enabled", "Y\n")
-	expect(t, h.AppArmor(), Warn, "no AppArmor profile")
+	expect(t, h.AppArmor(), Warn, "securityfs is not mounted")
+	put(t, h.Root, "/sys/kernel/security/apparmor/profiles", "other (enforce)\n")
+	expect(t, h.AppArmor(), Fail, "apparmor_parser missing", "apt-get install apparmor")
+	put(t, h.Root, "/usr/sbin/apparmor_parser", "")
+	if err := os.Chmod(filepath.Join(h.Root, "/usr/sbin/apparmor_parser"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, h.AppArmor(), OK, "AppArmor enabled", "crid-default not loaded yet")
+	put(t, h.Root, "/sys/kernel/security/apparmor/profiles", "other (enforce)\ncrid-default (enforce)\n")
+	expect(t, h.AppArmor(), OK, "crid-default loaded")
 }
 
 func TestCNI(t *testing.T) {

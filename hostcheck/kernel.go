@@ -1,7 +1,6 @@
 package hostcheck
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -9,6 +8,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/crid-dev/crid/apparmor"
 )
 
 // minKernel is the oldest kernel crid runs on: the layer extractor resolves
@@ -164,22 +165,23 @@ func (h *Host) Seccomp() Result {
 	return ok(name, fmt.Sprintf("filters (%s); %s", strings.TrimSpace(string(actions)), lib))
 }
 
-// AppArmor reports the kernel's AppArmor state. crid applies no AppArmor
-// profile: where AppArmor is on, RuntimeDefault pods run unconfined by it.
+// AppArmor reports the node's AppArmor as crid uses it: where the kernel
+// enforces it, RuntimeDefault containers run under crid-default, which
+// crid loads with apparmor_parser (Debian's apparmor) at the first need.
 func (h *Host) AppArmor() Result {
 	const name = "apparmor"
-	b, err := os.ReadFile(h.path("/sys/module/apparmor/parameters/enabled"))
-	if errors.Is(err, os.ErrNotExist) {
-		return ok(name, "not in the kernel: RuntimeDefault and Unconfined mean no profile; Localhost profiles are refused")
+	// The daemon runs apparmor_parser from PATH; the check looks where
+	// Debian's package puts it, under Root.
+	st := apparmor.New(h.Root, h.path("/usr/sbin/apparmor_parser")).Status()
+	switch {
+	case !st.Enabled && strings.Contains(st.Reason, "securityfs"):
+		return warn(name, st.String(), "mount -t securityfs securityfs /sys/kernel/security (systemd does at boot)")
+	case !st.Enabled:
+		return ok(name, st.String())
+	case st.Parser == "":
+		return fail(name, st.String(), "apt-get install apparmor")
 	}
-	if err != nil {
-		return warn(name, fmt.Sprintf("cannot read the AppArmor state: %v", err), "check /sys/module/apparmor/parameters/enabled")
-	}
-	if strings.TrimSpace(string(b)) != "Y" {
-		return ok(name, "disabled: RuntimeDefault and Unconfined mean no profile; Localhost profiles are refused")
-	}
-	return warn(name, "enabled, but crid applies no AppArmor profile: RuntimeDefault containers run without one and Localhost profiles are refused",
-		"rely on seccomp and capabilities, or boot with apparmor=0 if policy requires every container confined by some LSM")
+	return ok(name, st.String())
 }
 
 // fsName names common statfs magics.

@@ -67,6 +67,9 @@ type Input struct {
 	SeccompDefault func(*specs.Spec) (*specs.LinuxSeccomp, error)
 	// SeccompLocalhost reads a Localhost profile from the node.
 	SeccompLocalhost func(path string, s *specs.Spec) (*specs.LinuxSeccomp, error)
+	// AppArmorProfile is the profile the container's processes (and its
+	// execs) run under, "" for unconfined: what AppArmorProfile chose.
+	AppArmorProfile string
 }
 
 // Build returns the runtime spec of a container.

@@ -1,6 +1,7 @@
 package specgen
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -8,6 +9,8 @@ import (
 	"github.com/moby/sys/capability"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/crid-dev/crid/apparmor"
 )
 
 // setSecurity applies capabilities, privileged mode, no_new_privs, masked
@@ -53,7 +56,11 @@ func setSecurity(s *specs.Spec, in Input) error {
 	if err := setSeccomp(s, in); err != nil {
 		return err
 	}
-	return checkAppArmor(sc)
+	s.Process.ApparmorProfile = in.AppArmorProfile
+	if msg := SELinuxRefusal("linux.security_context.selinux_options", sc.GetSelinuxOptions()); msg != "" {
+		return fmt.Errorf("%w: %s", ErrInvalid, msg)
+	}
+	return nil
 }
 
 // capabilities computes the container's capability set as containerd
@@ -160,33 +167,119 @@ func setSeccomp(s *specs.Spec, in Input) error {
 	return nil
 }
 
-// AppArmorEnabled is false on kernels without AppArmor, as on this
-// project's test machines; a set variable lets tests and future hosts
-// say otherwise.
-var AppArmorEnabled = fileExists("/sys/module/apparmor/parameters/enabled")
+// AppArmorHost is the node's AppArmor as profile selection needs it
+// (*apparmor.Host; a fake in tests).
+type AppArmorHost interface {
+	Enabled() bool
+	Loaded(name string) (bool, error)
+	EnsureDefault(ctx context.Context) error
+}
 
-// checkAppArmor refuses a Localhost AppArmor profile where the kernel has
-// none: the container would silently run unconfined. RuntimeDefault and
-// Unconfined are both "no profile" on such a host.
-func checkAppArmor(sc *runtime.LinuxContainerSecurityContext) error {
-	typ := sc.GetApparmor().GetProfileType()
-	name := sc.GetApparmor().GetLocalhostRef()
-	if sc.GetApparmor() == nil {
-		//lint:ignore SA1019 older kubelets and critest still send the deprecated field
-		switch p := sc.GetApparmorProfile(); {
-		case strings.HasPrefix(p, "localhost/"):
-			typ, name = runtime.SecurityProfile_Localhost, strings.TrimPrefix(p, "localhost/")
-		case p == "" || p == "runtime/default" || p == "unconfined":
-			return nil
+// AppArmorProfile picks the AppArmor profile a container runs under, ""
+// meaning unconfined, as containerd does:
+//   - Unconfined is unconfined;
+//   - RuntimeDefault, or nothing asked for a non-privileged container, is
+//     crid-default, loaded the first time it is needed; a privileged
+//     container asking nothing is unconfined;
+//   - Localhost names a profile that must be loaded already.
+//
+// The apparmor field wins over the deprecated apparmor_profile string
+// ("runtime/default", "unconfined", "localhost/<name>"). On a node without
+// AppArmor (host nil or not enabled) RuntimeDefault runs unconfined, as
+// with containerd, and a Localhost profile is refused rather than dropped.
+func AppArmorProfile(ctx context.Context, sc *runtime.LinuxContainerSecurityContext, host AppArmorHost) (string, error) {
+	typ, name, field, err := appArmorRequest(sc)
+	if err != nil {
+		return "", err
+	}
+	if host == nil || !host.Enabled() {
+		if typ == runtime.SecurityProfile_Localhost {
+			return "", fmt.Errorf("%w: %s: AppArmor profile %q requested, but AppArmor is not enabled on this node", ErrInvalid, field, name)
+		}
+		return "", nil
+	}
+	switch typ {
+	case runtime.SecurityProfile_Unconfined:
+		return "", nil
+	case runtime.SecurityProfile_Localhost:
+		loaded, err := host.Loaded(name)
+		if err != nil {
+			return "", err
+		}
+		if !loaded {
+			return "", fmt.Errorf("%w: %s: AppArmor profile %q is not loaded (load it with apparmor_parser first)", ErrInvalid, field, name)
+		}
+		return name, nil
+	}
+	if field == "" && sc.GetPrivileged() {
+		return "", nil
+	}
+	if err := host.EnsureDefault(ctx); err != nil {
+		return "", err
+	}
+	return apparmor.DefaultProfile, nil
+}
+
+// appArmorRequest reads what a container asks of AppArmor and the field
+// that asked it ("" when nothing was asked, which reads as RuntimeDefault).
+func appArmorRequest(sc *runtime.LinuxContainerSecurityContext) (runtime.SecurityProfile_ProfileType, string, string, error) {
+	if p := sc.GetApparmor(); p != nil {
+		const field = "linux.security_context.apparmor"
+		switch p.GetProfileType() {
+		case runtime.SecurityProfile_RuntimeDefault, runtime.SecurityProfile_Unconfined:
+			return p.GetProfileType(), "", field, nil
+		case runtime.SecurityProfile_Localhost:
+			// kubelet sends the bare name; critest sends "localhost/<name>".
+			name := strings.TrimPrefix(p.GetLocalhostRef(), "localhost/")
+			if err := profileName(field+".localhost_ref", name); err != nil {
+				return 0, "", "", err
+			}
+			return runtime.SecurityProfile_Localhost, name, field + ".localhost_ref", nil
 		default:
-			return fmt.Errorf("%w: linux.security_context.apparmor_profile: unknown profile %q", ErrInvalid, p)
+			return 0, "", "", fmt.Errorf("%w: %s.profile_type: unknown type %d", ErrInvalid, field, p.GetProfileType())
 		}
 	}
-	if typ == runtime.SecurityProfile_Localhost && !AppArmorEnabled {
-		return fmt.Errorf("%w: AppArmor profile %q requested, but AppArmor is not enabled in this kernel", ErrInvalid, name)
+	const field = "linux.security_context.apparmor_profile"
+	//lint:ignore SA1019 older kubelets and critest still send the deprecated field
+	switch p := sc.GetApparmorProfile(); {
+	case p == "":
+		return runtime.SecurityProfile_RuntimeDefault, "", "", nil
+	case p == "runtime/default":
+		return runtime.SecurityProfile_RuntimeDefault, "", field, nil
+	case p == "unconfined":
+		return runtime.SecurityProfile_Unconfined, "", field, nil
+	case strings.HasPrefix(p, "localhost/"):
+		name := strings.TrimPrefix(p, "localhost/")
+		if err := profileName(field, name); err != nil {
+			return 0, "", "", err
+		}
+		return runtime.SecurityProfile_Localhost, name, field, nil
+	default:
+		return 0, "", "", fmt.Errorf("%w: %s: unknown profile %q (want runtime/default, unconfined or localhost/<name>)", ErrInvalid, field, p)
 	}
-	if typ == runtime.SecurityProfile_Localhost {
-		return fmt.Errorf("%w: AppArmor profiles are not supported by crid yet (profile %q)", ErrInvalid, name)
+}
+
+// profileName refuses names the kernel could not hold: empty, or with a
+// newline or NUL (libcontainer writes "exec <name>" to a procfs file).
+func profileName(field, name string) error {
+	if name == "" {
+		return fmt.Errorf("%w: %s: Localhost AppArmor profile without a name", ErrInvalid, field)
+	}
+	if strings.ContainsAny(name, "\n\x00") {
+		return fmt.Errorf("%w: %s: AppArmor profile name %q contains a newline or NUL", ErrInvalid, field, name)
 	}
 	return nil
+}
+
+// SELinuxRefusal says why SELinux options are refused, "" when none are
+// set: crid applies no SELinux labels (no node it runs on has SELinux),
+// and a label asked for but not applied would leave the pod believing it
+// is confined. kubelet sends options only when the pod spec sets
+// seLinuxOptions.
+func SELinuxRefusal(field string, o *runtime.SELinuxOption) string {
+	if o.GetUser() == "" && o.GetRole() == "" && o.GetType() == "" && o.GetLevel() == "" {
+		return ""
+	}
+	return fmt.Sprintf("%s: crid does not apply SELinux labels (user %q, role %q, type %q, level %q); remove seLinuxOptions from the pod spec",
+		field, o.GetUser(), o.GetRole(), o.GetType(), o.GetLevel())
 }
