@@ -45,6 +45,9 @@ if [[ $$ -eq 1 ]]; then
 	mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /tmp
 	mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /var/tmp
 	mount -t cgroup2 -o nsdelegate,memory_recursiveprot cgroup2 /sys/fs/cgroup
+	# AppArmor's files (the kernel enforces it; crid and critest read and
+	# load profiles there).
+	mount -t securityfs securityfs /sys/kernel/security
 	# Every controller for the tree below the root, as systemd does on
 	# demand: cgroupfs managers need them enabled at each level.
 	for c in $(cat /sys/fs/cgroup/cgroup.controllers); do
