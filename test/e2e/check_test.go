@@ -55,6 +55,11 @@ func TestCheckCommand(t *testing.T) {
 	mustContain(t, "state dirs line", line(out, "state dirs"), filepath.Join(dir, "root"), filepath.Join(dir, "run"))
 	mustContain(t, "infra line", line(out, "infra (pause)"), "ok", "built-in "+filepath.Join(filepath.Dir(cridBin), "crid-pause"), "no image, no registry")
 	mustContain(t, "kubelet line", line(out, "kubelet"), "ok", kubelet, "cgroupDriver: cgroupfs")
+	if hostAppArmor() {
+		mustContain(t, "apparmor line", line(out, "apparmor"), "ok", "AppArmor enabled", "apparmor_parser /")
+	} else {
+		mustContain(t, "apparmor line", line(out, "apparmor"), "ok", "AppArmor not in this kernel", "Localhost profiles are refused")
+	}
 
 	// With a sandbox image configured, the check asks the daemon for it,
 	// and once the daemon holds it, says so.
