@@ -1,3 +1,5 @@
+//lint:file-ignore SA1019 the deprecated apparmor_profile string is still sent by older kubelets and critest, and honoured
+
 package specgen
 
 import (

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -273,10 +272,4 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
-}
-
-// fileExists reports whether p exists on the host.
-func fileExists(p string) bool {
-	_, err := os.Stat(p)
-	return err == nil
 }
