@@ -65,9 +65,12 @@ func TestAppArmorProfile(t *testing.T) {
 		{name: "unknown deprecated", sc: &runtime.LinuxContainerSecurityContext{ApparmorProfile: "docker-default"}, enabled: true, wantErr: `linux.security_context.apparmor_profile: unknown profile "docker-default"`},
 		{name: "unknown type", sc: &runtime.LinuxContainerSecurityContext{Apparmor: typ(7)}, enabled: true, wantErr: "linux.security_context.apparmor.profile_type: unknown type 7"},
 
-		// A node without AppArmor: nothing to apply, and Localhost refused.
+		// A node without AppArmor: nothing to apply, and any profile asked
+		// refused (RuntimeDefault too: asked, it cannot be honoured).
 		{name: "no AppArmor: unset", sc: nil},
-		{name: "no AppArmor: RuntimeDefault", sc: &runtime.LinuxContainerSecurityContext{Apparmor: typ(runtime.SecurityProfile_RuntimeDefault)}},
+		{name: "no AppArmor: privileged, unset", sc: &runtime.LinuxContainerSecurityContext{Privileged: true}},
+		{name: "no AppArmor: RuntimeDefault", sc: &runtime.LinuxContainerSecurityContext{Apparmor: typ(runtime.SecurityProfile_RuntimeDefault)}, wantErr: "linux.security_context.apparmor: the runtime's default AppArmor profile requested, but AppArmor is not enabled on this node"},
+		{name: "no AppArmor: deprecated runtime/default", sc: &runtime.LinuxContainerSecurityContext{ApparmorProfile: "runtime/default"}, wantErr: "linux.security_context.apparmor_profile: the runtime's default AppArmor profile requested"},
 		{name: "no AppArmor: Unconfined", sc: &runtime.LinuxContainerSecurityContext{ApparmorProfile: "unconfined"}},
 		{name: "no AppArmor: Localhost", sc: &runtime.LinuxContainerSecurityContext{Apparmor: local("deny-write")}, wantErr: `linux.security_context.apparmor.localhost_ref: AppArmor profile "deny-write" requested, but AppArmor is not enabled on this node`},
 		{name: "no AppArmor: deprecated localhost/", sc: &runtime.LinuxContainerSecurityContext{ApparmorProfile: "localhost/deny-write"}, wantErr: "linux.security_context.apparmor_profile: AppArmor profile"},

@@ -185,16 +185,21 @@ type AppArmorHost interface {
 //
 // The apparmor field wins over the deprecated apparmor_profile string
 // ("runtime/default", "unconfined", "localhost/<name>"). On a node without
-// AppArmor (host nil or not enabled) RuntimeDefault runs unconfined, as
-// with containerd, and a Localhost profile is refused rather than dropped.
+// AppArmor (host nil or not enabled) a container that asks nothing runs
+// unconfined, and any profile asked other than Unconfined (RuntimeDefault
+// too, as containerd and kubelet's own admission do) is refused rather than
+// dropped.
 func AppArmorProfile(ctx context.Context, sc *runtime.LinuxContainerSecurityContext, host AppArmorHost) (string, error) {
 	typ, name, field, err := appArmorRequest(sc)
 	if err != nil {
 		return "", err
 	}
 	if host == nil || !host.Enabled() {
-		if typ == runtime.SecurityProfile_Localhost {
+		switch {
+		case typ == runtime.SecurityProfile_Localhost:
 			return "", fmt.Errorf("%w: %s: AppArmor profile %q requested, but AppArmor is not enabled on this node", ErrInvalid, field, name)
+		case typ == runtime.SecurityProfile_RuntimeDefault && field != "":
+			return "", fmt.Errorf("%w: %s: the runtime's default AppArmor profile requested, but AppArmor is not enabled on this node", ErrInvalid, field)
 		}
 		return "", nil
 	}

@@ -48,8 +48,8 @@ func (n *podNode) ctrAppArmor(t *testing.T, id string) string {
 // field, never dropped, and leave nothing behind: a Localhost profile that
 // is not loaded (on a node without AppArmor: any Localhost profile), an
 // unknown apparmor_profile string, SELinux options on the pod or the
-// container. What needs no profile (Unconfined; RuntimeDefault where the
-// kernel has no AppArmor) runs.
+// container; on a node without AppArmor, RuntimeDefault asked too. What
+// needs no profile (Unconfined, nothing asked) runs.
 func TestAppArmorAndSELinuxRefused(t *testing.T) {
 	n := newPodNode(t)
 	n.pullBusybox(t)
@@ -73,11 +73,12 @@ func TestAppArmorAndSELinuxRefused(t *testing.T) {
 	if !enabled {
 		notLoaded = "AppArmor is not enabled on this node"
 	}
-	for _, tc := range []struct {
+	type refusal struct {
 		what   string
 		naming []string
 		sc     *runtime.LinuxContainerSecurityContext
-	}{
+	}
+	refused := []refusal{
 		{"Localhost profile", []string{"linux.security_context.apparmor.localhost_ref", `"crid-e2e-missing"`, notLoaded},
 			&runtime.LinuxContainerSecurityContext{Apparmor: &runtime.SecurityProfile{ProfileType: runtime.SecurityProfile_Localhost, LocalhostRef: "crid-e2e-missing"}}},
 		{"deprecated localhost/", []string{"linux.security_context.apparmor_profile", `"crid-e2e-missing"`, notLoaded},
@@ -86,7 +87,12 @@ func TestAppArmorAndSELinuxRefused(t *testing.T) {
 			&runtime.LinuxContainerSecurityContext{ApparmorProfile: "docker-default"}},
 		{"SELinux options", []string{"linux.security_context.selinux_options", "spc_t"},
 			&runtime.LinuxContainerSecurityContext{SelinuxOptions: &runtime.SELinuxOption{Type: "spc_t"}}},
-	} {
+	}
+	if !enabled {
+		refused = append(refused, refusal{"RuntimeDefault without AppArmor", []string{"linux.security_context.apparmor", "AppArmor is not enabled on this node"},
+			&runtime.LinuxContainerSecurityContext{Apparmor: &runtime.SecurityProfile{ProfileType: runtime.SecurityProfile_RuntimeDefault}}})
+	}
+	for _, tc := range refused {
 		cfg := ctrConfig("refused", "sleep", "3600")
 		cfg.Linux.SecurityContext = tc.sc
 		_, err := n.runtime().CreateContainer(ctx, &runtime.CreateContainerRequest{PodSandboxId: podID, SandboxConfig: pod, Config: cfg})
@@ -104,21 +110,26 @@ func TestAppArmorAndSELinuxRefused(t *testing.T) {
 		}
 	}
 
-	// What needs no profile runs; RuntimeDefault is crid-default only
-	// where the kernel has AppArmor.
+	// What needs no profile runs; RuntimeDefault (asked, or nothing asked)
+	// is crid-default where the kernel has AppArmor.
 	wantDefault := ""
 	if enabled {
 		wantDefault = "crid-default"
 	}
-	for _, tc := range []struct {
+	runs := []struct {
 		name string
 		sc   *runtime.LinuxContainerSecurityContext
 		want string
 	}{
 		{"unconfined", &runtime.LinuxContainerSecurityContext{Apparmor: &runtime.SecurityProfile{ProfileType: runtime.SecurityProfile_Unconfined}}, ""},
-		{"runtime-default", &runtime.LinuxContainerSecurityContext{Apparmor: &runtime.SecurityProfile{ProfileType: runtime.SecurityProfile_RuntimeDefault}}, wantDefault},
 		{"empty-selinux", &runtime.LinuxContainerSecurityContext{SelinuxOptions: &runtime.SELinuxOption{}}, wantDefault},
-	} {
+	}
+	if enabled {
+		runs = append(runs, runs[0])
+		runs[len(runs)-1].name, runs[len(runs)-1].want = "runtime-default", wantDefault
+		runs[len(runs)-1].sc = &runtime.LinuxContainerSecurityContext{Apparmor: &runtime.SecurityProfile{ProfileType: runtime.SecurityProfile_RuntimeDefault}}
+	}
+	for _, tc := range runs {
 		cfg := ctrConfig(tc.name, "sleep", "3600")
 		cfg.Linux.SecurityContext = tc.sc
 		id := n.create(t, podID, pod, cfg, true)
