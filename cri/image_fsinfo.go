@@ -26,9 +26,10 @@ func (s *imageService) ImageFsInfo(context.Context, *runtime.ImageFsInfoRequest)
 	if images.Device == containers.Device {
 		images.Bytes += containers.Bytes
 		images.Inodes += containers.Inodes
+		one := fsUsage(images)
 		return &runtime.ImageFsInfoResponse{
-			ImageFilesystems:     []*runtime.FilesystemUsage{fsUsage(images)},
-			ContainerFilesystems: []*runtime.FilesystemUsage{fsUsage(images)},
+			ImageFilesystems:     []*runtime.FilesystemUsage{one},
+			ContainerFilesystems: []*runtime.FilesystemUsage{one},
 		}, nil
 	}
 	return &runtime.ImageFsInfoResponse{
