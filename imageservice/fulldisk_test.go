@@ -59,3 +59,27 @@ func TestPullOnFullDisk(t *testing.T) {
 		t.Fatalf("layer content after the pull: %d bytes, %v", len(b), err)
 	}
 }
+
+// A container's rootfs that cannot be made on a full disk fails with
+// ENOSPC and leaves no directory.
+func TestMountRootfsOnFullDisk(t *testing.T) {
+	base := t.TempDir()
+	ctrFs := filepath.Join(base, "containerfs")
+	mountTmpfs(t, ctrFs, "256k")
+	s, _ := fakeImageIn(t, 2, filepath.Join(base, "images"), filepath.Join(ctrFs, "rootfs"))
+	filler := filepath.Join(ctrFs, "filler")
+	f, err := os.Create(filler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for err == nil {
+		_, err = f.Write(make([]byte, 4096))
+	}
+	f.Close()
+	if _, err := s.MountRootfs(testID("full"), "fake"); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("MountRootfs on a full disk: %v, want ENOSPC", err)
+	}
+	if names := dirNames(t, filepath.Join(ctrFs, "rootfs")); len(names) != 0 {
+		t.Fatalf("rootfs dir after the failure: %v", names)
+	}
+}

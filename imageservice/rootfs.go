@@ -30,8 +30,9 @@ func (s *Service) rootfsDir(id containerDirName) string {
 }
 
 // MountRootfs mounts the root filesystem of container id from image and
-// returns the path to give the runtime spec as Root.Path.
-func (s *Service) MountRootfs(id, image string) (string, error) {
+// returns the path to give the runtime spec as Root.Path. A failure (a
+// full disk, say) leaves no directory behind.
+func (s *Service) MountRootfs(id, image string) (_ string, err error) {
 	cid, err := parseContainerID(id)
 	if err != nil {
 		return "", err
@@ -50,6 +51,13 @@ func (s *Service) MountRootfs(id, image string) (string, error) {
 		return "", fmt.Errorf("%w: %s", ErrImageNotFound, image)
 	}
 	dir := s.rootfsDir(cid)
+	defer func() {
+		if err != nil {
+			if uerr := s.UnmountRootfs(id); uerr != nil {
+				err = errors.Join(err, uerr)
+			}
+		}
+	}()
 	// The container's / takes the upper dir's mode: 0755, so any user the
 	// image runs as can enter it. The directory above stays private.
 	if err := os.MkdirAll(dir, 0o700); err != nil {
