@@ -71,6 +71,7 @@ type Stream struct {
 
 // Image configures image pulls and the image store.
 type Image struct {
+	Root                     string   `toml:"root" json:"root" doc:"the image store (unpacked layers, config blobs, pull scratch space); may sit on another filesystem than root_dir, which keeps the containers' writable layers (KEP-4191 split image filesystem: ImageFsInfo then reports the two filesystems apart). Empty means <root_dir>/images"`
 	RegistriesConf           string   `toml:"registries_conf" json:"registries_conf" doc:"crid's containers-registries.conf(5) file (and its .d directory): mirrors, blocked and insecure registries. At the default path it may be absent; any other path must exist. Empty: crid has no file of its own. Registries on loopback addresses are reached over plain HTTP without any of it"`
 	ContainersRegistriesConf string   `toml:"containers_registries_conf" json:"containers_registries_conf" doc:"the containers-wide registries.conf (and its .d directory), used when neither crid's file nor its .d directory exists, as CRI-O and podman do; may be absent; empty: never"`
 	SandboxImage             string   `toml:"sandbox_image" json:"sandbox_image" doc:"image of the pod infra (pause) process, pulled on first use and pinned in the store; empty: crid's built-in infra (crid-pause from a read-only rootfs crid makes: no image, no registry)"`
@@ -223,6 +224,12 @@ func (c *Config) Validate() error {
 	if c.Image.PullProgressTimeout <= 0 {
 		return fmt.Errorf("config: image.pull_progress_timeout: must be positive, got %s", c.Image.PullProgressTimeout)
 	}
+	if c.Image.Root == "" {
+		c.Image.Root = filepath.Join(c.RootDir, "images")
+	}
+	if err := absPath("image.root", c.Image.Root); err != nil {
+		return err
+	}
 	if c.Image.ImportDir == "" {
 		c.Image.ImportDir = filepath.Join(c.RootDir, "import")
 	}
@@ -245,8 +252,10 @@ func (c *Config) Validate() error {
 	}
 	// The store's paths go into overlay mount options, which cannot carry
 	// these characters.
-	if i := strings.IndexAny(c.RootDir, ",:\\"); i >= 0 {
-		return fmt.Errorf("config: root_dir: %q holds %q, which overlay mount options cannot carry", c.RootDir, c.RootDir[i])
+	for _, p := range []struct{ key, val string }{{"root_dir", c.RootDir}, {"image.root", c.Image.Root}} {
+		if i := strings.IndexAny(p.val, ",:\\"); i >= 0 {
+			return fmt.Errorf("config: %s: %q holds %q, which overlay mount options cannot carry", p.key, p.val, p.val[i])
+		}
 	}
 	switch c.Runtime.CgroupDriver {
 	case "cgroupfs":

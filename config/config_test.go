@@ -155,6 +155,8 @@ func TestValidate(t *testing.T) {
 		{"image.max_layer_files", func(c *Config) { c.Image.MaxLayerFiles = -5 }},
 		{"root_dir", func(c *Config) { c.RootDir = "/var/lib/crid,upperdir=/" }},
 		{"root_dir", func(c *Config) { c.RootDir = "/var/lib/cr:id" }},
+		{"image.root", func(c *Config) { c.Image.Root = "images" }},
+		{"image.root", func(c *Config) { c.Image.Root = "/mnt/img,upperdir=/" }},
 		{"network.cni_conf_dir", func(c *Config) { c.Network.CNIConfDir = "" }},
 		{"network.cni_bin_dirs[1]", func(c *Config) { c.Network.CNIBinDirs = []string{"/opt/cni/bin", "bin"} }},
 		{"network.cni_bin_dirs", func(c *Config) { c.Network.CNIBinDirs = nil }},
@@ -184,6 +186,19 @@ func TestValidate(t *testing.T) {
 				t.Fatalf("error %v, want it to name %s", err, tc.key)
 			}
 		})
+	}
+}
+
+// An unset image.root is the store's place before the key existed, so an
+// upgrade finds its images.
+func TestImageRootDefaultsUnderRootDir(t *testing.T) {
+	c := Default()
+	c.RootDir = "/srv/crid"
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if c.Image.Root != "/srv/crid/images" {
+		t.Fatalf("image.root %q, want /srv/crid/images", c.Image.Root)
 	}
 }
 

@@ -3,6 +3,7 @@ package cri
 import (
 	"context"
 	"errors"
+	"syscall"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -32,7 +33,10 @@ func toStatus(err error) error {
 	case errors.Is(err, panicguard.ErrPanic):
 		// A bug met by this request, never the client's fault.
 		code = codes.Internal
-	case errors.Is(err, imageservice.ErrTooLarge), errors.Is(err, imageservice.ErrNoSpace):
+	case errors.Is(err, imageservice.ErrTooLarge), errors.Is(err, imageservice.ErrNoSpace),
+		errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		// A full disk or quota (a record, a rootfs, a log directory):
+		// the node's resource, and the message names the path.
 		code = codes.ResourceExhausted
 	case errors.Is(err, imageservice.ErrNotInRegistry):
 		code = codes.NotFound

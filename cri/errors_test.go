@@ -3,6 +3,8 @@ package cri
 import (
 	"errors"
 	"fmt"
+	"os"
+	"syscall"
 	"testing"
 	"time"
 
@@ -29,6 +31,8 @@ func TestToStatusImageErrors(t *testing.T) {
 		{fmt.Errorf("pull r/x:1: %w: registry r: connection refused", imageservice.ErrUnavailable), codes.Unavailable},
 		{fmt.Errorf("pull r/x:1: %w: registry r: x509", imageservice.ErrRegistryTLS), codes.FailedPrecondition},
 		{fmt.Errorf("pull r/x:1: %w: registry r: write: no space left on device", imageservice.ErrNoSpace), codes.ResourceExhausted},
+		{fmt.Errorf("records: write containers/x: %w", &os.PathError{Op: "write", Path: "/var/lib/crid/records/containers/.tmp-x", Err: syscall.ENOSPC}), codes.ResourceExhausted},
+		{fmt.Errorf("rootfs of x: %w", &os.PathError{Op: "mkdir", Path: "/var/lib/crid/rootfs/x", Err: syscall.EDQUOT}), codes.ResourceExhausted},
 		{fmt.Errorf("pull r/x:1: %w", &imageservice.ErrNoProgress{Registry: "r", Timeout: time.Minute}), codes.DeadlineExceeded},
 		{errors.New("registry down"), codes.Unknown},
 	} {

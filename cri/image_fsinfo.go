@@ -10,7 +10,10 @@ import (
 )
 
 // ImageFsInfo reports the space the image store and the containers'
-// writable layers use.
+// writable layers use. On two filesystems (image.root elsewhere than
+// root_dir, KEP-4191) each list names its own; on one, both lists hold the
+// same entry, the whole usage on that filesystem, as CRI-O does: kubelet
+// takes the same mount point for an image filesystem that is not split.
 func (s *imageService) ImageFsInfo(context.Context, *runtime.ImageFsInfoRequest) (*runtime.ImageFsInfoResponse, error) {
 	images, err := s.opts.Images.Usage()
 	if err != nil {
@@ -19,6 +22,15 @@ func (s *imageService) ImageFsInfo(context.Context, *runtime.ImageFsInfoRequest)
 	containers, err := s.opts.Images.ContainerFsUsage()
 	if err != nil {
 		return nil, toStatus(err)
+	}
+	if images.Device == containers.Device {
+		images.Bytes += containers.Bytes
+		images.Inodes += containers.Inodes
+		one := fsUsage(images)
+		return &runtime.ImageFsInfoResponse{
+			ImageFilesystems:     []*runtime.FilesystemUsage{one},
+			ContainerFilesystems: []*runtime.FilesystemUsage{one},
+		}, nil
 	}
 	return &runtime.ImageFsInfoResponse{
 		ImageFilesystems:     []*runtime.FilesystemUsage{fsUsage(images)},

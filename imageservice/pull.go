@@ -93,7 +93,11 @@ func (s *Service) pull(ctx context.Context, named reference.Named, auth *Auth) (
 			klog.ErrorS(gcErr, "Image layer GC after a failed pull", "image", named)
 		}
 		err = cause(ctx, err)
-		if class := pullClass(err); class != nil {
+		switch class := pullClass(err); {
+		case class == ErrNoSpace:
+			// The node's disk, not the registry: name where it is full.
+			err = fmt.Errorf("%w: image store %s: %w", class, s.root, err)
+		case class != nil:
 			err = fmt.Errorf("%w: registry %s: %w", class, reference.Domain(named), err)
 		}
 		return nil, fmt.Errorf("pull %s: %w", named, err)

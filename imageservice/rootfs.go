@@ -30,8 +30,9 @@ func (s *Service) rootfsDir(id containerDirName) string {
 }
 
 // MountRootfs mounts the root filesystem of container id from image and
-// returns the path to give the runtime spec as Root.Path.
-func (s *Service) MountRootfs(id, image string) (string, error) {
+// returns the path to give the runtime spec as Root.Path. A failure (a
+// full disk, say) leaves no directory behind.
+func (s *Service) MountRootfs(id, image string) (_ string, err error) {
 	cid, err := parseContainerID(id)
 	if err != nil {
 		return "", err
@@ -50,6 +51,13 @@ func (s *Service) MountRootfs(id, image string) (string, error) {
 		return "", fmt.Errorf("%w: %s", ErrImageNotFound, image)
 	}
 	dir := s.rootfsDir(cid)
+	defer func() {
+		if err != nil {
+			if uerr := s.UnmountRootfs(id); uerr != nil {
+				err = errors.Join(err, uerr)
+			}
+		}
+	}()
 	// The container's / takes the upper dir's mode: 0755, so any user the
 	// image runs as can enter it. The directory above stays private.
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -254,9 +262,13 @@ func (s *Service) rootfsLayers() []Digest {
 	return out
 }
 
-// ContainerFsUsage reports the space the writable layers use.
+// ContainerFsUsage reports the space the writable layers use, on the
+// filesystem holding them.
 func (s *Service) ContainerFsUsage() (FsUsage, error) {
-	u := FsUsage{Mountpoint: s.opts.RootfsDir}
+	var u FsUsage
+	if err := s.containerFs(&u); err != nil {
+		return u, err
+	}
 	entries, err := os.ReadDir(s.opts.RootfsDir)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
@@ -280,10 +292,13 @@ func (s *Service) ContainerFsUsage() (FsUsage, error) {
 }
 
 // ContainerUsage reports the bytes and inodes container id's writable
-// layer uses; Mountpoint is the directory of the filesystem it lives on
+// layer uses; Mountpoint is the mount point of the filesystem it lives on
 // (the one ImageFsInfo reports for container filesystems).
 func (s *Service) ContainerUsage(id string) (FsUsage, error) {
-	u := FsUsage{Mountpoint: s.opts.RootfsDir}
+	var u FsUsage
+	if err := s.containerFs(&u); err != nil {
+		return u, err
+	}
 	cid, err := parseContainerID(id)
 	if err != nil {
 		return u, err
@@ -294,6 +309,20 @@ func (s *Service) ContainerUsage(id string) (FsUsage, error) {
 	}
 	u.Bytes, u.Inodes = b, i
 	return u, nil
+}
+
+// containerFs fills u's filesystem with the writable layers' one. The
+// rootfs dir is made on first use: the filesystem it will be on is its
+// parent's.
+func (s *Service) containerFs(u *FsUsage) error {
+	dir := s.opts.RootfsDir
+	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+		dir = filepath.Dir(dir)
+	}
+	if err := fsOf(u, dir); err != nil {
+		return fmt.Errorf("container fs usage: %w", err)
+	}
+	return nil
 }
 
 // FsCapacity is the size of the filesystem holding Mountpoint.
@@ -310,5 +339,9 @@ func (s *Service) ContainerFsCapacity() (FsCapacity, error) {
 		return FsCapacity{}, fmt.Errorf("statfs %s: %w", s.opts.RootfsDir, err)
 	}
 	bs := uint64(st.Bsize)
-	return FsCapacity{Mountpoint: s.opts.RootfsDir, Bytes: st.Blocks * bs, AvailableBytes: st.Bavail * bs, Inodes: st.Files, FreeInodes: st.Ffree}, nil
+	var u FsUsage
+	if err := s.containerFs(&u); err != nil {
+		return FsCapacity{}, err
+	}
+	return FsCapacity{Mountpoint: u.Mountpoint, Bytes: st.Blocks * bs, AvailableBytes: st.Bavail * bs, Inodes: st.Files, FreeInodes: st.Ffree}, nil
 }

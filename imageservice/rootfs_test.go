@@ -19,11 +19,18 @@ import (
 func fakeImage(t *testing.T, n int) (*Service, *Image) {
 	t.Helper()
 	dir := t.TempDir()
-	rec, err := records.Open(filepath.Join(dir, "records"))
+	return fakeImageIn(t, n, filepath.Join(dir, "images"), filepath.Join(dir, "rootfs"))
+}
+
+// fakeImageIn is fakeImage with the store in images and the writable
+// layers in rootfs.
+func fakeImageIn(t *testing.T, n int, images, rootfs string) (*Service, *Image) {
+	t.Helper()
+	rec, err := records.Open(filepath.Join(t.TempDir(), "records"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(Options{Root: filepath.Join(dir, "images"), RootfsDir: filepath.Join(dir, "rootfs"), Records: rec, SandboxImage: "pause:test", Limits: testLimits})
+	s, err := New(Options{Root: images, RootfsDir: rootfs, Records: rec, SandboxImage: "pause:test", Limits: testLimits})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -356,16 +356,24 @@ func (s *Service) releaseLayers(chains []Digest) {
 	}
 }
 
-// FsUsage is the space the store uses.
+// FsUsage is the space the store uses on one filesystem.
 type FsUsage struct {
+	// Mountpoint is where the filesystem is mounted.
 	Mountpoint string
-	Bytes      uint64
-	Inodes     uint64
+	// Device is the filesystem's device number (st_dev): equal for two
+	// directories on one filesystem.
+	Device uint64
+	Bytes  uint64
+	Inodes uint64
 }
 
-// Usage reports the bytes and inodes of the unpacked layers and blobs.
+// Usage reports the bytes and inodes of the unpacked layers and blobs, on
+// the filesystem holding the image store.
 func (s *Service) Usage() (FsUsage, error) {
-	u := FsUsage{Mountpoint: s.root}
+	var u FsUsage
+	if err := fsOf(&u, s.root); err != nil {
+		return u, fmt.Errorf("image fs usage: %w", err)
+	}
 	entries, err := os.ReadDir(filepath.Join(s.root, "layers"))
 	if err != nil {
 		return u, fmt.Errorf("image fs usage: %w", err)

@@ -332,9 +332,7 @@ func TestUsage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if u0.Mountpoint != e.root {
-		t.Errorf("Mountpoint = %s, want %s", u0.Mountpoint, e.root)
-	}
+	checkFs(t, "image usage", u0, e.root)
 	e.mustPull(t, e.reg.ref("a:v1"))
 	u1, _ := e.svc.Usage()
 	e.mustPull(t, e.reg.ref("b:v1"))

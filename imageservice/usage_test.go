@@ -24,9 +24,7 @@ func TestContainerUsage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if before.Mountpoint != s.opts.RootfsDir {
-		t.Fatalf("mountpoint %q, want %q", before.Mountpoint, s.opts.RootfsDir)
-	}
+	checkFs(t, "container usage", before, s.opts.RootfsDir)
 	if err := os.MkdirAll(filepath.Join(root, "var", "data"), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +47,7 @@ func TestContainerUsage(t *testing.T) {
 		t.Fatal("usage of a missing container")
 	}
 	c, err := s.ContainerFsCapacity()
-	if err != nil || c.Bytes == 0 || c.Inodes == 0 || c.AvailableBytes > c.Bytes || c.Mountpoint != s.opts.RootfsDir {
+	if err != nil || c.Bytes == 0 || c.Inodes == 0 || c.AvailableBytes > c.Bytes || c.Mountpoint != before.Mountpoint {
 		t.Fatalf("capacity %+v, %v", c, err)
 	}
 }

@@ -1,6 +1,7 @@
 package podsandbox
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -61,12 +62,23 @@ func PrepareBuiltinRootfs(dir, pauseBinary string) (string, error) {
 		}
 	}
 	dst := filepath.Join(rootfs, builtinPause)
+	want, err := io.ReadAll(src)
+	if err != nil {
+		return "", fmt.Errorf("built-in infra: read %s: %w", pauseBinary, err)
+	}
+	// The same binary already there is kept: a start on a full root_dir
+	// (it happens) must not fail for want of room for a second copy.
+	if st, err := os.Lstat(dst); err == nil && st.Mode().IsRegular() && st.Mode().Perm() == 0o555 && st.Size() == int64(len(want)) {
+		if have, err := os.ReadFile(dst); err == nil && bytes.Equal(have, want) {
+			return rootfs, nil
+		}
+	}
 	tmp, err := os.CreateTemp(rootfs, ".pause-")
 	if err != nil {
 		return "", fmt.Errorf("built-in infra: %w", err)
 	}
 	defer os.Remove(tmp.Name()) // after the rename, a no-op
-	_, err = io.Copy(tmp, src)
+	_, err = tmp.Write(want)
 	if err == nil {
 		err = tmp.Chmod(0o555)
 	}

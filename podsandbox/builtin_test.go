@@ -3,6 +3,7 @@ package podsandbox
 import (
 	"bytes"
 	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -70,9 +71,32 @@ func TestPrepareBuiltinRootfs(t *testing.T) {
 		t.Fatalf("second start: %v", err)
 	}
 	check()
+	// The same binary is kept as it is: a start on a full root_dir needs
+	// no room for a copy.
 	now, _ := os.Stat(filepath.Join(rootfs, "pause"))
-	if os.SameFile(old, now) {
-		t.Error("the binary was rewritten in place, not replaced")
+	if !os.SameFile(old, now) {
+		t.Error("the same binary was installed again")
+	}
+	// Another binary (an upgrade) is renamed over it: the running one's
+	// file keeps its bytes.
+	running, err := os.Open(filepath.Join(rootfs, "pause"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer running.Close()
+	newer := filepath.Join(t.TempDir(), "crid-pause")
+	if err := os.WriteFile(newer, append(bytes.Clone(want), 0), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := PrepareBuiltinRootfs(dir, newer); err != nil {
+		t.Fatalf("start with another binary: %v", err)
+	}
+	upgraded, _ := os.Stat(filepath.Join(rootfs, "pause"))
+	if os.SameFile(old, upgraded) || upgraded.Size() != int64(len(want)+1) {
+		t.Error("another binary was written into the running one's file, not renamed over it")
+	}
+	if b, _ := io.ReadAll(running); !bytes.Equal(b, want) {
+		t.Error("the running binary's file was changed")
 	}
 
 	if _, err := PrepareBuiltinRootfs(dir, filepath.Join(t.TempDir(), "missing")); !errors.Is(err, os.ErrNotExist) || !strings.Contains(err.Error(), "crid-pause") {

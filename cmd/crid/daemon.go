@@ -62,7 +62,7 @@ func serve(cfg config.Config) error {
 	defer store.Close()
 
 	images, err := imageservice.New(imageservice.Options{
-		Root:                     filepath.Join(cfg.RootDir, "images"),
+		Root:                     cfg.Image.Root,
 		RootfsDir:                filepath.Join(cfg.RootDir, "rootfs"),
 		Records:                  store,
 		RegistriesConf:           cfg.Image.RegistriesConf,

@@ -43,7 +43,15 @@ type File struct {
 	mu   sync.Mutex
 	path string
 	f    *os.File
-	err  error // the first write error since the last (re)open, reported once
+	// lost counts the output bytes (line content, without line ends)
+	// of the entries a failing file (disk full, quota) could not take
+	// since the last entry it did, and lostErr says why. Every later
+	// write tries again: the first that succeeds is preceded by a
+	// marker entry of the loss (lostMarker), so a full disk costs a
+	// span of the log, marked, never the container's progress nor the
+	// rest of its log.
+	lost    int64
+	lostErr error
 	// torn is set when the file ends in the middle of a line (a writer
 	// was killed or ran out of space mid-entry): the next entry starts
 	// with a newline, so that it is not glued to the torn one and lost
@@ -103,7 +111,7 @@ func (l *File) Reopen() error {
 	}
 	l.mu.Lock()
 	old := l.f
-	l.f, l.err, l.torn = f, nil, torn
+	l.f, l.torn = f, torn
 	l.mu.Unlock()
 	if old != nil {
 		old.Close()
@@ -123,35 +131,120 @@ func (l *File) Close() error {
 	return err
 }
 
-// write appends p. A failing file (disk full, removed directory) must never
-// block the container, so the error is kept for the caller to report once
-// and the output is dropped until the next reopen.
+// write appends p. A failing file must never block the container: what
+// it cannot take is counted as lost (see File.lost), and the error is
+// returned only when the loss starts, for the caller to report once.
 func (l *File) write(p []byte) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.f == nil || l.err != nil {
+	if l.f == nil {
 		return nil
 	}
+	if err := l.resumeLocked(p); err != nil {
+		return err
+	}
+	return l.appendLocked(p)
+}
+
+// resumeLocked, before p is written, ends a torn line and writes the
+// marker of a loss. When the file still fails, p is counted as lost and
+// the error returned if it starts a loss (else nil: p is dropped quietly);
+// the caller then writes nothing.
+func (l *File) resumeLocked(p []byte) error {
 	if l.torn {
 		if _, err := l.f.Write([]byte{'\n'}); err != nil {
-			l.err = err
-			return err
+			return l.loseLocked(p, 0, err)
 		}
 		l.torn = false
 	}
-	if _, err := l.f.Write(p); err != nil {
-		l.err = err
-		return err
+	if l.lost == 0 {
+		return nil
+	}
+	m := lostMarker(time.Now(), l.lost, l.lostErr)
+	if n, err := l.f.Write(m); err != nil {
+		l.torn = n > 0
+		return l.loseLocked(p, 0, err)
+	}
+	l.lost, l.lostErr = 0, nil
+	return nil
+}
+
+// appendLocked writes p, counting what a failure leaves out as lost.
+func (l *File) appendLocked(p []byte) error {
+	n, err := l.f.Write(p)
+	if err != nil {
+		l.torn = n > 0 && p[n-1] != '\n'
+		return l.loseLocked(p, n, err)
 	}
 	return nil
+}
+
+// errLostQuietly is returned by loseLocked for a loss already reported.
+var errLostQuietly = errors.New("log output lost")
+
+// loseLocked counts the entries of p from the one holding byte n on as
+// lost to err. It returns err when this starts a loss, errLostQuietly
+// when one is going on.
+func (l *File) loseLocked(p []byte, n int, err error) error {
+	first := l.lost == 0 && l.lostErr == nil
+	l.lost += lostContent(p, n)
+	if l.lostErr == nil {
+		l.lostErr = err
+	}
+	if first {
+		return err
+	}
+	return errLostQuietly
+}
+
+// lostContent returns how many bytes of line content the entries of p
+// hold from the one holding byte n on.
+func lostContent(p []byte, n int) int64 {
+	start := bytes.LastIndexByte(p[:n], '\n') + 1
+	var lost int64
+	for e := range bytes.SplitAfterSeq(p[start:], []byte{'\n'}) {
+		// <timestamp> <stream> <tag> <content>\n
+		rest := e
+		for range 3 {
+			if i := bytes.IndexByte(rest, ' '); i >= 0 {
+				rest = rest[i+1:]
+			} else {
+				rest = nil
+			}
+		}
+		lost += int64(len(bytes.TrimSuffix(rest, []byte{'\n'})))
+	}
+	return lost
+}
+
+// lostMarker is the entry that stands for the output a failing file could
+// not take, written where the log resumes:
+//
+//	<timestamp> stderr F [crid: <n> bytes of output lost: <error>]
+//
+// on stderr, as a full line of its own, so kubelet and crictl show it
+// like any line. n counts the bytes of the lost lines without their line
+// ends; the timestamp is the resumption's.
+func lostMarker(now time.Time, n int64, err error) []byte {
+	why := "write failed"
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		why = errno.Error()
+	} else if err != nil {
+		why = err.Error()
+	}
+	line := fmt.Appendf(nil, "[crid: %d bytes of output lost: %s]", n, why)
+	return appendEntry(nil, now.UTC().AppendFormat(nil, time.RFC3339Nano), Stderr, 'F', bytes.ReplaceAll(line, []byte{'\n'}, []byte{' '}))
 }
 
 // Copy reads r until EOF and writes its lines as entries of stream to dst
 // (nil discards them). Lines longer than maxLine bytes are split into P
 // entries of maxLine bytes; an unterminated last line becomes an F entry.
 // Every entry of one read shares one timestamp, taken when the read
-// returned. A write error is reported through onErr once per reopen and
-// copying goes on, so the container never blocks on its output.
+// returned. A write error is reported through onErr once when output
+// starts to be lost, and copying goes on, so the container never blocks
+// on its output; the log resumes, marked, once the file takes writes
+// again.
 func Copy(dst *File, stream Stream, r io.Reader, maxLine int, now func() time.Time, onErr func(error)) error {
 	w := newLineWriter(dst, stream, maxLine, now, onErr)
 	for {
@@ -254,7 +347,7 @@ func (w *lineWriter) flush(journaled bool) {
 		} else {
 			err = w.dst.write(w.out)
 		}
-		if err != nil && w.onErr != nil {
+		if err != nil && !errors.Is(err, errLostQuietly) && w.onErr != nil {
 			w.onErr(err)
 		}
 	}

@@ -107,27 +107,18 @@ func (l *File) logged(r record) bool {
 func (l *File) writeJournaled(p []byte, j *journal, k int, sumB uint64) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.f == nil || l.err != nil {
+	if l.f == nil {
 		return nil
 	}
-	if l.torn {
-		if _, err := l.f.Write([]byte{'\n'}); err != nil {
-			l.err = err
-			return err
-		}
-		l.torn = false
+	if err := l.resumeLocked(p); err != nil {
+		return err
 	}
 	var st unix.Stat_t
 	if err := unix.Fstat(int(l.f.Fd()), &st); err != nil {
-		l.err = err
-		return err
+		return l.loseLocked(p, 0, err)
 	}
 	// A journal that cannot be written costs only the protection
 	// against a repeated batch, never the output.
 	_ = j.write(record{ino: st.Ino, off: uint64(st.Size), n: uint64(len(p)), sumE: sum(p), k: uint64(k), sumB: sumB})
-	if _, err := l.f.Write(p); err != nil {
-		l.err = err
-		return err
-	}
-	return nil
+	return l.appendLocked(p)
 }

@@ -164,7 +164,7 @@ func (m *Monitor) attachOutput(c *container, files map[string]*os.File) {
 			// (the holder keeps the pipe for the next monitor).
 			tap := func(p []byte) { c.broadcast(tag, p, onDrop) }
 			err = crilog.CopyPipe(log, stream, f, maxLine, nil, func(err error) {
-				m.log.Warn("Writing container log failed; output dropped until reopen", "id", c.id, "err", err)
+				m.log.Warn("Writing container log failed; output is counted as lost, and marked in the log where it resumes", "id", c.id, "err", err)
 			}, tap, journal)
 			if err != nil {
 				m.log.Warn("Reading container output failed", "id", c.id, "stream", stream, "err", err)
