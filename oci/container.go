@@ -22,6 +22,7 @@ import (
 	"github.com/crid-dev/crid/events"
 	"github.com/crid-dev/crid/idprefix"
 	"github.com/crid-dev/crid/metrics"
+	"github.com/crid-dev/crid/panicguard"
 	"github.com/crid-dev/crid/records"
 )
 
@@ -95,6 +96,9 @@ type Containers struct {
 	m     map[string]*Container
 	names map[string]string // sandbox/name/attempt → ID
 	busy  map[string]bool   // being created or removed
+	// creating holds each create in flight by its name key, so a retry of
+	// the name is told which attempt holds it, since when and in which step.
+	creating map[string]*createAttempt
 }
 
 // NewContainers loads the container records and reconciles them with the
@@ -102,7 +106,7 @@ type Containers struct {
 // watches for exits (see watchExits) until Close; pub, which may be nil,
 // gets every container's lifecycle events.
 func NewContainers(ctx context.Context, rt *Runtime, store *records.Store, release func(id string) error, pub events.Publisher) (*Containers, error) {
-	c := &Containers{rt: rt, records: store, release: release, events: pub, m: map[string]*Container{}, names: map[string]string{}, busy: map[string]bool{}}
+	c := &Containers{rt: rt, records: store, release: release, events: pub, m: map[string]*Container{}, names: map[string]string{}, busy: map[string]bool{}, creating: map[string]*createAttempt{}}
 	recs, errs := store.Load(containerKind)
 	for _, err := range errs {
 		klog.ErrorS(err, "Skipping unreadable container record")
@@ -191,12 +195,31 @@ type CreateParams struct {
 	StopSignal string
 }
 
+// createAttempt is a CreateContainer in flight; step is guarded by
+// Containers.mu.
+type createAttempt struct {
+	id      string
+	started time.Time
+	step    string
+}
+
 // Create creates a container that stops before its process runs.
+//
+// The monitor's create (mounts, namespaces, the init up to its exec fifo)
+// cannot be called back once sent, and may block on a filesystem that
+// stops answering. A client that gives up gets its error at once; the
+// attempt goes on in the background, holding the name (a retry is told
+// which attempt holds it and where it is stuck), and is undone when the
+// monitor answers, so nothing is left that the daemon does not know.
 func (c *Containers) Create(ctx context.Context, p CreateParams) error {
 	key := nameKey(p.SandboxID, p.Config.Metadata)
 	c.mu.Lock()
 	if other, ok := c.names[key]; ok {
-		c.mu.Unlock()
+		defer c.mu.Unlock()
+		if a := c.creating[key]; a != nil {
+			return fmt.Errorf("%w: container %q (attempt %d) of pod %s is being created by an attempt (container %s) started at %s, %s ago, now in step %q; retry when it ends",
+				ErrAlreadyExists, p.Config.Metadata.Name, p.Config.Metadata.Attempt, p.SandboxID, a.id, a.started.UTC().Format(time.RFC3339), time.Since(a.started).Round(time.Second), a.step)
+		}
 		return fmt.Errorf("%w: container %q (attempt %d) of pod %s is %s", ErrAlreadyExists, p.Config.Metadata.Name, p.Config.Metadata.Attempt, p.SandboxID, other)
 	}
 	ctr := &Container{
@@ -205,31 +228,65 @@ func (c *Containers) Create(ctx context.Context, p CreateParams) error {
 		Process: p.Spec.Process, StopSignal: p.StopSignal, Resources: p.Config.GetLinux().GetResources(),
 		CgroupsPath: p.Spec.Linux.CgroupsPath,
 	}
+	attempt := &createAttempt{id: p.ID, started: time.Now(), step: "write the container record"}
 	c.names[key] = p.ID
 	c.busy[p.ID] = true
+	c.creating[key] = attempt
 	c.mu.Unlock()
+	step := func(s string) {
+		c.mu.Lock()
+		attempt.step = s
+		c.mu.Unlock()
+	}
 	fail := func(err error) error {
 		c.mu.Lock()
 		delete(c.names, key)
 		delete(c.busy, p.ID)
+		delete(c.creating, key)
 		c.mu.Unlock()
 		return err
 	}
 	if err := c.persist(ctr); err != nil {
 		return fail(err)
 	}
-	_, err := c.rt.Create(ctx, CreateRequest{
-		ID: p.ID, Spec: p.Spec, LogPath: p.LogPath,
-		Stdin: p.Config.Stdin, StdinOnce: p.Config.StdinOnce, TTY: p.Config.Tty,
-	})
-	if err != nil {
+	step("monitor: create (rootfs and bind mounts, namespaces, init up to its exec fifo)")
+	done := make(chan error, 1)
+	go func() { // ends when the monitor answers (or its connection is lost)
+		var err error
+		defer func() { done <- err }()
+		defer panicguard.Recover("create container "+p.ID, &err)
+		_, err = c.rt.Create(context.WithoutCancel(ctx), CreateRequest{
+			ID: p.ID, Spec: p.Spec, LogPath: p.LogPath,
+			Stdin: p.Config.Stdin, StdinOnce: p.Config.StdinOnce, TTY: p.Config.Tty,
+		})
+	}()
+	undo := func(err error) error {
+		step("undo the create: " + err.Error())
 		_ = c.rt.Delete(context.WithoutCancel(ctx), p.ID)
 		_ = c.records.Delete(containerKind, p.ID)
 		return fail(err)
 	}
+	var err error
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		step("the client gave up; waiting for the monitor's create to end, then undoing it")
+		panicguard.Go("finish abandoned create of container "+p.ID, func() {
+			created := <-done
+			if created == nil {
+				created = fmt.Errorf("its client gave up: %w", ctx.Err())
+			}
+			_ = undo(created)
+		})
+		return fmt.Errorf("create container %s: %w", p.ID, ctx.Err())
+	}
+	if err != nil {
+		return undo(err)
+	}
 	c.mu.Lock()
 	c.m[p.ID] = ctr
 	delete(c.busy, p.ID)
+	delete(c.creating, key)
 	c.publishLocked(events.ContainerCreated, ctr)
 	c.mu.Unlock()
 	return nil
@@ -555,7 +612,35 @@ func (c *Containers) ExecSync(ctx context.Context, idOrPrefix string, cmd []stri
 	p := *ctr.Process
 	p.Args = cmd
 	p.Terminal = false
-	return c.rt.Exec(ctx, ExecRequest{ID: ctr.ID, Process: &p, Timeout: timeout})
+	res, err := c.rt.Exec(ctx, ExecRequest{ID: ctr.ID, Process: &p, Timeout: timeout})
+	return res, c.execFailed(ctx, ctr.ID, err)
+}
+
+// execFailed classes an exec that could not start: a container that ended
+// between the state check and the exec's setns (its /proc/<pid>/ns gone)
+// is FailedPrecondition, as if it had ended before the call, not Unknown.
+// The monitor may reap the init a moment after the exec saw it gone, so a
+// container still running is asked once more.
+func (c *Containers) execFailed(ctx context.Context, id string, err error) error {
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, ErrNotFound) || errors.Is(err, ErrFailedPrecondition) || errors.Is(err, ErrInvalidArgument) {
+		return err
+	}
+	for range 2 {
+		now, gerr := c.Get(context.WithoutCancel(ctx), id)
+		if errors.Is(gerr, ErrNotFound) || (gerr == nil && now.State != StateRunning) {
+			return fmt.Errorf("%w: container %s ended during the exec: %w", ErrFailedPrecondition, id, err)
+		}
+		if gerr != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return err
 }
 
 // ReopenLog reopens a running container's log file (kubelet's rotation).

@@ -257,6 +257,9 @@ func (sn *stressNode) op(r *rand.Rand, cancelRate float64, podID, ctrID string) 
 			// Half the URLs are used (the rest expire unused).
 			_ = sn.call(r, cancelRate, "ExecSession", func(ctx context.Context) error {
 				s, err := openSession(ctx, url, false, false)
+				if err != nil && ctx.Err() != nil {
+					return status.FromContextError(ctx.Err()).Err()
+				}
 				if err != nil {
 					return status.Error(codes.Unknown, err.Error())
 				}
