@@ -126,6 +126,11 @@ func (s *runtimeService) CreateContainer(ctx context.Context, req *runtime.Creat
 	})
 	if err != nil {
 		s.nri.undoCreate(ctx, sb, id, recorded, spec)
+		// A pod stopped or removed meanwhile took the namespaces the
+		// container was joining: the same answer as a create after it.
+		if now, gerr := s.opts.Sandboxes.Get(sb.ID); gerr != nil || now.State != podsandbox.StateReady {
+			return nil, status.Errorf(codes.FailedPrecondition, "pod sandbox %s stopped while container %s was created: %v", sb.ID, id, err)
+		}
 		return nil, toStatus(err)
 	}
 	created = true

@@ -194,7 +194,7 @@ func (sn *stressNode) cycle(r *rand.Rand, name string, cancelRate float64) {
 	if r.IntN(4) == 0 {
 		image = churnImage
 	}
-	cfg := ctrConfig("c", "sh", "-c", "trap 'exit 0' TERM; while :; do sleep 0.2; done")
+	cfg := ctrConfig("c", "sh", "-c", "trap 'exit 0' TERM; while :; do echo tick; sleep 0.2; done")
 	cfg.Image = &runtime.ImageSpec{Image: image}
 	var ctrID string
 	if sn.call(r, cancelRate, "CreateContainer", func(ctx context.Context) error {
@@ -439,12 +439,19 @@ func TestStress(t *testing.T) {
 	}
 	st := &stressStats{byMethod: map[string]map[codes.Code]int{}, slowest: map[string]time.Duration{}}
 	sn := &stressNode{podNode: n, st: st}
-	// A warm-up cycle starts what the daemon starts once (streaming
-	// server, CNI and monitor connections) before the baseline.
-	r0 := rand.New(rand.NewPCG(1, 2))
-	for i := range 2 {
-		sn.cycle(r0, fmt.Sprintf("warm%d", i), 0)
+	// Warm-up cycles start what the daemon starts once (streaming
+	// server, CNI and monitor connections), and fill the monitor's pool of
+	// idle log staging pipes (crilog keeps up to 4, 8 fds) with logging
+	// containers side by side, before the baseline.
+	var warm sync.WaitGroup
+	for i := range 8 {
+		warm.Add(1)
+		go func() { // ends with its pod
+			defer warm.Done()
+			sn.cycle(rand.New(rand.NewPCG(1, uint64(i))), fmt.Sprintf("warm%d", i), 0)
+		}()
 	}
+	warm.Wait()
 	sn.sweep(t)
 	time.Sleep(2 * time.Second)
 	base := n.take(t, "baseline")
