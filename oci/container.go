@@ -619,12 +619,15 @@ func (c *Containers) ExecSync(ctx context.Context, idOrPrefix string, cmd []stri
 // execFailed classes an exec that could not start: a container that ended
 // between the state check and the exec's setns (its /proc/<pid>/ns gone)
 // is FailedPrecondition, as if it had ended before the call, not Unknown.
-// The monitor may reap the init a moment after the exec saw it gone, so a
-// container still running is asked once more.
+// The monitor may record the exit well after the exec saw the init gone
+// (it drains the output first), so the init itself is looked at too.
 func (c *Containers) execFailed(ctx context.Context, id string, err error) error {
 	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) ||
 		errors.Is(err, ErrNotFound) || errors.Is(err, ErrFailedPrecondition) || errors.Is(err, ErrInvalidArgument) {
 		return err
+	}
+	if c.rt.initEnded(id) {
+		return fmt.Errorf("%w: container %s ended during the exec: %w", ErrFailedPrecondition, id, err)
 	}
 	for range 2 {
 		now, gerr := c.Get(context.WithoutCancel(ctx), id)
