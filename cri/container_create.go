@@ -50,11 +50,21 @@ func (s *runtimeService) CreateContainer(ctx context.Context, req *runtime.Creat
 		return nil, err
 	}
 	id := oci.NewID()
+	// The name is held from here on: a retry while a step below hangs
+	// (a bind-mount source on a filesystem that stopped answering) is
+	// told which attempt holds the name and in which step.
+	res, err := s.opts.Containers.Reserve(sb.ID, cfg.Metadata, id)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	defer res.Release()
+	res.Step("join the pod's namespaces")
 	pod, releasePod, err := s.podInput(ctx, sb, id, cfg)
 	if err != nil {
 		return nil, err
 	}
 	defer releasePod()
+	res.Step("mount the rootfs")
 	rootfs, err := s.opts.Images.MountRootfs(id, img.ID.String())
 	if err != nil {
 		return nil, toStatus(err)
@@ -76,6 +86,7 @@ func (s *runtimeService) CreateContainer(ctx context.Context, req *runtime.Creat
 		return nil, toStatus(err)
 	}
 	ic := img.Config.Config
+	res.Step("build the spec (bind-mount sources looked up on the host)")
 	spec, err := specgen.Build(specgen.Input{
 		Config:                 cfg,
 		Image:                  specgen.Image{Entrypoint: ic.Entrypoint, Cmd: ic.Cmd, Env: ic.Env, WorkingDir: ic.WorkingDir, User: ic.User, StopSignal: ic.StopSignal},
@@ -116,13 +127,14 @@ func (s *runtimeService) CreateContainer(ctx context.Context, req *runtime.Creat
 	// connects meanwhile waits until the container is listed.
 	unblock := s.opts.NRI.BlockSync()
 	defer unblock()
+	res.Step("NRI plugins")
 	recorded, nriUpdates, err := s.nri.createContainer(ctx, sb, id, cfg, spec)
 	if err != nil {
 		return nil, toStatus(err)
 	}
 	err = s.opts.Containers.Create(ctx, oci.CreateParams{
 		ID: id, SandboxID: sb.ID, Config: recorded, ImageID: img.ID.String(), ImageName: cfg.Image.Image, ImageRef: imageRef,
-		LogPath: logPath, Spec: spec, StopSignal: stopSignal,
+		LogPath: logPath, Spec: spec, StopSignal: stopSignal, Reservation: res,
 	})
 	if err != nil {
 		s.nri.undoCreate(ctx, sb, id, recorded, spec)

@@ -193,17 +193,74 @@ type CreateParams struct {
 	Spec      *specs.Spec
 	// StopSignal is the config's, else the image's (empty: SIGTERM).
 	StopSignal string
+	// Reservation, when set, is the name reservation the caller took
+	// (Reserve) before its own steps; Create takes it over.
+	Reservation *Reservation
 }
 
-// createAttempt is a CreateContainer in flight; step is guarded by
-// Containers.mu.
+// createAttempt is a CreateContainer in flight; step and owned are
+// guarded by Containers.mu.
 type createAttempt struct {
-	id      string
+	c       *Containers
+	key, id string
 	started time.Time
 	step    string
+	owned   bool // by the caller of Reserve, until Create takes it over
 }
 
-// Create creates a container that stops before its process runs.
+// Reservation holds a container name for one CreateContainer attempt from
+// its first step on, so a retry of the name while this attempt is stuck
+// (in a stat of a bind-mount source on a hung filesystem, say) is told
+// which attempt holds it, since when and in which step.
+type Reservation = createAttempt
+
+// Reserve takes the name of md in the pod for the container id.
+func (c *Containers) Reserve(sandboxID string, md *runtime.ContainerMetadata, id string) (*Reservation, error) {
+	key := nameKey(sandboxID, md)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if other, ok := c.names[key]; ok {
+		if a := c.creating[key]; a != nil {
+			return nil, fmt.Errorf("%w: container %q (attempt %d) of pod %s is being created by an attempt (container %s) started at %s, %s ago, now in step %q; retry when it ends",
+				ErrAlreadyExists, md.Name, md.Attempt, sandboxID, a.id, a.started.UTC().Format(time.RFC3339), time.Since(a.started).Round(time.Second), a.step)
+		}
+		return nil, fmt.Errorf("%w: container %q (attempt %d) of pod %s is %s", ErrAlreadyExists, md.Name, md.Attempt, sandboxID, other)
+	}
+	a := &createAttempt{c: c, key: key, id: id, started: time.Now(), step: "start", owned: true}
+	c.names[key] = id
+	c.busy[id] = true
+	c.creating[key] = a
+	return a, nil
+}
+
+// Step names what the attempt does now, for a retry's error.
+func (a *createAttempt) Step(s string) {
+	a.c.mu.Lock()
+	a.step = s
+	a.c.mu.Unlock()
+}
+
+// Release frees the name unless Create took the reservation over; the
+// caller defers it.
+func (a *createAttempt) Release() {
+	a.c.mu.Lock()
+	defer a.c.mu.Unlock()
+	if a.owned {
+		a.owned = false
+		a.c.releaseLocked(a)
+	}
+}
+
+func (c *Containers) releaseLocked(a *createAttempt) {
+	if c.creating[a.key] == a {
+		delete(c.names, a.key)
+		delete(c.busy, a.id)
+		delete(c.creating, a.key)
+	}
+}
+
+// Create creates a container that stops before its process runs, under
+// p.Reservation (taken over) or a reservation of its own.
 //
 // The monitor's create (mounts, namespaces, the init up to its exec fifo)
 // cannot be called back once sent, and may block on a filesystem that
@@ -212,39 +269,34 @@ type createAttempt struct {
 // which attempt holds it and where it is stuck), and is undone when the
 // monitor answers, so nothing is left that the daemon does not know.
 func (c *Containers) Create(ctx context.Context, p CreateParams) error {
-	key := nameKey(p.SandboxID, p.Config.Metadata)
-	c.mu.Lock()
-	if other, ok := c.names[key]; ok {
-		defer c.mu.Unlock()
-		if a := c.creating[key]; a != nil {
-			return fmt.Errorf("%w: container %q (attempt %d) of pod %s is being created by an attempt (container %s) started at %s, %s ago, now in step %q; retry when it ends",
-				ErrAlreadyExists, p.Config.Metadata.Name, p.Config.Metadata.Attempt, p.SandboxID, a.id, a.started.UTC().Format(time.RFC3339), time.Since(a.started).Round(time.Second), a.step)
+	attempt := p.Reservation
+	if attempt == nil {
+		var err error
+		if attempt, err = c.Reserve(p.SandboxID, p.Config.Metadata, p.ID); err != nil {
+			return err
 		}
-		return fmt.Errorf("%w: container %q (attempt %d) of pod %s is %s", ErrAlreadyExists, p.Config.Metadata.Name, p.Config.Metadata.Attempt, p.SandboxID, other)
 	}
+	c.mu.Lock()
+	attempt.owned = false
+	attempt.step = "write the container record"
+	c.mu.Unlock()
+	key := attempt.key
 	ctr := &Container{
 		ID: p.ID, SandboxID: p.SandboxID, Config: p.Config, ImageID: p.ImageID, ImageName: p.ImageName, ImageRef: p.ImageRef,
 		LogPath: p.LogPath, CreatedAt: time.Now().UnixNano(), State: StateCreated,
 		Process: p.Spec.Process, StopSignal: p.StopSignal, Resources: p.Config.GetLinux().GetResources(),
 		CgroupsPath: p.Spec.Linux.CgroupsPath,
 	}
-	attempt := &createAttempt{id: p.ID, started: time.Now(), step: "write the container record"}
-	c.names[key] = p.ID
-	c.busy[p.ID] = true
-	c.creating[key] = attempt
-	c.mu.Unlock()
-	step := func(s string) {
-		c.mu.Lock()
-		attempt.step = s
-		c.mu.Unlock()
-	}
+	step := attempt.Step
 	fail := func(err error) error {
 		c.mu.Lock()
-		delete(c.names, key)
-		delete(c.busy, p.ID)
-		delete(c.creating, key)
+		c.releaseLocked(attempt)
 		c.mu.Unlock()
 		return err
+	}
+	if err := ctx.Err(); err != nil {
+		// Given up while an earlier step was stuck: nothing sent yet.
+		return fail(fmt.Errorf("create container %s: %w", p.ID, err))
 	}
 	if err := c.persist(ctr); err != nil {
 		return fail(err)
