@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"sort"
 	"strings"
 	"sync"
@@ -62,6 +63,9 @@ type Container struct {
 	// pendingExit, so STARTED is always published before STOPPED.
 	starting    bool
 	pendingExit *Exit
+	// removed is set once RemoveContainer deletes the record: no later
+	// write may bring it back.
+	removed bool
 }
 
 // Container states, as CRI names them.
@@ -99,6 +103,7 @@ type Containers struct {
 	// creating holds each create in flight by its name key, so a retry of
 	// the name is told which attempt holds it, since when and in which step.
 	creating map[string]*createAttempt
+	recLocks [16]sync.Mutex
 }
 
 // NewContainers loads the container records and reconciles them with the
@@ -167,7 +172,25 @@ func NewID() string {
 	return hex.EncodeToString(b[:])
 }
 
+// recLock serializes the writes and the removal of one container's
+// record (striped by ID), so a write racing a RemoveContainer (an exit
+// recorded by a concurrent stop) cannot bring the record back after it.
+func (c *Containers) recLock(id string) *sync.Mutex {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(id))
+	return &c.recLocks[h.Sum32()%uint32(len(c.recLocks))]
+}
+
 func (c *Containers) persist(ctr *Container) error {
+	l := c.recLock(ctr.ID)
+	l.Lock()
+	defer l.Unlock()
+	c.mu.Lock()
+	removed := ctr.removed
+	c.mu.Unlock()
+	if removed {
+		return nil
+	}
 	cfg, err := protojson.Marshal(ctr.Config)
 	if err != nil {
 		return err
@@ -606,7 +629,17 @@ func (c *Containers) Remove(ctx context.Context, idOrPrefix string) error {
 			return err
 		}
 	}
-	if err := c.records.Delete(containerKind, ctr.ID); err != nil {
+	l := c.recLock(ctr.ID)
+	l.Lock()
+	c.mu.Lock()
+	ctr.removed = true
+	c.mu.Unlock()
+	err = c.records.Delete(containerKind, ctr.ID)
+	l.Unlock()
+	if err != nil {
+		c.mu.Lock()
+		ctr.removed = false
+		c.mu.Unlock()
 		return err
 	}
 	c.mu.Lock()

@@ -118,7 +118,9 @@ func serveStuckFS(t *testing.T, dir string) (*fuseGate, func()) {
 	zero := time.Duration(0)
 	srv, err := fs.Mount(dir, &gateDir{gate: gate}, &fs.Options{
 		EntryTimeout: &zero, AttrTimeout: &zero, NegativeTimeout: &zero,
-		MountOptions: fuse.MountOptions{AllowOther: true, FsName: "crid-stuckfs", Name: "stuckfs"},
+		// mount(2) directly: the tests run as root, and the machine has no
+		// fusermount.
+		MountOptions: fuse.MountOptions{AllowOther: true, FsName: "crid-stuckfs", Name: "stuckfs", DirectMountStrict: true},
 	})
 	if err != nil {
 		t.Fatalf("mount the test FUSE filesystem: %v", err)
