@@ -262,9 +262,12 @@ func TestStuckFilesystem(t *testing.T) {
 	if _, err := rt.StopPodSandbox(context.Background(), &runtime.StopPodSandboxRequest{PodSandboxId: podID}); err != nil {
 		t.Fatal(err)
 	}
-	n.removePod(t, podID)
+	if _, err := rt.RemovePodSandbox(context.Background(), &runtime.RemovePodSandboxRequest{PodSandboxId: podID}); err != nil {
+		t.Fatal(err)
+	}
 
-	// The filesystem goes: nothing of crid's is left on it or beside it.
+	// The filesystem goes: nothing of crid's is left on it or beside it
+	// (mounts, pod and crid processes, cgroups, records, goroutines, fds).
 	unmount()
 	after, same := n.settleTo(t, "after", before, 30*time.Second)
 	if !same {
