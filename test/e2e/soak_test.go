@@ -15,6 +15,9 @@ import (
 // after the first batch, is the reference the end is held to.
 const soakBatch = 100
 
+// soakIdle is how long the node idles before the reference and the end.
+const soakIdle = 5 * time.Second
+
 // soakWorkers run pods side by side, as a node running jobs does.
 const soakWorkers = 4
 
@@ -109,7 +112,11 @@ func soak(t *testing.T, total int) {
 	start := time.Now()
 	batch(0, soakBatch)
 	// Exits reaped and connections closed: the reference, once stable.
-	time.Sleep(2 * time.Second)
+	// The reference and the end are both taken soakIdle after their
+	// batch: an idle Go process hands freed heap back to the kernel
+	// gradually, so the same idle time on both sides compares like with
+	// like.
+	time.Sleep(soakIdle)
 	ref := n.take(t, fmt.Sprintf("after %d", soakBatch))
 	samples := []sample{ref}
 	for done := soakBatch; done < total; done += soakBatch {
@@ -117,6 +124,7 @@ func soak(t *testing.T, total int) {
 		samples = append(samples, n.take(t, fmt.Sprintf("after %d", min(done+soakBatch, total))))
 	}
 	took := time.Since(start)
+	time.Sleep(soakIdle)
 	end, same := n.settleTo(t, fmt.Sprintf("end (%d)", total), ref, 30*time.Second)
 	samples = append(samples, end)
 	pct := func(now, was int) float64 { return 100 * float64(now-was) / float64(was) }

@@ -195,13 +195,16 @@ func podLatency(t *testing.T, n *podNode, name string) map[string]time.Duration 
 func TestStuckFilesystem(t *testing.T) {
 	n := newPodNode(t)
 	n.pullBusybox(t)
-	before := n.take(t, "before")
-	mnt := filepath.Join(n.dir, "stuckfs")
+	// Outside the node's dir, so the node's mount count leaves it out.
+	mnt := filepath.Join(t.TempDir(), "stuckfs")
 	gate, unmount := serveStuckFS(t, mnt)
 	if b, err := os.ReadFile(filepath.Join(mnt, "vol", "data")); err != nil || string(b) != "volume data\n" {
 		t.Fatalf("the test filesystem does not serve: %q %v", b, err)
 	}
+	// The reference once a pod has come and gone (the first pod starts
+	// what the daemon and the monitor keep: connections, pipes).
 	unloaded := podLatency(t, n, "calm0")
+	before := n.take(t, "before")
 
 	rt := n.runtime()
 	pod := n.logPod("stuck")
@@ -269,6 +272,9 @@ func TestStuckFilesystem(t *testing.T) {
 	// The filesystem goes: nothing of crid's is left on it or beside it
 	// (mounts, pod and crid processes, cgroups, records, goroutines, fds).
 	unmount()
+	if mi, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(mi), mnt) {
+		t.Fatalf("the test filesystem is still mounted at %s", mnt)
+	}
 	after, same := n.settleTo(t, "after", before, 30*time.Second)
 	if !same {
 		t.Fatalf("left behind after the stuck filesystem went:\n%s", sampleTable(before, after))
