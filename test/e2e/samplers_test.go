@@ -97,7 +97,7 @@ type sample struct {
 	daemonFDs, monitorFDs int
 	cridProcs, podProcs   int
 	mounts, cgroups, pods int
-	containers, records   int
+	containers            int
 	monitorPid            int
 }
 
