@@ -77,6 +77,25 @@ e2e: build tools testbed
 tools:
 	bash hack/build-tools.sh
 
+# Issue 15's load run (test/e2e TestStress): 50 clients, at least 10,000
+# mixed calls over at least 100 pods, 5% cancelled; prints the calls and
+# answers per RPC and the daemon's figures before, after and after the
+# sweep. Heavy: flock -o /tmp/crid-heavy.lock make stress.
+STRESS_CALLS ?= 10000
+STRESS_CLIENTS ?= 50
+STRESS_PODS ?= 100
+.PHONY: stress soak
+stress: build testbed
+	CRID_BIN=$(BIN)/crid CRID_STRESS_CALLS=$(STRESS_CALLS) CRID_STRESS_CLIENTS=$(STRESS_CLIENTS) CRID_STRESS_PODS=$(STRESS_PODS) \
+		$(GO) test -tags '$(GOTAGS)' -count=1 -v -timeout 10m -run 'TestStress$$' ./test/e2e
+
+# The churn soak (test/e2e TestSoak): SOAK_PODS short-lived job-like pods,
+# sampled every 100; make e2e runs its short form, TestSoakShort (300).
+SOAK_PODS ?= 2000
+soak: build testbed
+	CRID_BIN=$(BIN)/crid CRID_SOAK_PODS=$(SOAK_PODS) \
+		$(GO) test -tags '$(GOTAGS)' -count=1 -v -timeout 15m -run 'TestSoak$$' ./test/e2e
+
 # The VM test bed (test/vm/run.sh): cgroup v2 guests under qemu, one with
 # systemd and the systemd cgroup driver (and kubelet), one with cgroupfs;
 # e2e cgroup tests and critest in each. Knobs: VM_FLAVOURS, VM_STEPS.

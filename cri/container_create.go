@@ -58,11 +58,21 @@ func (s *runtimeService) CreateContainer(ctx context.Context, req *runtime.Creat
 		return nil, err
 	}
 	id := oci.NewID()
+	// The name is held from here on: a retry while a step below hangs
+	// (a bind-mount source on a filesystem that stopped answering) is
+	// told which attempt holds the name and in which step.
+	res, err := s.opts.Containers.Reserve(sb.ID, cfg.Metadata, id)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	defer res.Release()
+	res.Step("join the pod's namespaces")
 	pod, releasePod, err := s.podInput(ctx, sb, id, cfg)
 	if err != nil {
 		return nil, err
 	}
 	defer releasePod()
+	res.Step("mount the rootfs")
 	rootfs, err := s.opts.Images.MountRootfs(id, img.ID.String())
 	if err != nil {
 		return nil, toStatus(err)
@@ -84,6 +94,7 @@ func (s *runtimeService) CreateContainer(ctx context.Context, req *runtime.Creat
 		return nil, toStatus(err)
 	}
 	ic := img.Config.Config
+	res.Step("build the spec (bind-mount sources looked up on the host)")
 	spec, err := specgen.Build(specgen.Input{
 		Config:                 cfg,
 		Image:                  specgen.Image{Entrypoint: ic.Entrypoint, Cmd: ic.Cmd, Env: ic.Env, WorkingDir: ic.WorkingDir, User: ic.User, StopSignal: ic.StopSignal},
@@ -125,16 +136,22 @@ func (s *runtimeService) CreateContainer(ctx context.Context, req *runtime.Creat
 	// connects meanwhile waits until the container is listed.
 	unblock := s.opts.NRI.BlockSync()
 	defer unblock()
+	res.Step("NRI plugins")
 	recorded, nriUpdates, err := s.nri.createContainer(ctx, sb, id, cfg, spec)
 	if err != nil {
 		return nil, toStatus(err)
 	}
 	err = s.opts.Containers.Create(ctx, oci.CreateParams{
 		ID: id, SandboxID: sb.ID, Config: recorded, ImageID: img.ID.String(), ImageName: cfg.Image.Image, ImageRef: imageRef,
-		LogPath: logPath, Spec: spec, StopSignal: stopSignal,
+		LogPath: logPath, Spec: spec, StopSignal: stopSignal, Reservation: res,
 	})
 	if err != nil {
 		s.nri.undoCreate(ctx, sb, id, recorded, spec)
+		// A pod stopped or removed meanwhile took the namespaces the
+		// container was joining: the same answer as a create after it.
+		if now, gerr := s.opts.Sandboxes.Get(sb.ID); gerr != nil || now.State != podsandbox.StateReady {
+			return nil, status.Errorf(codes.FailedPrecondition, "pod sandbox %s stopped while container %s was created: %v", sb.ID, id, err)
+		}
 		return nil, toStatus(err)
 	}
 	created = true

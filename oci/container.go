@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"sort"
 	"strings"
 	"sync"
@@ -22,6 +23,7 @@ import (
 	"github.com/crid-dev/crid/events"
 	"github.com/crid-dev/crid/idprefix"
 	"github.com/crid-dev/crid/metrics"
+	"github.com/crid-dev/crid/panicguard"
 	"github.com/crid-dev/crid/records"
 )
 
@@ -61,6 +63,9 @@ type Container struct {
 	// pendingExit, so STARTED is always published before STOPPED.
 	starting    bool
 	pendingExit *Exit
+	// removed is set once RemoveContainer deletes the record: no later
+	// write may bring it back.
+	removed bool
 }
 
 // Container states, as CRI names them.
@@ -95,6 +100,10 @@ type Containers struct {
 	m     map[string]*Container
 	names map[string]string // sandbox/name/attempt → ID
 	busy  map[string]bool   // being created or removed
+	// creating holds each create in flight by its name key, so a retry of
+	// the name is told which attempt holds it, since when and in which step.
+	creating map[string]*createAttempt
+	recLocks [16]sync.Mutex
 }
 
 // NewContainers loads the container records and reconciles them with the
@@ -102,7 +111,7 @@ type Containers struct {
 // watches for exits (see watchExits) until Close; pub, which may be nil,
 // gets every container's lifecycle events.
 func NewContainers(ctx context.Context, rt *Runtime, store *records.Store, release func(id string) error, pub events.Publisher) (*Containers, error) {
-	c := &Containers{rt: rt, records: store, release: release, events: pub, m: map[string]*Container{}, names: map[string]string{}, busy: map[string]bool{}}
+	c := &Containers{rt: rt, records: store, release: release, events: pub, m: map[string]*Container{}, names: map[string]string{}, busy: map[string]bool{}, creating: map[string]*createAttempt{}}
 	recs, errs := store.Load(containerKind)
 	for _, err := range errs {
 		klog.ErrorS(err, "Skipping unreadable container record")
@@ -163,7 +172,25 @@ func NewID() string {
 	return hex.EncodeToString(b[:])
 }
 
+// recLock serializes the writes and the removal of one container's
+// record (striped by ID), so a write racing a RemoveContainer (an exit
+// recorded by a concurrent stop) cannot bring the record back after it.
+func (c *Containers) recLock(id string) *sync.Mutex {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(id))
+	return &c.recLocks[h.Sum32()%uint32(len(c.recLocks))]
+}
+
 func (c *Containers) persist(ctr *Container) error {
+	l := c.recLock(ctr.ID)
+	l.Lock()
+	defer l.Unlock()
+	c.mu.Lock()
+	removed := ctr.removed
+	c.mu.Unlock()
+	if removed {
+		return nil
+	}
 	cfg, err := protojson.Marshal(ctr.Config)
 	if err != nil {
 		return err
@@ -189,47 +216,152 @@ type CreateParams struct {
 	Spec      *specs.Spec
 	// StopSignal is the config's, else the image's (empty: SIGTERM).
 	StopSignal string
+	// Reservation, when set, is the name reservation the caller took
+	// (Reserve) before its own steps; Create takes it over.
+	Reservation *Reservation
 }
 
-// Create creates a container that stops before its process runs.
-func (c *Containers) Create(ctx context.Context, p CreateParams) error {
-	key := nameKey(p.SandboxID, p.Config.Metadata)
+// createAttempt is a CreateContainer in flight; step and owned are
+// guarded by Containers.mu.
+type createAttempt struct {
+	c       *Containers
+	key, id string
+	started time.Time
+	step    string
+	owned   bool // by the caller of Reserve, until Create takes it over
+}
+
+// Reservation holds a container name for one CreateContainer attempt from
+// its first step on, so a retry of the name while this attempt is stuck
+// (in a stat of a bind-mount source on a hung filesystem, say) is told
+// which attempt holds it, since when and in which step.
+type Reservation = createAttempt
+
+// Reserve takes the name of md in the pod for the container id.
+func (c *Containers) Reserve(sandboxID string, md *runtime.ContainerMetadata, id string) (*Reservation, error) {
+	key := nameKey(sandboxID, md)
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	if other, ok := c.names[key]; ok {
-		c.mu.Unlock()
-		return fmt.Errorf("%w: container %q (attempt %d) of pod %s is %s", ErrAlreadyExists, p.Config.Metadata.Name, p.Config.Metadata.Attempt, p.SandboxID, other)
+		if a := c.creating[key]; a != nil {
+			return nil, fmt.Errorf("%w: container %q (attempt %d) of pod %s is being created by an attempt (container %s) started at %s, %s ago, now in step %q; retry when it ends",
+				ErrAlreadyExists, md.Name, md.Attempt, sandboxID, a.id, a.started.UTC().Format(time.RFC3339), time.Since(a.started).Round(time.Second), a.step)
+		}
+		return nil, fmt.Errorf("%w: container %q (attempt %d) of pod %s is %s", ErrAlreadyExists, md.Name, md.Attempt, sandboxID, other)
 	}
+	a := &createAttempt{c: c, key: key, id: id, started: time.Now(), step: "start", owned: true}
+	c.names[key] = id
+	c.busy[id] = true
+	c.creating[key] = a
+	return a, nil
+}
+
+// Step names what the attempt does now, for a retry's error.
+func (a *createAttempt) Step(s string) {
+	a.c.mu.Lock()
+	a.step = s
+	a.c.mu.Unlock()
+}
+
+// Release frees the name unless Create took the reservation over; the
+// caller defers it.
+func (a *createAttempt) Release() {
+	a.c.mu.Lock()
+	defer a.c.mu.Unlock()
+	if a.owned {
+		a.owned = false
+		a.c.releaseLocked(a)
+	}
+}
+
+func (c *Containers) releaseLocked(a *createAttempt) {
+	if c.creating[a.key] == a {
+		delete(c.names, a.key)
+		delete(c.busy, a.id)
+		delete(c.creating, a.key)
+	}
+}
+
+// Create creates a container that stops before its process runs, under
+// p.Reservation (taken over) or a reservation of its own.
+//
+// The monitor's create (mounts, namespaces, the init up to its exec fifo)
+// cannot be called back once sent, and may block on a filesystem that
+// stops answering. A client that gives up gets its error at once; the
+// attempt goes on in the background, holding the name (a retry is told
+// which attempt holds it and where it is stuck), and is undone when the
+// monitor answers, so nothing is left that the daemon does not know.
+func (c *Containers) Create(ctx context.Context, p CreateParams) error {
+	attempt := p.Reservation
+	if attempt == nil {
+		var err error
+		if attempt, err = c.Reserve(p.SandboxID, p.Config.Metadata, p.ID); err != nil {
+			return err
+		}
+	}
+	c.mu.Lock()
+	attempt.owned = false
+	attempt.step = "write the container record"
+	c.mu.Unlock()
+	key := attempt.key
 	ctr := &Container{
 		ID: p.ID, SandboxID: p.SandboxID, Config: p.Config, ImageID: p.ImageID, ImageName: p.ImageName, ImageRef: p.ImageRef,
 		LogPath: p.LogPath, CreatedAt: time.Now().UnixNano(), State: StateCreated,
 		Process: p.Spec.Process, StopSignal: p.StopSignal, Resources: p.Config.GetLinux().GetResources(),
 		CgroupsPath: p.Spec.Linux.CgroupsPath,
 	}
-	c.names[key] = p.ID
-	c.busy[p.ID] = true
-	c.mu.Unlock()
+	step := attempt.Step
 	fail := func(err error) error {
 		c.mu.Lock()
-		delete(c.names, key)
-		delete(c.busy, p.ID)
+		c.releaseLocked(attempt)
 		c.mu.Unlock()
 		return err
+	}
+	if err := ctx.Err(); err != nil {
+		// Given up while an earlier step was stuck: nothing sent yet.
+		return fail(fmt.Errorf("create container %s: %w", p.ID, err))
 	}
 	if err := c.persist(ctr); err != nil {
 		return fail(err)
 	}
-	_, err := c.rt.Create(ctx, CreateRequest{
-		ID: p.ID, Spec: p.Spec, LogPath: p.LogPath,
-		Stdin: p.Config.Stdin, StdinOnce: p.Config.StdinOnce, TTY: p.Config.Tty,
-	})
-	if err != nil {
+	step("monitor: create (rootfs and bind mounts, namespaces, init up to its exec fifo)")
+	done := make(chan error, 1)
+	go func() { // ends when the monitor answers (or its connection is lost)
+		var err error
+		defer func() { done <- err }()
+		defer panicguard.Recover("create container "+p.ID, &err)
+		_, err = c.rt.Create(context.WithoutCancel(ctx), CreateRequest{
+			ID: p.ID, Spec: p.Spec, LogPath: p.LogPath,
+			Stdin: p.Config.Stdin, StdinOnce: p.Config.StdinOnce, TTY: p.Config.Tty,
+		})
+	}()
+	undo := func(err error) error {
+		step("undo the create: " + err.Error())
 		_ = c.rt.Delete(context.WithoutCancel(ctx), p.ID)
 		_ = c.records.Delete(containerKind, p.ID)
 		return fail(err)
 	}
+	var err error
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		step("the client gave up; waiting for the monitor's create to end, then undoing it")
+		panicguard.Go("finish abandoned create of container "+p.ID, func() {
+			created := <-done
+			if created == nil {
+				created = fmt.Errorf("its client gave up: %w", ctx.Err())
+			}
+			_ = undo(created)
+		})
+		return fmt.Errorf("create container %s: %w", p.ID, ctx.Err())
+	}
+	if err != nil {
+		return undo(err)
+	}
 	c.mu.Lock()
 	c.m[p.ID] = ctr
 	delete(c.busy, p.ID)
+	delete(c.creating, key)
 	c.publishLocked(events.ContainerCreated, ctr)
 	c.mu.Unlock()
 	return nil
@@ -497,7 +629,17 @@ func (c *Containers) Remove(ctx context.Context, idOrPrefix string) error {
 			return err
 		}
 	}
-	if err := c.records.Delete(containerKind, ctr.ID); err != nil {
+	l := c.recLock(ctr.ID)
+	l.Lock()
+	c.mu.Lock()
+	ctr.removed = true
+	c.mu.Unlock()
+	err = c.records.Delete(containerKind, ctr.ID)
+	l.Unlock()
+	if err != nil {
+		c.mu.Lock()
+		ctr.removed = false
+		c.mu.Unlock()
 		return err
 	}
 	c.mu.Lock()
@@ -555,7 +697,38 @@ func (c *Containers) ExecSync(ctx context.Context, idOrPrefix string, cmd []stri
 	p := *ctr.Process
 	p.Args = cmd
 	p.Terminal = false
-	return c.rt.Exec(ctx, ExecRequest{ID: ctr.ID, Process: &p, Timeout: timeout})
+	res, err := c.rt.Exec(ctx, ExecRequest{ID: ctr.ID, Process: &p, Timeout: timeout})
+	return res, c.execFailed(ctx, ctr.ID, err)
+}
+
+// execFailed classes an exec that could not start: a container that ended
+// between the state check and the exec's setns (its /proc/<pid>/ns gone)
+// is FailedPrecondition, as if it had ended before the call, not Unknown.
+// The monitor may record the exit well after the exec saw the init gone
+// (it drains the output first), so the init itself is looked at too.
+func (c *Containers) execFailed(ctx context.Context, id string, err error) error {
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, ErrNotFound) || errors.Is(err, ErrFailedPrecondition) || errors.Is(err, ErrInvalidArgument) {
+		return err
+	}
+	if c.rt.initEnded(id) {
+		return fmt.Errorf("%w: container %s ended during the exec: %w", ErrFailedPrecondition, id, err)
+	}
+	for range 2 {
+		now, gerr := c.Get(context.WithoutCancel(ctx), id)
+		if errors.Is(gerr, ErrNotFound) || (gerr == nil && now.State != StateRunning) {
+			return fmt.Errorf("%w: container %s ended during the exec: %w", ErrFailedPrecondition, id, err)
+		}
+		if gerr != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return err
 }
 
 // ReopenLog reopens a running container's log file (kubelet's rotation).

@@ -22,7 +22,8 @@ func (c *Containers) Exec(ctx context.Context, idOrPrefix string, cmd []string, 
 	p := *ctr.Process
 	p.Args = cmd
 	p.ConsoleSize = nil
-	return c.rt.ExecStream(ctx, ctr.ID, &p, s)
+	x, err := c.rt.ExecStream(ctx, ctr.ID, &p, s)
+	return x, c.execFailed(ctx, ctr.ID, err)
 }
 
 // Attach wires the client's streams to a running container's stdio (CRI

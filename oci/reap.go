@@ -62,3 +62,22 @@ func (r *Runtime) Reap() {
 		r.mu.Unlock()
 	}
 }
+
+// initEnded reports whether the container's init is known to be gone (no
+// process with its pid and start time, or a zombie), before its monitor
+// may have recorded the exit.
+func (r *Runtime) initEnded(id string) bool {
+	r.mu.Lock()
+	t := r.tracked[id]
+	var pid int
+	var start uint64
+	if t != nil {
+		pid, start = t.pid, t.start
+	}
+	r.mu.Unlock()
+	if pid <= 0 {
+		return false
+	}
+	s, state, err := protocol.ProcStartTime(pid)
+	return err != nil || s != start || state == 'Z'
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"k8s.io/klog/v2"
 
@@ -93,6 +94,10 @@ func (m *Manager) release(ctx context.Context, sb *Sandbox) error {
 	return nil
 }
 
+// removeTimeout bounds a pod's teardown once its removal is recorded; it
+// no longer follows the client's deadline.
+const removeTimeout = 2 * time.Minute
+
 // Remove removes the pod and everything it owns: it stops it first if it
 // runs. Removing an unknown pod is not an error.
 func (m *Manager) Remove(ctx context.Context, idOrPrefix string) error {
@@ -119,7 +124,19 @@ func (m *Manager) Remove(ctx context.Context, idOrPrefix string) error {
 		return err
 	}
 	testHook("remove:intent")
-	if err := m.teardown(ctx, sb); err != nil {
+	// Once the removal is recorded it is carried through whatever the
+	// client does: a teardown cut off by a cancelled call left the pod
+	// half-removed and hidden from List, so kubelet never retried it.
+	tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), removeTimeout)
+	defer cancel()
+	if err := m.teardown(tctx, sb); err != nil {
+		// Listed again (as not ready), so kubelet's next sweep retries.
+		m.mu.Lock()
+		sb.State = StateNotReady
+		m.mu.Unlock()
+		if perr := m.persist(sb); perr != nil {
+			klog.ErrorS(perr, "Recording a failed removal", "podSandboxID", sb.ID)
+		}
 		return err
 	}
 	m.forget(sb)

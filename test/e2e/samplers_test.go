@@ -1,0 +1,162 @@
+package e2e
+
+import (
+	"bytes"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"text/tabwriter"
+	"time"
+)
+
+// The samplers of the load tests (stress, soak, stuck filesystem): what a
+// node's crid holds, read from /proc and the cgroup tree, so a run can be
+// compared with its baseline. Mounts and cgroups are counted here by the
+// node's own dir and cgroup parent only (the crash suite's leak checker
+// counts more kinds of leftovers).
+
+// pssKB is a process's proportional set size in kB (smaps_rollup), the
+// share of memory it costs the node: shared pages count once overall.
+func pssKB(pid int) (int, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "Pss:"); ok {
+			return strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
+		}
+	}
+	return 0, fmt.Errorf("no Pss in /proc/%d/smaps_rollup", pid)
+}
+
+// cridProcs counts the node's crid processes: the daemon, the monitor and
+// the stdio holders (every process whose command line names the node's dir).
+func (n *podNode) cridProcs() int {
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	c := 0
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err == nil && strings.Contains(string(b), n.dir+"/") && strings.Contains(string(b), "crid") {
+			c++
+		}
+	}
+	return c
+}
+
+// podProcs counts the processes in the node's pod cgroups (infras,
+// containers, execs); a process left after its pod is gone shows here.
+func (n *podNode) podProcs() int {
+	procs, _ := filepath.Glob("/proc/[0-9]*/cgroup")
+	c := 0
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err == nil && strings.Contains(string(b), strings.TrimSuffix(n.cgroupParent, ".slice")) {
+			c++
+		}
+	}
+	return c
+}
+
+// nodeMounts counts the mounts below the node's dir.
+func (n *podNode) nodeMounts() int {
+	mi, _ := os.ReadFile("/proc/self/mountinfo")
+	c := 0
+	for _, l := range strings.Split(string(mi), "\n") {
+		if f := strings.Fields(l); len(f) > 4 && strings.HasPrefix(f[4], n.dir+"/") {
+			c++
+		}
+	}
+	return c
+}
+
+// nodeCgroups counts every cgroup below the node's parent (pods and their
+// containers) in the memory hierarchy.
+func (n *podNode) nodeCgroups(t *testing.T) int {
+	t.Helper()
+	c := 0
+	_ = filepath.WalkDir(cgroupDir(t, "memory", n.cgroupParent), func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			c++
+		}
+		return nil
+	})
+	return max(c-1, 0) // the parent itself
+}
+
+// sample is one reading of what a node's crid holds.
+type sample struct {
+	at                    time.Time
+	label                 string
+	daemonPSS, monitorPSS int // kB
+	goroutines            int
+	daemonFDs, monitorFDs int
+	cridProcs, podProcs   int
+	mounts, cgroups, pods int
+	containers            int
+	monitorPid            int
+}
+
+// take reads the node's figures now, labelled for the table.
+func (n *podNode) take(t *testing.T, label string) sample {
+	t.Helper()
+	mon := n.theMonitor(t)
+	s := sample{at: time.Now(), label: label, monitorPid: mon}
+	var err error
+	if s.daemonPSS, err = pssKB(n.cmd.Process.Pid); err != nil {
+		t.Fatal(err)
+	}
+	if s.monitorPSS, err = pssKB(mon); err != nil {
+		t.Fatal(err)
+	}
+	s.goroutines = n.goroutines(t)
+	s.daemonFDs, s.monitorFDs = fds(n.cmd.Process.Pid), fds(mon)
+	s.cridProcs, s.podProcs = n.cridProcs(), n.podProcs()
+	s.mounts, s.cgroups = n.nodeMounts(), n.nodeCgroups(t)
+	recs, _ := os.ReadDir(filepath.Join(n.dir, "root", "records", "sandboxes"))
+	s.pods = len(recs)
+	s.containers = n.ctrRecords()
+	return s
+}
+
+// counts are the figures that must come back exactly: every one but memory.
+func (s sample) counts() [10]int {
+	return [10]int{s.goroutines, s.daemonFDs, s.monitorFDs, s.cridProcs, s.podProcs, s.mounts, s.cgroups, s.pods, s.containers, s.monitorPid}
+}
+
+// sampleTable prints samples as a table, one row each.
+func sampleTable(samples ...sample) string {
+	var b bytes.Buffer
+	w := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(w, "sample\tdaemon PSS kB\tmonitor PSS kB\tgoroutines\tdaemon fds\tmonitor fds\tcrid procs\tpod procs\tmounts\tcgroups\tpod records\tctr records\t")
+	for _, s := range samples {
+		fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t\n", s.label, s.daemonPSS, s.monitorPSS, s.goroutines,
+			s.daemonFDs, s.monitorFDs, s.cridProcs, s.podProcs, s.mounts, s.cgroups, s.pods, s.containers)
+	}
+	_ = w.Flush()
+	return b.String()
+}
+
+// settleTo samples until every count equals want's (goroutines, fds,
+// processes, mounts, cgroups, records and the same monitor), or bound
+// passes; it returns the last sample and whether they matched. Counts
+// settle late: exits are reaped, idle connections and expired streaming
+// tokens are dropped a moment after the calls that made them.
+func (n *podNode) settleTo(t *testing.T, label string, want sample, bound time.Duration) (sample, bool) {
+	t.Helper()
+	deadline := time.Now().Add(bound)
+	for {
+		s := n.take(t, label)
+		if s.counts() == want.counts() {
+			return s, true
+		}
+		if time.Now().After(deadline) {
+			return s, false
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
