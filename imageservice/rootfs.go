@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+	"k8s.io/klog/v2"
 
 	"github.com/crid-dev/crid/panicguard"
 )
@@ -32,6 +33,12 @@ func (s *Service) rootfsDir(id containerDirName) string {
 // MountRootfs mounts the root filesystem of container id from image and
 // returns the path to give the runtime spec as Root.Path.
 func (s *Service) MountRootfs(id, image string) (string, error) {
+	return s.MountRootfsUserns(id, image, Userns{})
+}
+
+// MountRootfsUserns is MountRootfs for a container in the user namespace
+// u (none when u.Path is empty): the overlay is made of idmapped layers.
+func (s *Service) MountRootfsUserns(id, image string, u Userns) (string, error) {
 	cid, err := parseContainerID(id)
 	if err != nil {
 		return "", err
@@ -68,16 +75,17 @@ func (s *Service) MountRootfs(id, image string) (string, error) {
 		return "", fmt.Errorf("rootfs of %s: %w", id, err)
 	}
 	merged := filepath.Join(dir, rootfsMerged)
-	if err := s.mountOverlay(dir, layers, merged); err != nil {
+	if u.Path != "" {
+		for _, d := range []string{"upper", "work"} {
+			if err := os.Chown(filepath.Join(dir, d), int(u.RootUID), int(u.RootGID)); err != nil {
+				return "", fmt.Errorf("rootfs of %s: %w", id, err)
+			}
+		}
+	}
+	if err := s.mountLayers(dir, layers, merged, true, u); err != nil {
 		return "", fmt.Errorf("rootfs of %s: %w", id, err)
 	}
 	return merged, nil
-}
-
-// mountOverlay mounts the layers (bottom first) under dir's writable layer
-// at target.
-func (s *Service) mountOverlay(dir string, layers []Digest, target string) error {
-	return s.mountLayers(dir, layers, target, true)
 }
 
 // mountLayers mounts the layers (bottom first) at target, under dir's
@@ -85,8 +93,9 @@ func (s *Service) mountOverlay(dir string, layers []Digest, target string) error
 // no upper dir, which overlayfs allows from two lower dirs up. When
 // absolute lower dirs would not fit the one page the kernel accepts for
 // mount options, the mount is made with short relative links in dir/l,
-// from a thread whose working directory is its own.
-func (s *Service) mountLayers(dir string, layers []Digest, target string, writable bool) error {
+// from a thread whose working directory is its own. With userns (a user
+// namespace) the overlay is made of idmapped layers (idmap.go).
+func (s *Service) mountLayers(dir string, layers []Digest, target string, writable bool, u Userns) error {
 	var lowers []string
 	for i := len(layers) - 1; i >= 0; i-- {
 		lowers = append(lowers, s.LayerDiffDir(layers[i]))
@@ -102,6 +111,22 @@ func (s *Service) mountLayers(dir string, layers []Digest, target string, writab
 	var flags uintptr = unix.MS_RDONLY
 	if writable {
 		upper, work, flags = filepath.Join(dir, "upper"), filepath.Join(dir, "work"), 0
+	}
+	// Checked as given: the idmapped mounts stand for these directories.
+	if _, err := s.overlayOptions(lowers, upper, work); err != nil {
+		return err
+	}
+	if u.Path != "" {
+		idLowers, release, err := idmapLayers(dir, lowers, u)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			if rerr := release(); rerr != nil {
+				klog.ErrorS(rerr, "Removing the idmapped layer mounts", "dir", dir)
+			}
+		}()
+		lowers = idLowers
 	}
 	data, err := s.overlayOptions(lowers, upper, work)
 	if err != nil {
@@ -220,6 +245,11 @@ func (s *Service) UnmountRootfs(id string) error {
 	if err := unix.Unmount(filepath.Join(dir, rootfsMerged), unix.MNT_DETACH); err != nil &&
 		!errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
 		return fmt.Errorf("unmount rootfs of %s: %w", id, err)
+	}
+	// Idmapped layer mounts a crash left between their making and the
+	// overlay's: they are layers, RemoveAll must not walk into them.
+	if err := removeIdmapped(filepath.Join(dir, idmapDir)); err != nil {
+		return fmt.Errorf("unmount idmapped layers of %s: %w", id, err)
 	}
 	if err := os.RemoveAll(dir); err != nil {
 		return fmt.Errorf("remove rootfs of %s: %w", id, err)
