@@ -55,7 +55,7 @@ func (s *runtimeService) Status(_ context.Context, req *runtime.StatusRequest) (
 	for _, h := range podsandbox.Handlers() {
 		resp.RuntimeHandlers = append(resp.RuntimeHandlers, &runtime.RuntimeHandler{
 			Name:     h,
-			Features: &runtime.RuntimeHandlerFeatures{RecursiveReadOnlyMounts: true},
+			Features: &runtime.RuntimeHandlerFeatures{RecursiveReadOnlyMounts: true, UserNamespaces: s.opts.UsernsSupport == nil},
 		})
 	}
 	if req.Verbose {
@@ -71,7 +71,7 @@ func (s *runtimeService) Status(_ context.Context, req *runtime.StatusRequest) (
 		// is a leak check for operators and tests alike.
 		resp.Info = map[string]string{"config": string(cfg), "apparmor": appArmorStatus(), "runtimeConfig": string(rc),
 			"streamAddress": s.StreamAddress(), "goroutines": strconv.Itoa(goruntime.NumGoroutine()),
-			"mountOptions": strings.Join(specgen.MountOptions, ",")}
+			"mountOptions": strings.Join(specgen.MountOptions, ","), "userNamespaces": usernsStatus(s.opts.UsernsSupport)}
 	}
 	return resp, nil
 }
@@ -110,4 +110,13 @@ func appArmorStatus() string {
 		return "enabled in the kernel; Localhost profiles are not supported by crid yet and are refused"
 	}
 	return "not enabled in this kernel: RuntimeDefault and Unconfined run unconfined, Localhost profiles are refused"
+}
+
+// usernsStatus says whether pods may have user namespaces of their own,
+// and why not when they may not.
+func usernsStatus(err error) string {
+	if err != nil {
+		return "not supported: " + err.Error()
+	}
+	return "supported: mode POD (one uid and one gid mapping from container ID 0; idmapped layers and bind mounts); not on the host network"
 }

@@ -233,3 +233,13 @@ func enterNS(path string, flag int) error {
 	}
 	return nil
 }
+
+// UsernsRoot returns the host IDs the pod's root maps to, when the pod has
+// a user namespace of its own.
+func (sb *Sandbox) UsernsRoot() (uid, gid uint32, ok bool) {
+	u := sb.options().GetUsernsOptions()
+	if u.GetMode() != criapi.NamespaceMode_POD || len(u.GetUids()) == 0 || len(u.GetGids()) == 0 {
+		return 0, 0, false
+	}
+	return u.Uids[0].HostId, u.Gids[0].HostId, true
+}
