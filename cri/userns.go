@@ -24,17 +24,9 @@ func checkContainerUserns(pod *runtime.PodSandboxConfig, cfg *runtime.ContainerC
 		return toStatus(err)
 	}
 	podU := pod.GetLinux().GetSecurityContext().GetNamespaceOptions().GetUsernsOptions()
-	if usernsMode(u) != usernsMode(podU) || (usernsMode(u) == runtime.NamespaceMode_POD && !proto.Equal(u, podU)) {
+	if podsandbox.UsernsMode(u) != podsandbox.UsernsMode(podU) || (podsandbox.UsernsMode(u) == runtime.NamespaceMode_POD && !proto.Equal(u, podU)) {
 		return status.Errorf(codes.InvalidArgument, "%s: a container shares its pod's user namespace: mode %s with uids %v and gids %v, not mode %s with uids %v and gids %v",
-			usernsField, usernsMode(podU), podU.GetUids(), podU.GetGids(), usernsMode(u), u.GetUids(), u.GetGids())
+			usernsField, podsandbox.UsernsMode(podU), podU.GetUids(), podU.GetGids(), podsandbox.UsernsMode(u), u.GetUids(), u.GetGids())
 	}
 	return nil
-}
-
-// usernsMode is NODE for unset options, as the CRI says.
-func usernsMode(u *runtime.UserNamespace) runtime.NamespaceMode {
-	if u == nil {
-		return runtime.NamespaceMode_NODE
-	}
-	return u.Mode
 }

@@ -25,6 +25,9 @@ func UsernsSupport(dir string) error {
 	if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err != nil || n == 0 {
 		return fmt.Errorf("user namespaces are disabled (user.max_user_namespaces = %s)", strings.TrimSpace(string(b)))
 	}
+	if err := searchable(dir); err != nil {
+		return err
+	}
 	if err := tryIdmap(); err != nil {
 		return fmt.Errorf("no idmapped tmpfs: %w", err)
 	}
@@ -80,4 +83,22 @@ func tryIdmappedOverlay(dir string) (err error) {
 		return fmt.Errorf("mount overlay on an idmapped layer: %w", err)
 	}
 	return nil
+}
+
+// searchable checks that others may pass through dir and every directory
+// above it: a container's runtime init, root only in its pod's user
+// namespace, reaches the rootfs through its path.
+func searchable(dir string) error {
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		fi, err := os.Stat(d)
+		if err != nil {
+			return err
+		}
+		if fi.Mode().Perm()&0o001 == 0 {
+			return fmt.Errorf("%s (mode %04o) cannot be passed through by others: a container root mapped to another user must reach its rootfs in %s (chmod o+x %s)", d, fi.Mode().Perm(), dir, d)
+		}
+		if d == "/" {
+			return nil
+		}
+	}
 }

@@ -76,6 +76,12 @@ func (s *Service) MountRootfsUserns(id, image string, u Userns) (string, error) 
 	}
 	merged := filepath.Join(dir, rootfsMerged)
 	if u.Path != "" {
+		// The container's runtime init, root only in the user namespace,
+		// reaches merged through dir by its path: dir can be passed, not
+		// listed.
+		if err := os.Chmod(dir, 0o711); err != nil {
+			return "", fmt.Errorf("rootfs of %s: %w", id, err)
+		}
 		for _, d := range []string{"upper", "work"} {
 			if err := os.Chown(filepath.Join(dir, d), int(u.RootUID), int(u.RootGID)); err != nil {
 				return "", fmt.Errorf("rootfs of %s: %w", id, err)

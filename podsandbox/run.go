@@ -276,10 +276,10 @@ func (m *Manager) validate(cfg *runtime.PodSandboxConfig, handler string) error 
 	if err := ValidateUserns("config.linux.security_context.namespace_options.userns_options", opts.GetUsernsOptions()); err != nil {
 		return err
 	}
-	if opts.GetUsernsOptions().GetMode() == runtime.NamespaceMode_POD && !m.opts.UserNamespaces {
+	if UsernsMode(opts.GetUsernsOptions()) == runtime.NamespaceMode_POD && !m.opts.UserNamespaces {
 		return fmt.Errorf("%w: config.linux.security_context.namespace_options.userns_options: this node does not support user namespaces: %s", ErrInvalid, m.opts.UserNamespacesReason)
 	}
-	if opts.GetUsernsOptions().GetMode() == runtime.NamespaceMode_POD && opts.GetNetwork() == runtime.NamespaceMode_NODE && !m.opts.UserNamespacesHostNetwork {
+	if UsernsMode(opts.GetUsernsOptions()) == runtime.NamespaceMode_POD && opts.GetNetwork() == runtime.NamespaceMode_NODE && !m.opts.UserNamespacesHostNetwork {
 		return fmt.Errorf("%w: config.linux.security_context.namespace_options: a pod in a user namespace of its own cannot use the node's network on this node", ErrInvalid)
 	}
 	if opts.GetPid() == runtime.NamespaceMode_TARGET {

@@ -60,11 +60,15 @@ func ValidateUserns(field string, u *criapi.UserNamespace) error {
 
 // usernsMode is the pod's user namespace mode: POD when it has one of its
 // own, NODE otherwise.
-func (sb *Sandbox) usernsMode() criapi.NamespaceMode {
-	if sb.options().GetUsernsOptions().GetMode() == criapi.NamespaceMode_POD {
-		return criapi.NamespaceMode_POD
+func (sb *Sandbox) usernsMode() criapi.NamespaceMode { return UsernsMode(sb.options().GetUsernsOptions()) }
+
+// UsernsMode is the mode of user namespace options: unset options are
+// NODE, as the CRI says (the zero NamespaceMode is POD).
+func UsernsMode(u *criapi.UserNamespace) criapi.NamespaceMode {
+	if u == nil {
+		return criapi.NamespaceMode_NODE
 	}
-	return criapi.NamespaceMode_NODE
+	return u.Mode
 }
 
 // UserNS is the pinned user namespace of a pod in mode POD, empty for a
@@ -238,7 +242,7 @@ func enterNS(path string, flag int) error {
 // a user namespace of its own.
 func (sb *Sandbox) UsernsRoot() (uid, gid uint32, ok bool) {
 	u := sb.options().GetUsernsOptions()
-	if u.GetMode() != criapi.NamespaceMode_POD || len(u.GetUids()) == 0 || len(u.GetGids()) == 0 {
+	if UsernsMode(u) != criapi.NamespaceMode_POD || len(u.GetUids()) == 0 || len(u.GetGids()) == 0 {
 		return 0, 0, false
 	}
 	return u.Uids[0].HostId, u.Gids[0].HostId, true

@@ -40,3 +40,15 @@ func TestValidateUserns(t *testing.T) {
 		}
 	}
 }
+
+// TestUsernsModeUnset: unset options are the node's user namespace, not
+// POD (the zero NamespaceMode).
+func TestUsernsModeUnset(t *testing.T) {
+	if m := UsernsMode(nil); m != runtime.NamespaceMode_NODE {
+		t.Errorf("UsernsMode(nil) = %s, want NODE", m)
+	}
+	sb := &Sandbox{Config: &runtime.PodSandboxConfig{}}
+	if _, _, ok := sb.UsernsRoot(); ok || sb.usernsMode() != runtime.NamespaceMode_NODE {
+		t.Errorf("a pod without userns options has a user namespace of its own")
+	}
+}

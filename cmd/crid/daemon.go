@@ -128,7 +128,17 @@ func serve(cfg config.Config) error {
 		}
 	}
 
-	// Checked once: pods with hostUsers: false need it (KEP-127).
+	// Checked once: pods with hostUsers: false need it (KEP-127). The
+	// root dir and the rootfs dir are made passable (never listable) for
+	// containers whose root is not the node's.
+	for _, d := range []string{cfg.RootDir, filepath.Join(cfg.RootDir, "rootfs")} {
+		if err := os.MkdirAll(d, 0o711); err != nil {
+			return err
+		}
+		if err := os.Chmod(d, 0o711); err != nil {
+			return err
+		}
+	}
 	usernsErr := hostcheck.UsernsSupport(filepath.Join(cfg.RootDir, "rootfs"))
 	if usernsErr != nil {
 		klog.InfoS("Pods in user namespaces of their own are not supported on this node", "reason", usernsErr.Error())
