@@ -60,7 +60,9 @@ func ValidateUserns(field string, u *criapi.UserNamespace) error {
 
 // usernsMode is the pod's user namespace mode: POD when it has one of its
 // own, NODE otherwise.
-func (sb *Sandbox) usernsMode() criapi.NamespaceMode { return UsernsMode(sb.options().GetUsernsOptions()) }
+func (sb *Sandbox) usernsMode() criapi.NamespaceMode {
+	return UsernsMode(sb.options().GetUsernsOptions())
+}
 
 // UsernsMode is the mode of user namespace options: unset options are
 // NODE, as the CRI says (the zero NamespaceMode is POD).
