@@ -38,5 +38,16 @@ fi
 # `sudo apparmor_parser`, which the guest (the host's root) lacks.
 sed -e 's/| cannot apply: AppArmor is absent from this kernel.*$/| cannot apply: in the VM test bed critest loads its profiles with `sudo apparmor_parser`; the guest (the host'"'"'s root) has neither sudo nor the apparmor package (the CRI-completeness issue)/' \
 	"$REPO/test/critest/cannot-pass.txt" >/tmp/cannot-pass.txt
-"$VMDIR/bin/junitcheck" -expected-pass "$REPO/test/critest/expected-pass.txt" \
+cp "$REPO/test/critest/expected-pass.txt" /tmp/expected-pass.txt
+# A second difference: before 6.3 a kernel cannot idmap a tmpfs, which the
+# pods' /dev/shm and crid's root here (a tmpfs) are, so crid does not
+# advertise user namespaces (Status verbose says why) and critest skips
+# their 6 specs.
+read -r kmaj kmin _ < <(uname -r | tr '.-' '  ')
+if ((kmaj < 6 || (kmaj == 6 && kmin < 3))); then
+	grep -v 'Security Context UserNamespaces' "$REPO/test/critest/expected-pass.txt" >/tmp/expected-pass.txt
+	grep 'Security Context UserNamespaces' "$REPO/test/critest/expected-pass.txt" |
+		sed "s/\$/ | cannot apply: the guest's kernel $(uname -r) cannot idmap a tmpfs (6.3+), so crid does not advertise user namespaces/" >>/tmp/cannot-pass.txt
+fi
+"$VMDIR/bin/junitcheck" -expected-pass /tmp/expected-pass.txt \
 	-cannot-pass /tmp/cannot-pass.txt "$res/junit.xml" >"$res/junitcheck.txt" 2>&1
