@@ -12,6 +12,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -163,6 +164,15 @@ func TestUsernsPod(t *testing.T) {
 	// Status shows the mappings where the CRI has a field for them.
 	if got := ps.GetLinux().GetNamespaces().GetOptions().GetUsernsOptions(); !proto.Equal(got, usernsPOD()) {
 		t.Errorf("PodSandboxStatus userns_options %v, want %v", got, usernsPOD())
+	}
+
+	cs, err := n.runtime().ContainerStatus(ctx, &runtime.ContainerStatusRequest{ContainerId: id, Verbose: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var shown runtime.UserNamespace
+	if err := protojson.Unmarshal([]byte(cs.Info["userNamespace"]), &shown); err != nil || !proto.Equal(&shown, usernsPOD()) {
+		t.Errorf("ContainerStatus verbose userNamespace %q (%v), want %v", cs.Info["userNamespace"], err, usernsPOD())
 	}
 
 	n.removePod(t, podID)
