@@ -16,6 +16,7 @@ import (
 
 	"github.com/crid-dev/crid/cgroupmgr"
 	"github.com/crid-dev/crid/failpoint"
+	"github.com/crid-dev/crid/imageservice"
 	"github.com/crid-dev/crid/oci"
 	"github.com/crid-dev/crid/oci/specgen"
 	"github.com/crid-dev/crid/podsandbox"
@@ -37,6 +38,9 @@ func (s *runtimeService) CreateContainer(ctx context.Context, req *runtime.Creat
 		return nil, err
 	}
 	if err := checkPrivileged(sb.Config, cfg); err != nil {
+		return nil, err
+	}
+	if err := checkContainerUserns(sb.Config, cfg); err != nil {
 		return nil, err
 	}
 	aaProfile, err := specgen.AppArmorProfile(ctx, cfg.GetLinux().GetSecurityContext(), s.appArmor)
@@ -73,7 +77,9 @@ func (s *runtimeService) CreateContainer(ctx context.Context, req *runtime.Creat
 	}
 	defer releasePod()
 	res.Step("mount the rootfs")
-	rootfs, err := s.opts.Images.MountRootfs(id, img.ID.String())
+	userns := imageservice.Userns{Path: sb.UserNS()}
+	userns.RootUID, userns.RootGID, _ = sb.UsernsRoot()
+	rootfs, err := s.opts.Images.MountRootfsUserns(id, img.ID.String(), userns)
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -176,6 +182,9 @@ func (s *runtimeService) podInput(ctx context.Context, sb *podsandbox.Sandbox, i
 		specs.NetworkNamespace: pinOrHost("net"),
 		specs.IPCNamespace:     pinOrHost("ipc"),
 		specs.UTSNamespace:     pinOrHost("uts"),
+	}
+	if p := sb.UserNS(); p != "" {
+		ns[specs.UserNamespace] = p
 	}
 	opts := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions()
 	switch opts.GetPid() {

@@ -6,9 +6,11 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/crid-dev/crid/oci"
+	"github.com/crid-dev/crid/podsandbox"
 )
 
 var containerStates = map[string]runtime.ContainerState{
@@ -30,6 +32,17 @@ func (s *runtimeService) ContainerStatus(ctx context.Context, req *runtime.Conta
 			return nil, status.Errorf(codes.Internal, "encode container info: %v", err)
 		}
 		resp.Info = map[string]string{"info": string(info)}
+		// The CRI has no field for a container's ID mappings: they are
+		// its pod's (KEP-127), shown here as kubelet sent them.
+		if sb, err := s.opts.Sandboxes.Get(c.SandboxID); err == nil {
+			if u := sb.Config.GetLinux().GetSecurityContext().GetNamespaceOptions().GetUsernsOptions(); podsandbox.UsernsMode(u) == runtime.NamespaceMode_POD {
+				b, err := protojson.Marshal(u)
+				if err != nil {
+					return nil, status.Errorf(codes.Internal, "encode user namespace: %v", err)
+				}
+				resp.Info["userNamespace"] = string(b)
+			}
+		}
 	}
 	return resp, nil
 }

@@ -55,7 +55,7 @@ func (s *runtimeService) Status(_ context.Context, req *runtime.StatusRequest) (
 	for _, h := range podsandbox.Handlers() {
 		resp.RuntimeHandlers = append(resp.RuntimeHandlers, &runtime.RuntimeHandler{
 			Name:     h,
-			Features: &runtime.RuntimeHandlerFeatures{RecursiveReadOnlyMounts: true},
+			Features: &runtime.RuntimeHandlerFeatures{RecursiveReadOnlyMounts: true, UserNamespaces: s.opts.UsernsSupport == nil},
 		})
 	}
 	if req.Verbose {
@@ -71,7 +71,7 @@ func (s *runtimeService) Status(_ context.Context, req *runtime.StatusRequest) (
 		// is a leak check for operators and tests alike.
 		resp.Info = map[string]string{"config": string(cfg), "apparmor": s.appArmor.Status().String(), "runtimeConfig": string(rc),
 			"streamAddress": s.StreamAddress(), "goroutines": strconv.Itoa(goruntime.NumGoroutine()),
-			"mountOptions": strings.Join(specgen.MountOptions, ",")}
+			"mountOptions": strings.Join(specgen.MountOptions, ","), "userNamespaces": usernsStatus(s.opts.UsernsSupport)}
 	}
 	return resp, nil
 }
@@ -101,4 +101,13 @@ func (s *runtimeService) RuntimeConfig(context.Context, *runtime.RuntimeConfigRe
 		driver = runtime.CgroupDriver_SYSTEMD
 	}
 	return &runtime.RuntimeConfigResponse{Linux: &runtime.LinuxRuntimeConfiguration{CgroupDriver: driver}}, nil
+}
+
+// usernsStatus says whether pods may have user namespaces of their own,
+// and why not when they may not.
+func usernsStatus(err error) string {
+	if err != nil {
+		return "not supported: " + err.Error()
+	}
+	return "supported: mode POD (one uid and one gid mapping from container ID 0; idmapped layers and bind mounts); not on the host network"
 }

@@ -47,6 +47,9 @@ type Options struct {
 	// Register adds other services to the socket (crid's admin API): they
 	// get the same interceptors, logging and panic guard.
 	Register []func(grpc.ServiceRegistrar)
+	// UsernsSupport is nil when the node runs pods in user namespaces of
+	// their own (checked once at start), else why not.
+	UsernsSupport error
 }
 
 // Server serves the CRI on a listener.

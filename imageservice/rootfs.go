@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+	"k8s.io/klog/v2"
 
 	"github.com/crid-dev/crid/panicguard"
 )
@@ -30,9 +31,15 @@ func (s *Service) rootfsDir(id containerDirName) string {
 }
 
 // MountRootfs mounts the root filesystem of container id from image and
-// returns the path to give the runtime spec as Root.Path. A failure (a
-// full disk, say) leaves no directory behind.
-func (s *Service) MountRootfs(id, image string) (_ string, err error) {
+// returns the path to give the runtime spec as Root.Path.
+func (s *Service) MountRootfs(id, image string) (string, error) {
+	return s.MountRootfsUserns(id, image, Userns{})
+}
+
+// MountRootfsUserns is MountRootfs for a container in the user namespace
+// u (none when u.Path is empty): the overlay is made of idmapped layers.
+// A failure (a full disk, say) leaves no directory behind.
+func (s *Service) MountRootfsUserns(id, image string, u Userns) (_ string, err error) {
 	cid, err := parseContainerID(id)
 	if err != nil {
 		return "", err
@@ -76,16 +83,23 @@ func (s *Service) MountRootfs(id, image string) (_ string, err error) {
 		return "", fmt.Errorf("rootfs of %s: %w", id, err)
 	}
 	merged := filepath.Join(dir, rootfsMerged)
-	if err := s.mountOverlay(dir, layers, merged); err != nil {
+	if u.Path != "" {
+		// The container's runtime init, root only in the user namespace,
+		// reaches merged through dir by its path: dir can be passed, not
+		// listed.
+		if err := os.Chmod(dir, 0o711); err != nil {
+			return "", fmt.Errorf("rootfs of %s: %w", id, err)
+		}
+		for _, d := range []string{"upper", "work"} {
+			if err := os.Chown(filepath.Join(dir, d), int(u.RootUID), int(u.RootGID)); err != nil {
+				return "", fmt.Errorf("rootfs of %s: %w", id, err)
+			}
+		}
+	}
+	if err := s.mountLayers(dir, layers, merged, true, u); err != nil {
 		return "", fmt.Errorf("rootfs of %s: %w", id, err)
 	}
 	return merged, nil
-}
-
-// mountOverlay mounts the layers (bottom first) under dir's writable layer
-// at target.
-func (s *Service) mountOverlay(dir string, layers []Digest, target string) error {
-	return s.mountLayers(dir, layers, target, true)
 }
 
 // mountLayers mounts the layers (bottom first) at target, under dir's
@@ -93,8 +107,9 @@ func (s *Service) mountOverlay(dir string, layers []Digest, target string) error
 // no upper dir, which overlayfs allows from two lower dirs up. When
 // absolute lower dirs would not fit the one page the kernel accepts for
 // mount options, the mount is made with short relative links in dir/l,
-// from a thread whose working directory is its own.
-func (s *Service) mountLayers(dir string, layers []Digest, target string, writable bool) error {
+// from a thread whose working directory is its own. With userns (a user
+// namespace) the overlay is made of idmapped layers (idmap.go).
+func (s *Service) mountLayers(dir string, layers []Digest, target string, writable bool, u Userns) error {
 	var lowers []string
 	for i := len(layers) - 1; i >= 0; i-- {
 		lowers = append(lowers, s.LayerDiffDir(layers[i]))
@@ -110,6 +125,22 @@ func (s *Service) mountLayers(dir string, layers []Digest, target string, writab
 	var flags uintptr = unix.MS_RDONLY
 	if writable {
 		upper, work, flags = filepath.Join(dir, "upper"), filepath.Join(dir, "work"), 0
+	}
+	// Checked as given: the idmapped mounts stand for these directories.
+	if _, err := s.overlayOptions(lowers, upper, work); err != nil {
+		return err
+	}
+	if u.Path != "" {
+		idLowers, release, err := idmapLayers(dir, lowers, u)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			if rerr := release(); rerr != nil {
+				klog.ErrorS(rerr, "Removing the idmapped layer mounts", "dir", dir)
+			}
+		}()
+		lowers = idLowers
 	}
 	data, err := s.overlayOptions(lowers, upper, work)
 	if err != nil {
@@ -228,6 +259,11 @@ func (s *Service) UnmountRootfs(id string) error {
 	if err := unix.Unmount(filepath.Join(dir, rootfsMerged), unix.MNT_DETACH); err != nil &&
 		!errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
 		return fmt.Errorf("unmount rootfs of %s: %w", id, err)
+	}
+	// Idmapped layer mounts a crash left between their making and the
+	// overlay's: they are layers, RemoveAll must not walk into them.
+	if err := removeIdmapped(filepath.Join(dir, idmapDir)); err != nil {
+		return fmt.Errorf("unmount idmapped layers of %s: %w", id, err)
 	}
 	if err := os.RemoveAll(dir); err != nil {
 		return fmt.Errorf("remove rootfs of %s: %w", id, err)

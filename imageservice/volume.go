@@ -144,7 +144,7 @@ func (s *Service) mountVolume(vdir string, img *Image, subPath string) (string, 
 			return "", err
 		}
 	default:
-		if err := s.mountLayers(vdir, img.Layers, merged, false); err != nil {
+		if err := s.mountLayers(vdir, img.Layers, merged, false, Userns{}); err != nil {
 			return "", err
 		}
 	}

@@ -44,12 +44,13 @@ func PrepareBuiltinRootfs(dir, pauseBinary string) (string, error) {
 	if !fi.Mode().IsRegular() || fi.Mode()&0o111 == 0 {
 		return "", fmt.Errorf("built-in infra: %s is not an executable file (%s)", pauseBinary, fi.Mode())
 	}
-	// dir is private, as every dir under root_dir: the infra reaches its
-	// rootfs by pivot_root, never through the path.
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	// dir cannot be listed, but others may pass through it: an infra in
+	// a pod's user namespace is not root on the node, and its runtime
+	// init reaches the rootfs through the path (it holds nothing else).
+	if err := os.MkdirAll(dir, 0o711); err != nil {
 		return "", fmt.Errorf("built-in infra: %w", err)
 	}
-	if err := os.Chmod(dir, 0o700); err != nil {
+	if err := os.Chmod(dir, 0o711); err != nil {
 		return "", fmt.Errorf("built-in infra: %w", err)
 	}
 	rootfs := filepath.Join(dir, "rootfs")

@@ -35,8 +35,8 @@ func TestPrepareBuiltinRootfs(t *testing.T) {
 	if rootfs != filepath.Join(dir, "rootfs") {
 		t.Fatalf("rootfs %s", rootfs)
 	}
-	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
-		t.Fatalf("%s: mode %v (%v), want 0700: private, as every dir under root_dir", dir, fi.Mode(), err)
+	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o711 {
+		t.Fatalf("%s: mode %v (%v), want 0711: not listable, passable by a userns pod's infra", dir, fi.Mode(), err)
 	}
 	want, _ := os.ReadFile(pause)
 	check := func() {

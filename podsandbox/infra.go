@@ -49,6 +49,9 @@ func (p *PauseRunner) Start(ctx context.Context, sb *Sandbox) (int, error) {
 			ns[typ] = pin
 		}
 	}
+	if p := sb.UserNS(); p != "" {
+		ns[specs.UserNamespace] = p
+	}
 	spec, err := specgen.Build(specgen.Input{
 		Config: &runtime.ContainerConfig{
 			Metadata: &runtime.ContainerMetadata{Name: "POD"},
@@ -97,7 +100,9 @@ func (p *PauseRunner) rootfs(ctx context.Context, sb *Sandbox) (string, specgen.
 			return "", specgen.Image{}, fmt.Errorf("pull sandbox image: %w", err)
 		}
 	}
-	rootfs, err := p.Images.MountRootfs(sb.ID, img.ID.String())
+	u := imageservice.Userns{Path: sb.UserNS()}
+	u.RootUID, u.RootGID, _ = sb.UsernsRoot()
+	rootfs, err := p.Images.MountRootfsUserns(sb.ID, img.ID.String(), u)
 	if err != nil {
 		return "", specgen.Image{}, err
 	}

@@ -56,6 +56,14 @@ type Options struct {
 	// Events, when set, gets the pods' lifecycle events (created and
 	// started by Run, stopped by Stop, deleted by Remove).
 	Events events.Publisher
+	// UserNamespaces is set when the node supports pods in user
+	// namespaces of their own (userns mode POD); UserNamespacesReason
+	// says why not otherwise.
+	UserNamespaces       bool
+	UserNamespacesReason string
+	// UserNamespacesHostNetwork is set when a pod in a user namespace of
+	// its own may use the node's network (KEP-5607).
+	UserNamespacesHostNetwork bool
 }
 
 // PodContainers are the containers of pods, as the sandbox manager needs

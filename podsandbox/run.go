@@ -163,7 +163,14 @@ func (m *Manager) create(ctx context.Context, sb *Sandbox) error {
 	if !sb.HostIPC() {
 		kinds = append(kinds, nsIPC)
 	}
-	pins, err := pinNamespaces(filepath.Join(dir, "ns"), kinds, nsSetup{hostname: sb.Hostname, sysctls: sb.Config.GetLinux().GetSysctls()})
+	setup := nsSetup{hostname: sb.Hostname, sysctls: sb.Config.GetLinux().GetSysctls()}
+	var pins map[nsKind]string
+	var err error
+	if sb.usernsMode() == runtime.NamespaceMode_POD {
+		pins, err = pinUsernsNamespaces(filepath.Join(dir, "ns"), kinds, sb.options().GetUsernsOptions(), setup)
+	} else {
+		pins, err = pinNamespaces(filepath.Join(dir, "ns"), kinds, setup)
+	}
 	for k, p := range pins {
 		sb.Namespaces[string(k)] = p
 	}
@@ -265,6 +272,15 @@ func (m *Manager) validate(cfg *runtime.PodSandboxConfig, handler string) error 
 		case val == "" || strings.ContainsAny(val, "\n\x00"):
 			return fmt.Errorf("%w: config.linux.sysctls: %q has an invalid value %q", ErrInvalid, key, val)
 		}
+	}
+	if err := ValidateUserns("config.linux.security_context.namespace_options.userns_options", opts.GetUsernsOptions()); err != nil {
+		return err
+	}
+	if UsernsMode(opts.GetUsernsOptions()) == runtime.NamespaceMode_POD && !m.opts.UserNamespaces {
+		return fmt.Errorf("%w: config.linux.security_context.namespace_options.userns_options: this node does not support user namespaces: %s", ErrInvalid, m.opts.UserNamespacesReason)
+	}
+	if UsernsMode(opts.GetUsernsOptions()) == runtime.NamespaceMode_POD && opts.GetNetwork() == runtime.NamespaceMode_NODE && !m.opts.UserNamespacesHostNetwork {
+		return fmt.Errorf("%w: config.linux.security_context.namespace_options: a pod in a user namespace of its own cannot use the node's network on this node", ErrInvalid)
 	}
 	if opts.GetPid() == runtime.NamespaceMode_TARGET {
 		return fmt.Errorf("%w: config.linux.security_context.namespace_options.pid: TARGET applies to containers, not pods", ErrInvalid)

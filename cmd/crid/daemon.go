@@ -22,6 +22,7 @@ import (
 	"github.com/crid-dev/crid/config"
 	"github.com/crid-dev/crid/cri"
 	"github.com/crid-dev/crid/events"
+	"github.com/crid-dev/crid/hostcheck"
 	"github.com/crid-dev/crid/imageservice"
 	"github.com/crid-dev/crid/importdir"
 	"github.com/crid-dev/crid/metrics"
@@ -127,6 +128,26 @@ func serve(cfg config.Config) error {
 		}
 	}
 
+	// Checked once: pods with hostUsers: false need it (KEP-127). The
+	// root dir and the rootfs dir are made passable (never listable) for
+	// containers whose root is not the node's.
+	for _, d := range []string{cfg.RootDir, filepath.Join(cfg.RootDir, "rootfs")} {
+		if err := os.MkdirAll(d, 0o711); err != nil {
+			return err
+		}
+		if err := os.Chmod(d, 0o711); err != nil {
+			return err
+		}
+	}
+	usernsErr := hostcheck.UsernsSupport(filepath.Join(cfg.RootDir, "rootfs"))
+	if usernsErr != nil {
+		klog.InfoS("Pods in user namespaces of their own are not supported on this node", "reason", usernsErr.Error())
+	}
+	usernsReason := ""
+	if usernsErr != nil {
+		usernsReason = usernsErr.Error()
+	}
+
 	network := cni.New(cfg.Network.CNIConfDir, cfg.Network.CNIBinDirs, filepath.Join(cfg.RootDir, "cni"))
 	sandboxes, err := podsandbox.New(context.Background(), podsandbox.Options{
 		RunDir:              filepath.Join(cfg.RunDir, "sandboxes"),
@@ -146,6 +167,8 @@ func serve(cfg config.Config) error {
 			// Empty when an image is configured.
 			BuiltinRootfs: builtinRootfs,
 		},
+		UserNamespaces:       usernsErr == nil,
+		UserNamespacesReason: usernsReason,
 	})
 	if err != nil {
 		return err
@@ -174,6 +197,7 @@ func serve(cfg config.Config) error {
 		StreamListener: streamL,
 		NRI:            plugins,
 		Register:       []func(grpc.ServiceRegistrar){admin.New(images).Register},
+		UsernsSupport:  usernsErr,
 	})
 	if err != nil {
 		streamL.Close()

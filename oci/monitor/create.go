@@ -113,11 +113,15 @@ func (m *Monitor) create(req protocol.CreateRequest) (_ *protocol.CreateReply, _
 		return nil, nil, fmt.Errorf("create %s: %w", req.ID, err)
 	}
 
+	// With a user namespace to join, specconv reads its mappings through
+	// a helper process it waits for by pid: no reaping meanwhile.
+	m.reaper.starting.RLock()
 	config, err := specconv.CreateLibcontainerConfig(&specconv.CreateOpts{
 		CgroupName:       req.ID,
 		UseSystemdCgroup: cgroupmgr.IsSystemdPath(spec.Linux.CgroupsPath),
 		Spec:             spec,
 	})
+	m.reaper.starting.RUnlock()
 	if err != nil {
 		return nil, nil, invalid("create %s: convert spec: %v", req.ID, err)
 	}

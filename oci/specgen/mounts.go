@@ -127,7 +127,31 @@ func setMounts(s *specs.Spec, in Input) error {
 		}
 	}
 	s.Mounts = append(base, mounts...)
+	// In a user namespace of the pod's, every bind mount is idmapped
+	// through it (runc's "idmap", no mappings: the joined namespace's), so
+	// host files owned by 0 are owned by 0 inside, as without one. Image
+	// volumes are read-only overlays, which cannot be idmapped: their
+	// files show as the overflow ID, readable as their modes allow.
+	if p := in.Pod.Namespaces[specs.UserNamespace]; p != "" && p != "host" {
+		for i := range s.Mounts {
+			m := &s.Mounts[i]
+			if m.Type == "bind" && !isImageVolumeSource(in, m.Source) && !slices.Contains(m.Options, "idmap") {
+				m.Options = append(m.Options, "idmap")
+			}
+		}
+	}
 	return nil
+}
+
+// isImageVolumeSource reports whether src is one of the container's image
+// volumes.
+func isImageVolumeSource(in Input, src string) bool {
+	for _, v := range in.ImageVolumes {
+		if src == v || strings.HasPrefix(src, v+"/") {
+			return true
+		}
+	}
+	return false
 }
 
 // hostSource resolves a mount's host path through symlinks. A missing

@@ -239,7 +239,9 @@ mkdir -p "$report_dir"
 rm -f "$report_dir"/junit*.xml "$report_dir"/crid.log "$report_dir"/critest.log "$report_dir"/junitcheck.txt \
 	"$report_dir"/critest-websocket.log "$report_dir"/junitcheck-websocket.txt
 tmp="$(mktemp -d /tmp/crid-critest.XXXXXX)"
-chmod 700 "$tmp"
+# Listable by root only, passable by all: the user namespace specs' container
+# roots are mapped to other users and reach their rootfs under it.
+chmod 711 "$tmp"
 go build -o "$tmp/junitcheck" ./test/critest/junitcheck
 
 # --- test images and registry -----------------------------------------------
