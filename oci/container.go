@@ -20,6 +20,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/crid-dev/crid/events"
+	"github.com/crid-dev/crid/failpoint"
 	"github.com/crid-dev/crid/idprefix"
 	"github.com/crid-dev/crid/metrics"
 	"github.com/crid-dev/crid/records"
@@ -218,10 +219,16 @@ func (c *Containers) Create(ctx context.Context, p CreateParams) error {
 	if err := c.persist(ctr); err != nil {
 		return fail(err)
 	}
-	_, err := c.rt.Create(ctx, CreateRequest{
-		ID: p.ID, Spec: p.Spec, LogPath: p.LogPath,
-		Stdin: p.Config.Stdin, StdinOnce: p.Config.StdinOnce, TTY: p.Config.Tty,
-	})
+	err := failpoint.Inject("container.create.after-record")
+	if err == nil {
+		_, err = c.rt.Create(ctx, CreateRequest{
+			ID: p.ID, Spec: p.Spec, LogPath: p.LogPath,
+			Stdin: p.Config.Stdin, StdinOnce: p.Config.StdinOnce, TTY: p.Config.Tty,
+		})
+	}
+	if err == nil {
+		err = failpoint.Inject("container.create.after-monitor")
+	}
 	if err != nil {
 		_ = c.rt.Delete(context.WithoutCancel(ctx), p.ID)
 		_ = c.records.Delete(containerKind, p.ID)
@@ -268,6 +275,9 @@ func (c *Containers) Start(ctx context.Context, idOrPrefix string) error {
 		_ = c.persist(ctr)
 		return err
 	}
+	if err := failpoint.Inject("container.start.after-monitor"); err != nil {
+		return err
+	}
 	c.mu.Lock()
 	ctr.starting = false
 	ctr.State, ctr.StartedAt = StateRunning, time.Now().UnixNano()
@@ -278,7 +288,10 @@ func (c *Containers) Start(ctx context.Context, idOrPrefix string) error {
 	if x != nil {
 		c.setExit(ctr, x)
 	}
-	return c.persist(ctr)
+	if err := c.persist(ctr); err != nil {
+		return err
+	}
+	return failpoint.Inject("container.start.after-record")
 }
 
 // refresh updates a container's state from the monitor and reports it.
@@ -455,6 +468,9 @@ func (c *Containers) stop(ctx context.Context, ctr *Container, timeout time.Dura
 		if err := c.rt.Kill(ctx, ctr.ID, sig); err != nil && !errors.Is(err, ErrNotFound) {
 			return err
 		}
+		if err := failpoint.Inject("container.stop.after-signal"); err != nil {
+			return err
+		}
 		wctx, cancel := context.WithTimeout(ctx, timeout)
 		x, err := c.rt.Wait(wctx, ctr.ID)
 		cancel()
@@ -470,10 +486,13 @@ func (c *Containers) stop(ctx context.Context, ctr *Container, timeout time.Dura
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		return err
 	}
+	if err := failpoint.Inject("container.stop.after-exit"); err != nil {
+		return err
+	}
 	if err == nil {
 		c.setExit(ctr, &x)
 	}
-	return nil
+	return failpoint.Inject("container.stop.after-record")
 }
 
 // Remove kills the container if it runs, deletes it, its rootfs and its
@@ -489,7 +508,13 @@ func (c *Containers) Remove(ctx context.Context, idOrPrefix string) error {
 	if err := c.stop(ctx, ctr, 0); err != nil {
 		return err
 	}
+	if err := failpoint.Inject("container.remove.after-stop"); err != nil {
+		return err
+	}
 	if err := c.rt.Delete(ctx, ctr.ID); err != nil && !errors.Is(err, ErrNotFound) {
+		return err
+	}
+	if err := failpoint.Inject("container.remove.after-delete"); err != nil {
 		return err
 	}
 	if c.release != nil {
@@ -497,7 +522,13 @@ func (c *Containers) Remove(ctx context.Context, idOrPrefix string) error {
 			return err
 		}
 	}
+	if err := failpoint.Inject("container.remove.after-rootfs"); err != nil {
+		return err
+	}
 	if err := c.records.Delete(containerKind, ctr.ID); err != nil {
+		return err
+	}
+	if err := failpoint.Inject("container.remove.after-record"); err != nil {
 		return err
 	}
 	c.mu.Lock()
