@@ -57,6 +57,10 @@ type Container struct {
 	Resources  *runtime.LinuxContainerResources `json:"-"`
 	// CgroupsPath is the container's cgroup.
 	CgroupsPath string `json:"cgroups_path"`
+	// Creating marks the intent record Create writes before it asks the
+	// monitor: a container found so at a start was never answered for,
+	// and is removed whole.
+	Creating bool `json:"creating,omitempty"`
 
 	// starting is set while Start runs; an exit seen meanwhile waits in
 	// pendingExit, so STARTED is always published before STOPPED.
@@ -124,6 +128,10 @@ func NewContainers(ctx context.Context, rt *Runtime, store *records.Store, relea
 			ctr.Resources = &runtime.LinuxContainerResources{}
 			_ = protojson.Unmarshal(rec.Resources, ctr.Resources)
 		}
+		if ctr.Creating {
+			c.undoCreate(ctx, &ctr)
+			continue
+		}
 		c.m[ctr.ID] = &ctr
 		c.names[nameKey(ctr.SandboxID, ctr.Config.Metadata)] = ctr.ID
 		if _, err := c.refresh(ctx, &ctr); err != nil {
@@ -138,6 +146,23 @@ func NewContainers(ctx context.Context, rt *Runtime, store *records.Store, relea
 		c.watchExits(wctx)
 	}()
 	return c, nil
+}
+
+// undoCreate removes a container whose Create a crash interrupted: from
+// the monitor (which may or may not have made it), its rootfs, its record.
+// A failure leaves the record, so the next start tries again.
+func (c *Containers) undoCreate(ctx context.Context, ctr *Container) {
+	err := c.rt.Delete(ctx, ctr.ID)
+	if errors.Is(err, ErrNotFound) {
+		err = nil
+	}
+	if err == nil && c.release != nil {
+		err = c.release(ctr.ID)
+	}
+	if err == nil {
+		err = c.records.Delete(containerKind, ctr.ID)
+	}
+	klog.InfoS("Removed a container whose creation a crash interrupted", "containerID", ctr.ID, "err", err)
 }
 
 // Close ends the exit watcher. Containers keep running.
@@ -204,7 +229,7 @@ func (c *Containers) Create(ctx context.Context, p CreateParams) error {
 		ID: p.ID, SandboxID: p.SandboxID, Config: p.Config, ImageID: p.ImageID, ImageName: p.ImageName, ImageRef: p.ImageRef,
 		LogPath: p.LogPath, CreatedAt: time.Now().UnixNano(), State: StateCreated,
 		Process: p.Spec.Process, StopSignal: p.StopSignal, Resources: p.Config.GetLinux().GetResources(),
-		CgroupsPath: p.Spec.Linux.CgroupsPath,
+		CgroupsPath: p.Spec.Linux.CgroupsPath, Creating: true,
 	}
 	c.names[key] = p.ID
 	c.busy[p.ID] = true
@@ -228,6 +253,10 @@ func (c *Containers) Create(ctx context.Context, p CreateParams) error {
 	}
 	if err == nil {
 		err = failpoint.Inject("container.create.after-monitor")
+	}
+	if err == nil {
+		ctr.Creating = false
+		err = c.persist(ctr)
 	}
 	if err != nil {
 		_ = c.rt.Delete(context.WithoutCancel(ctx), p.ID)
@@ -263,7 +292,11 @@ func (c *Containers) Start(ctx context.Context, idOrPrefix string) error {
 	}
 	ctr.starting = true
 	c.mu.Unlock()
-	if err := c.rt.Start(ctx, ctr.ID); err != nil {
+	err = c.rt.Start(ctx, ctr.ID)
+	if errors.Is(err, ErrMonitorLost) {
+		err = c.resumeStart(ctx, ctr.ID, err)
+	}
+	if err != nil {
 		c.mu.Lock()
 		ctr.starting, ctr.pendingExit = false, nil
 		if ctr.State != StateExited {
@@ -292,6 +325,24 @@ func (c *Containers) Start(ctx context.Context, idOrPrefix string) error {
 		return err
 	}
 	return failpoint.Inject("container.start.after-record")
+}
+
+// resumeStart finishes a start whose monitor died with the request in
+// flight (lost): the monitor started again knows whether the process was
+// released. Running is a start done; created is one not begun, made now.
+func (c *Containers) resumeStart(ctx context.Context, id string, lost error) error {
+	st, err := c.rt.State(ctx, id)
+	if err != nil {
+		return errors.Join(lost, err)
+	}
+	switch st.Status {
+	case Running:
+		klog.InfoS("Container started by a monitor that died before answering", "containerID", id)
+		return nil
+	case Created:
+		return c.rt.Start(ctx, id)
+	}
+	return lost
 }
 
 // refresh updates a container's state from the monitor and reports it.

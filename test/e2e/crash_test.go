@@ -79,11 +79,17 @@ type crashCase struct {
 	name     string
 	hostPort int32
 	onceDir  string
+	// bound ends every call of the point, so a call that hangs after a
+	// crash fails the point instead of the suite.
+	bound context.Context
 }
 
 func (c *crashCase) run() {
 	t, n := c.t, c.n
 	c.onceDir = t.TempDir()
+	bound, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c.bound = bound
 	if c.step.Process == failpoint.Monitor {
 		// The monitor outlives the daemon: end the idle one (no container
 		// exists between points) so the daemon starts one armed.
@@ -131,7 +137,7 @@ func (c *crashCase) call(f func(ctx context.Context) error) {
 	t, n := c.t, c.n
 	t.Helper()
 	monitors := n.monitorPids()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(c.bound, 60*time.Second)
 	err := f(ctx)
 	cancel()
 	if _, statErr := os.Stat(filepath.Join(c.onceDir, c.step.Name)); statErr != nil {
@@ -192,7 +198,7 @@ func (c *crashCase) podConfig(infra bool) *runtime.PodSandboxConfig {
 // pods lists the pods of the point's name.
 func (c *crashCase) pods() []*runtime.PodSandbox {
 	c.t.Helper()
-	resp, err := c.n.runtime().ListPodSandbox(context.Background(), &runtime.ListPodSandboxRequest{
+	resp, err := c.n.runtime().ListPodSandbox(c.bound, &runtime.ListPodSandboxRequest{
 		Filter: &runtime.PodSandboxFilter{LabelSelector: map[string]string{"pod": c.name}}})
 	if err != nil {
 		c.t.Fatalf("ListPodSandbox: %v", err)
@@ -206,7 +212,7 @@ func (c *crashCase) pods() []*runtime.PodSandbox {
 // podWorks checks a ready pod: its IP is on eth0 in its network
 // namespace, its port mapping is in iptables, its infra runs.
 func (c *crashCase) podWorks(id string, infra bool) error {
-	st, err := c.n.runtime().PodSandboxStatus(context.Background(), &runtime.PodSandboxStatusRequest{PodSandboxId: id})
+	st, err := c.n.runtime().PodSandboxStatus(c.bound, &runtime.PodSandboxStatusRequest{PodSandboxId: id})
 	if err != nil {
 		return err
 	}
@@ -257,7 +263,7 @@ func (c *crashCase) podStopped(id string) error {
 // removePod is kubelet's end of a pod: stop, then remove.
 func (c *crashCase) removePod(id string) {
 	c.t.Helper()
-	ctx := context.Background()
+	ctx := c.bound
 	if _, err := c.n.runtime().StopPodSandbox(ctx, &runtime.StopPodSandboxRequest{PodSandboxId: id}); err != nil {
 		c.t.Errorf("StopPodSandbox %s after the restart: %v\n%s", id, err, c.tail())
 	}
@@ -277,7 +283,7 @@ func (c *crashCase) runPod() {
 	switch pods := c.pods(); len(pods) {
 	case 0:
 		// Gone: kubelet runs the pod again, which must work.
-		resp, err := n.runtime().RunPodSandbox(context.Background(), &runtime.RunPodSandboxRequest{Config: pod})
+		resp, err := n.runtime().RunPodSandbox(c.bound, &runtime.RunPodSandboxRequest{Config: pod})
 		if err != nil {
 			t.Errorf("RunPodSandbox again after the restart: %v\n%s", err, c.tail())
 			return
@@ -332,7 +338,7 @@ func (c *crashCase) stopOrRemovePod() {
 	}
 	if c.step.RPC == "StopPodSandbox" && len(pods) == 1 {
 		// kubelet stops it again; then it must be stopped whole.
-		if _, err := n.runtime().StopPodSandbox(context.Background(), &runtime.StopPodSandboxRequest{PodSandboxId: id}); err != nil {
+		if _, err := n.runtime().StopPodSandbox(c.bound, &runtime.StopPodSandboxRequest{PodSandboxId: id}); err != nil {
 			t.Errorf("StopPodSandbox again after the restart: %v\n%s", err, c.tail())
 		} else if err := c.podStopped(id); err != nil {
 			c.half("after the second stop: %v", err)
@@ -351,7 +357,7 @@ func (c *crashCase) stopOrRemovePod() {
 // to the state the call needs.
 func (c *crashCase) container() {
 	t, n := c.t, c.n
-	ctx := context.Background()
+	ctx := c.bound
 	pod := c.podConfig(false)
 	podID := n.run(t, pod)
 	c.lc.pod(podID)
@@ -436,7 +442,7 @@ func (c *crashCase) container() {
 // start's running) is what kubelet sees next.
 func (c *crashCase) containerWhole(id string) {
 	t, n := c.t, c.n
-	ctx := context.Background()
+	ctx := c.bound
 	st := n.ctrStatus(t, id)
 	switch st.State {
 	case runtime.ContainerState_CONTAINER_CREATED:
@@ -476,14 +482,14 @@ func (c *crashCase) containerWhole(id string) {
 func (c *crashCase) pull() {
 	t, n := c.t, c.n
 	img := &runtime.ImageSpec{Image: busybox}
-	if _, err := n.images().RemoveImage(context.Background(), &runtime.RemoveImageRequest{Image: img}); err != nil {
+	if _, err := n.images().RemoveImage(c.bound, &runtime.RemoveImageRequest{Image: img}); err != nil {
 		t.Fatalf("RemoveImage: %v", err)
 	}
 	c.call(func(ctx context.Context) error {
 		_, err := n.images().PullImage(ctx, &runtime.PullImageRequest{Image: img})
 		return err
 	})
-	st, err := n.images().ImageStatus(context.Background(), &runtime.ImageStatusRequest{Image: img})
+	st, err := n.images().ImageStatus(c.bound, &runtime.ImageStatusRequest{Image: img})
 	if err != nil {
 		t.Fatalf("ImageStatus: %v", err)
 	}
