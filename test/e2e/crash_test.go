@@ -175,12 +175,16 @@ func (c *crashCase) half(format string, args ...any) {
 	c.t.Errorf("HALF OBJECT after a kill at %s: %s\n%s", c.step.Name, fmt.Sprintf(format, args...), c.tail())
 }
 
+// tail is the end of the daemon's log and of the monitor's.
 func (c *crashCase) tail() string {
-	s := c.n.log.String()
-	if len(s) > 4000 {
-		s = s[len(s)-4000:]
+	last := func(s string, n int) string {
+		if len(s) > n {
+			return s[len(s)-n:]
+		}
+		return s
 	}
-	return s
+	mon, _ := os.ReadFile(filepath.Join(c.n.dir, "run", "monitor", "monitor.log"))
+	return last(c.n.log.String(), 4000) + "\n--- crid-monitor log:\n" + last(string(mon), 3000)
 }
 
 // podConfig is the pod of the point: sharing one PID namespace (so it has
@@ -419,7 +423,10 @@ func (c *crashCase) container() {
 	}
 	list, _ = n.runtime().ListContainers(ctx, &runtime.ListContainersRequest{Filter: &runtime.ContainerFilter{PodSandboxId: podID}})
 	for _, ctr := range list.GetContainers() {
-		if _, err := n.runtime().StopContainer(ctx, &runtime.StopContainerRequest{ContainerId: ctr.Id, Timeout: 2}); err != nil {
+		sctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		_, err := n.runtime().StopContainer(sctx, &runtime.StopContainerRequest{ContainerId: ctr.Id, Timeout: 2})
+		cancel()
+		if err != nil {
 			t.Errorf("StopContainer after the restart: %v\n%s", err, c.tail())
 		}
 		if pids := ctrPids(t, ctr.Id); len(pids) > 0 {
