@@ -91,6 +91,10 @@ func (s *runtimeService) CreateContainer(ctx context.Context, req *runtime.Creat
 			}
 		}
 	}()
+	// Rootfs mounted, nothing recorded yet.
+	if err := failpoint.Inject("container.create.after-rootfs"); err != nil {
+		return nil, toStatus(err)
+	}
 	volumes, cfg, err := s.mountImageVolumes(id, cfg)
 	if err != nil {
 		return nil, err

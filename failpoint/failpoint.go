@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -25,6 +26,14 @@ import (
 // EnvVar names the variable read once, at the first Inject.
 const EnvVar = "CRID_FAILPOINTS"
 
+// OnceEnvVar names a directory that makes every armed point act once per
+// directory rather than once per process: a point acts only if it can
+// create the file of its name there. A crash test needs it where the
+// crashed process is started again with the same environment (the daemon
+// respawns a killed monitor with its own), which would otherwise crash
+// again at the same step, forever.
+const OnceEnvVar = "CRID_FAILPOINTS_ONCE"
+
 // ErrInjected marks an error returned by an "error" point.
 var ErrInjected = errors.New("injected fault")
 
@@ -34,8 +43,9 @@ type action struct {
 }
 
 var (
-	once   sync.Once
-	points map[string]action
+	once    sync.Once
+	points  map[string]action
+	onceDir string
 )
 
 func load() {
@@ -50,6 +60,7 @@ func load() {
 	}
 	klog.InfoS("Fault points armed", "env", EnvVar, "points", spec)
 	points = m
+	onceDir = os.Getenv(OnceEnvVar)
 }
 
 // Parse reads a "name=action,…" list; actions are panic, kill, error and
@@ -91,7 +102,7 @@ func Inject(name string) error {
 		return nil
 	}
 	a, ok := points[name]
-	if !ok {
+	if !ok || !firstHit(name) {
 		return nil
 	}
 	klog.InfoS("Fault point hit", "point", name, "action", a.kind)
@@ -106,4 +117,17 @@ func Inject(name string) error {
 		return nil
 	}
 	return fmt.Errorf("%w at %s", ErrInjected, name)
+}
+
+// firstHit claims point name in onceDir; without onceDir every hit acts.
+func firstHit(name string) bool {
+	if onceDir == "" {
+		return true
+	}
+	f, err := os.OpenFile(filepath.Join(onceDir, name), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return false // taken by an earlier hit, or unusable: act never rather than always
+	}
+	_ = f.Close()
+	return true
 }

@@ -128,7 +128,14 @@ func (s *Service) fetch(ctx context.Context, named reference.Named, auth *Auth, 
 	if _, ok := named.(reference.NamedTagged); ok {
 		tag = named.String()
 	}
-	return s.commit(u.image, tag, reference.TrimNamed(named).String()+"@"+u.topDigest.String())
+	img, err := s.commit(u.image, tag, reference.TrimNamed(named).String()+"@"+u.topDigest.String())
+	if err != nil {
+		return nil, err
+	}
+	if err := failpoint.Inject("image.pull.after-record"); err != nil {
+		return nil, err
+	}
+	return img, nil
 }
 
 // unpacked is an image unpacked into the store but not yet recorded: its
@@ -245,8 +252,13 @@ func (s *Service) unpackSource(ctx context.Context, sys *types.SystemContext, sr
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
-
+	if err := failpoint.Inject("image.pull.after-layers"); err != nil {
+		return nil, err
+	}
 	if err := s.writeBlob(configBlob); err != nil {
+		return nil, err
+	}
+	if err := failpoint.Inject("image.pull.after-config"); err != nil {
 		return nil, err
 	}
 	out := &Image{

@@ -292,13 +292,14 @@ func unmountVolume(vdir string) error {
 	return nil
 }
 
-// RemoveOrphanVolumes unmounts and deletes, with its whole rootfs, every
-// container dir that holds image volumes but whose container known says
-// does not exist: a daemon crash inside CreateContainer, after the mounts
-// and before the container record, leaves one, and its marks would keep
-// its images in use for ever. A dir without volumes is never touched (an
-// infra process's rootfs has none), so nothing a sandbox owns is.
-func (s *Service) RemoveOrphanVolumes(known func(id string) bool) error {
+// RemoveOrphanRootfs unmounts and deletes every rootfs dir, with its image
+// volumes, whose owner known says does not exist: a daemon crash inside
+// CreateContainer (or a pod's infra start), after the mounts and before
+// the record, leaves one, and its layers and volume marks would keep its
+// images in use for ever. known must answer for containers and pod
+// sandboxes both (an infra's rootfs is named after its pod), once both are
+// loaded and before any create runs.
+func (s *Service) RemoveOrphanRootfs(known func(id string) bool) error {
 	entries, err := os.ReadDir(s.opts.RootfsDir)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -312,11 +313,8 @@ func (s *Service) RemoveOrphanVolumes(known func(id string) bool) error {
 		if err != nil || known(cid.id) {
 			continue
 		}
-		if _, err := os.Stat(filepath.Join(s.rootfsDir(cid), volumesDir)); err != nil {
-			continue
-		}
 		err = s.UnmountRootfs(cid.id)
-		klog.InfoS("Removed the rootfs and image volumes of a container that was never created", "containerID", cid.id, "err", err)
+		klog.InfoS("Removed the rootfs of a container or pod that was never created", "id", cid.id, "err", err)
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)

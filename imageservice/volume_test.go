@@ -166,16 +166,15 @@ func TestImageVolumeSubPath(t *testing.T) {
 	}
 }
 
-// Only a container dir with image volumes whose container is unknown is
-// removed: a known container's volumes and an infra rootfs (no volumes)
-// stay.
-func TestRemoveOrphanVolumes(t *testing.T) {
+// Only the rootfs dirs of unknown IDs are removed, with or without image
+// volumes: a known container's and a known pod's infra rootfs stay.
+func TestRemoveOrphanRootfs(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Fatal("needs root: mounts overlayfs")
 	}
 	s, _ := fakeImage(t, 2)
-	orphan, kept, infra := testID("orphan"), testID("kept"), testID("infra")
-	for _, id := range []string{orphan, kept, infra} {
+	orphan, bare, kept, infra := testID("orphan"), testID("bare"), testID("kept"), testID("infra")
+	for _, id := range []string{orphan, bare, kept, infra} {
 		if _, err := s.MountRootfs(id, "fake"); err != nil {
 			t.Fatal(err)
 		}
@@ -186,11 +185,13 @@ func TestRemoveOrphanVolumes(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := s.RemoveOrphanVolumes(func(id string) bool { return id == kept }); err != nil {
+	if err := s.RemoveOrphanRootfs(func(id string) bool { return id == kept || id == infra }); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(filepath.Join(s.opts.RootfsDir, orphan)); !os.IsNotExist(err) {
-		t.Errorf("orphan container dir still there: %v", err)
+	for _, id := range []string{orphan, bare} {
+		if _, err := os.Stat(filepath.Join(s.opts.RootfsDir, id)); !os.IsNotExist(err) {
+			t.Errorf("orphan rootfs dir %s still there: %v", id, err)
+		}
 	}
 	for _, id := range []string{kept, infra} {
 		if _, err := os.Stat(filepath.Join(s.opts.RootfsDir, id, rootfsMerged, "top")); err != nil {

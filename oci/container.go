@@ -21,6 +21,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/crid-dev/crid/events"
+	"github.com/crid-dev/crid/failpoint"
 	"github.com/crid-dev/crid/idprefix"
 	"github.com/crid-dev/crid/metrics"
 	"github.com/crid-dev/crid/panicguard"
@@ -58,6 +59,10 @@ type Container struct {
 	Resources  *runtime.LinuxContainerResources `json:"-"`
 	// CgroupsPath is the container's cgroup.
 	CgroupsPath string `json:"cgroups_path"`
+	// Creating marks the intent record Create writes before it asks the
+	// monitor: a container found so at a start was never answered for,
+	// and is removed whole.
+	Creating bool `json:"creating,omitempty"`
 
 	// starting is set while Start runs; an exit seen meanwhile waits in
 	// pendingExit, so STARTED is always published before STOPPED.
@@ -132,6 +137,10 @@ func NewContainers(ctx context.Context, rt *Runtime, store *records.Store, relea
 			ctr.Resources = &runtime.LinuxContainerResources{}
 			_ = protojson.Unmarshal(rec.Resources, ctr.Resources)
 		}
+		if ctr.Creating {
+			c.undoCreate(ctx, &ctr)
+			continue
+		}
 		c.m[ctr.ID] = &ctr
 		c.names[nameKey(ctr.SandboxID, ctr.Config.Metadata)] = ctr.ID
 		if _, err := c.refresh(ctx, &ctr); err != nil {
@@ -146,6 +155,23 @@ func NewContainers(ctx context.Context, rt *Runtime, store *records.Store, relea
 		c.watchExits(wctx)
 	}()
 	return c, nil
+}
+
+// undoCreate removes a container whose Create a crash interrupted: from
+// the monitor (which may or may not have made it), its rootfs, its record.
+// A failure leaves the record, so the next start tries again.
+func (c *Containers) undoCreate(ctx context.Context, ctr *Container) {
+	err := c.rt.Delete(ctx, ctr.ID)
+	if errors.Is(err, ErrNotFound) {
+		err = nil
+	}
+	if err == nil && c.release != nil {
+		err = c.release(ctr.ID)
+	}
+	if err == nil {
+		err = c.records.Delete(containerKind, ctr.ID)
+	}
+	klog.InfoS("Removed a container whose creation a crash interrupted", "containerID", ctr.ID, "err", err)
 }
 
 // Close ends the exit watcher. Containers keep running.
@@ -308,7 +334,7 @@ func (c *Containers) Create(ctx context.Context, p CreateParams) error {
 		ID: p.ID, SandboxID: p.SandboxID, Config: p.Config, ImageID: p.ImageID, ImageName: p.ImageName, ImageRef: p.ImageRef,
 		LogPath: p.LogPath, CreatedAt: time.Now().UnixNano(), State: StateCreated,
 		Process: p.Spec.Process, StopSignal: p.StopSignal, Resources: p.Config.GetLinux().GetResources(),
-		CgroupsPath: p.Spec.Linux.CgroupsPath,
+		CgroupsPath: p.Spec.Linux.CgroupsPath, Creating: true,
 	}
 	step := attempt.Step
 	fail := func(err error) error {
@@ -330,6 +356,9 @@ func (c *Containers) Create(ctx context.Context, p CreateParams) error {
 		var err error
 		defer func() { done <- err }()
 		defer panicguard.Recover("create container "+p.ID, &err)
+		if err = failpoint.Inject("container.create.after-record"); err != nil {
+			return
+		}
 		_, err = c.rt.Create(context.WithoutCancel(ctx), CreateRequest{
 			ID: p.ID, Spec: p.Spec, LogPath: p.LogPath,
 			Stdin: p.Config.Stdin, StdinOnce: p.Config.StdinOnce, TTY: p.Config.Tty,
@@ -354,6 +383,14 @@ func (c *Containers) Create(ctx context.Context, p CreateParams) error {
 			_ = undo(created)
 		})
 		return fmt.Errorf("create container %s: %w", p.ID, ctx.Err())
+	}
+	if err == nil {
+		err = failpoint.Inject("container.create.after-monitor")
+	}
+	if err == nil {
+		step("write the created container's record")
+		ctr.Creating = false
+		err = c.persist(ctr)
 	}
 	if err != nil {
 		return undo(err)
@@ -388,7 +425,11 @@ func (c *Containers) Start(ctx context.Context, idOrPrefix string) error {
 	}
 	ctr.starting = true
 	c.mu.Unlock()
-	if err := c.rt.Start(ctx, ctr.ID); err != nil {
+	err = c.rt.Start(ctx, ctr.ID)
+	if errors.Is(err, ErrMonitorLost) {
+		err = c.resumeStart(ctx, ctr.ID, err)
+	}
+	if err != nil {
 		c.mu.Lock()
 		ctr.starting, ctr.pendingExit = false, nil
 		if ctr.State != StateExited {
@@ -398,6 +439,9 @@ func (c *Containers) Start(ctx context.Context, idOrPrefix string) error {
 		}
 		c.mu.Unlock()
 		_ = c.persist(ctr)
+		return err
+	}
+	if err := failpoint.Inject("container.start.after-monitor"); err != nil {
 		return err
 	}
 	c.mu.Lock()
@@ -410,7 +454,28 @@ func (c *Containers) Start(ctx context.Context, idOrPrefix string) error {
 	if x != nil {
 		c.setExit(ctr, x)
 	}
-	return c.persist(ctr)
+	if err := c.persist(ctr); err != nil {
+		return err
+	}
+	return failpoint.Inject("container.start.after-record")
+}
+
+// resumeStart finishes a start whose monitor died with the request in
+// flight (lost): the monitor started again knows whether the process was
+// released. Running is a start done; created is one not begun, made now.
+func (c *Containers) resumeStart(ctx context.Context, id string, lost error) error {
+	st, err := c.rt.State(ctx, id)
+	if err != nil {
+		return errors.Join(lost, err)
+	}
+	switch st.Status {
+	case Running:
+		klog.InfoS("Container started by a monitor that died before answering", "containerID", id)
+		return nil
+	case Created:
+		return c.rt.Start(ctx, id)
+	}
+	return lost
 }
 
 // refresh updates a container's state from the monitor and reports it.
@@ -587,6 +652,9 @@ func (c *Containers) stop(ctx context.Context, ctr *Container, timeout time.Dura
 		if err := c.rt.Kill(ctx, ctr.ID, sig); err != nil && !errors.Is(err, ErrNotFound) {
 			return err
 		}
+		if err := failpoint.Inject("container.stop.after-signal"); err != nil {
+			return err
+		}
 		wctx, cancel := context.WithTimeout(ctx, timeout)
 		x, err := c.rt.Wait(wctx, ctr.ID)
 		cancel()
@@ -602,10 +670,13 @@ func (c *Containers) stop(ctx context.Context, ctr *Container, timeout time.Dura
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		return err
 	}
+	if err := failpoint.Inject("container.stop.after-exit"); err != nil {
+		return err
+	}
 	if err == nil {
 		c.setExit(ctr, &x)
 	}
-	return nil
+	return failpoint.Inject("container.stop.after-record")
 }
 
 // Remove kills the container if it runs, deletes it, its rootfs and its
@@ -621,13 +692,22 @@ func (c *Containers) Remove(ctx context.Context, idOrPrefix string) error {
 	if err := c.stop(ctx, ctr, 0); err != nil {
 		return err
 	}
+	if err := failpoint.Inject("container.remove.after-stop"); err != nil {
+		return err
+	}
 	if err := c.rt.Delete(ctx, ctr.ID); err != nil && !errors.Is(err, ErrNotFound) {
+		return err
+	}
+	if err := failpoint.Inject("container.remove.after-delete"); err != nil {
 		return err
 	}
 	if c.release != nil {
 		if err := c.release(ctr.ID); err != nil {
 			return err
 		}
+	}
+	if err := failpoint.Inject("container.remove.after-rootfs"); err != nil {
+		return err
 	}
 	l := c.recLock(ctr.ID)
 	l.Lock()
@@ -640,6 +720,9 @@ func (c *Containers) Remove(ctx context.Context, idOrPrefix string) error {
 		c.mu.Lock()
 		ctr.removed = false
 		c.mu.Unlock()
+		return err
+	}
+	if err := failpoint.Inject("container.remove.after-record"); err != nil {
 		return err
 	}
 	c.mu.Lock()

@@ -1,6 +1,12 @@
 package oci
 
 import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -28,13 +34,18 @@ func (r *Runtime) Reap() {
 		start uint64
 	}
 	var cands []cand
+	var ids []string
+	inits := map[int]bool{}
 	r.mu.Lock()
 	for id, t := range r.tracked {
+		ids = append(ids, id)
+		inits[t.pid] = true
 		if !t.exited && t.pid > 0 {
 			cands = append(cands, cand{id, t.pid, t.start})
 		}
 	}
 	r.mu.Unlock()
+	defer reapExecOrphans(ids, inits)
 	for _, c := range cands {
 		start, state, err := protocol.ProcStartTime(c.pid)
 		if err != nil || start != c.start || state != 'Z' {
@@ -80,4 +91,39 @@ func (r *Runtime) initEnded(id string) bool {
 	}
 	s, state, err := protocol.ProcStartTime(pid)
 	return err != nil || s != start || state == 'Z'
+}
+
+// reapExecOrphans reaps the exec processes a dead monitor left: they
+// become the daemon's children (it is a child subreaper) and, never
+// reaped, would stay zombies for ever and keep a container in its own PID
+// namespace from finishing its exit (its init waits until every process
+// of the namespace is reaped), so that stopping it hangs. Only a zombie in
+// the cgroup of a container the daemon knows is reaped, never an init
+// (Reap records those): the daemon's own exec.Cmd children (CNI plugins,
+// the monitor) are in none and keep their statuses for their Wait.
+func reapExecOrphans(ids []string, inits map[int]bool) {
+	if len(ids) == 0 {
+		return
+	}
+	tasks, _ := filepath.Glob("/proc/self/task/*/children")
+	for _, f := range tasks {
+		b, _ := os.ReadFile(f)
+		for _, field := range strings.Fields(string(b)) {
+			pid, err := strconv.Atoi(field)
+			if err != nil || inits[pid] {
+				continue
+			}
+			if _, state, err := protocol.ProcStartTime(pid); err != nil || state != 'Z' {
+				continue
+			}
+			cg, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+			if err != nil || !slices.ContainsFunc(ids, func(id string) bool { return strings.Contains(string(cg), id) }) {
+				continue
+			}
+			var ws unix.WaitStatus
+			if got, err := unix.Wait4(pid, &ws, unix.WNOHANG, nil); err == nil && got == pid {
+				klog.InfoS("Reaped a process of a container that its dead monitor left", "pid", pid)
+			}
+		}
+	}
 }

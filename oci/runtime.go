@@ -440,7 +440,7 @@ func (r *Runtime) spawn(ctx context.Context) error {
 	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 	// Diagnostics only, and the test fault points, which a monitor reads
 	// from its own environment like the daemon does.
-	for _, k := range []string{"GORACE", "GOTRACEBACK", "GODEBUG", failpoint.EnvVar} {
+	for _, k := range []string{"GORACE", "GOTRACEBACK", "GODEBUG", failpoint.EnvVar, failpoint.OnceEnvVar} {
 		if v, ok := os.LookupEnv(k); ok {
 			cmd.Env = append(cmd.Env, k+"="+v)
 		}

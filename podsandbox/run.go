@@ -15,6 +15,7 @@ import (
 
 	"github.com/crid-dev/crid/cni"
 	"github.com/crid-dev/crid/events"
+	"github.com/crid-dev/crid/failpoint"
 	"github.com/crid-dev/crid/panicguard"
 )
 
@@ -104,7 +105,10 @@ func (m *Manager) Run(ctx context.Context, cfg *runtime.PodSandboxConfig, handle
 		m.forget(sb)
 		return "", err
 	}
-	err := m.create(context.WithoutCancel(ctx), sb)
+	err := failpoint.Inject("sandbox.run.after-intent")
+	if err == nil {
+		err = m.create(context.WithoutCancel(ctx), sb)
+	}
 	var ready func()
 	if err == nil {
 		ready, err = m.ready(context.WithoutCancel(ctx), sb)
@@ -123,7 +127,13 @@ func (m *Manager) Run(ctx context.Context, cfg *runtime.PodSandboxConfig, handle
 	sb.TimedOut = ctx.Err() != nil
 	m.mu.Unlock()
 	ready()
+	if err := failpoint.Inject("sandbox.run.after-ready"); err != nil {
+		return "", err
+	}
 	if err := m.persist(sb); err != nil {
+		return "", err
+	}
+	if err := failpoint.Inject("sandbox.run.after-record"); err != nil {
 		return "", err
 	}
 	m.publish(events.ContainerCreated, sb.ID)
@@ -139,14 +149,18 @@ func (m *Manager) create(ctx context.Context, sb *Sandbox) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("create sandbox dir: %w", err)
 	}
-	testHook("run:dir")
+	if err := failpoint.Inject("sandbox.run.after-dir"); err != nil {
+		return err
+	}
 
 	if sb.OwnCgroup {
 		if err := m.opts.Cgroups.Create(sb.CgroupParent); err != nil {
 			return err
 		}
 	}
-	testHook("run:cgroup")
+	if err := failpoint.Inject("sandbox.run.after-cgroup"); err != nil {
+		return err
+	}
 
 	sb.Hostname = sb.Config.Hostname
 	if sb.HostNetwork() {
@@ -177,7 +191,9 @@ func (m *Manager) create(ctx context.Context, sb *Sandbox) error {
 	if err != nil {
 		return err
 	}
-	testHook("run:namespaces")
+	if err := failpoint.Inject("sandbox.run.after-netns"); err != nil {
+		return err
+	}
 
 	if err := writePodFiles(dir, sb.Config, sb.Hostname, sb.HostNetwork()); err != nil {
 		return err
@@ -187,7 +203,9 @@ func (m *Manager) create(ctx context.Context, sb *Sandbox) error {
 			return err
 		}
 	}
-	testHook("run:files")
+	if err := failpoint.Inject("sandbox.run.after-files"); err != nil {
+		return err
+	}
 
 	// CNI ADD and the infra process need only the pinned namespaces: run
 	// them at the same time.
@@ -213,7 +231,9 @@ func (m *Manager) create(ctx context.Context, sb *Sandbox) error {
 	if err := errors.Join(netErr, infraErr); err != nil {
 		return err
 	}
-	testHook("run:started")
+	if err := failpoint.Inject("sandbox.run.after-infra-start"); err != nil {
+		return err
+	}
 	return nil
 }
 
@@ -233,8 +253,7 @@ func (m *Manager) setupNetwork(ctx context.Context, sb *Sandbox) error {
 	for _, ip := range res.IPs {
 		sb.IPs = append(sb.IPs, ip.String())
 	}
-	testHook("run:network")
-	return nil
+	return failpoint.Inject("sandbox.run.after-cni")
 }
 
 func (m *Manager) attachment(sb *Sandbox) cni.Attachment {

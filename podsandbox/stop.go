@@ -11,6 +11,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/crid-dev/crid/events"
+	"github.com/crid-dev/crid/failpoint"
 )
 
 // Stop stops the pod: its containers, its infra process, its network (CNI DEL, so the IP
@@ -45,6 +46,9 @@ func (m *Manager) stop(ctx context.Context, sb *Sandbox) error {
 	if err := m.persist(sb); err != nil {
 		return err
 	}
+	if err := failpoint.Inject("sandbox.stop.after-record"); err != nil {
+		return err
+	}
 	if was == StateReady {
 		m.publish(events.ContainerStopped, sb.ID)
 	}
@@ -60,13 +64,18 @@ func (m *Manager) release(ctx context.Context, sb *Sandbox) error {
 			return fmt.Errorf("stop the pod's containers: %w", err)
 		}
 	}
+	if err := failpoint.Inject("sandbox.stop.after-containers"); err != nil {
+		return err
+	}
 	m.unwatch(sb.ID) // its exit is this stop's doing
 	if m.opts.Infra != nil && sb.InfraPid != 0 {
 		if err := m.opts.Infra.Stop(ctx, sb); err != nil {
 			return fmt.Errorf("stop infra process: %w", err)
 		}
 	}
-	testHook("stop:infra")
+	if err := failpoint.Inject("sandbox.stop.after-infra"); err != nil {
+		return err
+	}
 	if sb.NetworkReady || (!sb.HostNetwork() && sb.State != StateNotReady) {
 		// DEL runs whether or not ADD completed, and also when the
 		// namespace is gone: only then is no lease left behind.
@@ -82,7 +91,9 @@ func (m *Manager) release(ctx context.Context, sb *Sandbox) error {
 		sb.IPs = nil
 		m.mu.Unlock()
 	}
-	testHook("stop:network")
+	if err := failpoint.Inject("sandbox.stop.after-cni"); err != nil {
+		return err
+	}
 	dir := m.dir(sb.ID)
 	if err := errors.Join(unpinNamespaces(pinsIn(dir)), unmountShm(dir)); err != nil {
 		return err
@@ -91,7 +102,7 @@ func (m *Manager) release(ctx context.Context, sb *Sandbox) error {
 	sb.Namespaces = map[string]string{}
 	sb.ShmPath = ""
 	m.mu.Unlock()
-	return nil
+	return failpoint.Inject("sandbox.stop.after-unpin")
 }
 
 // removeTimeout bounds a pod's teardown once its removal is recorded; it
@@ -123,7 +134,9 @@ func (m *Manager) Remove(ctx context.Context, idOrPrefix string) error {
 	if err := m.persist(sb); err != nil {
 		return err
 	}
-	testHook("remove:intent")
+	if err := failpoint.Inject("sandbox.remove.after-intent"); err != nil {
+		return err
+	}
 	// Once the removal is recorded it is carried through whatever the
 	// client does: a teardown cut off by a cancelled call left the pod
 	// half-removed and hidden from List, so kubelet never retried it.
@@ -159,19 +172,30 @@ func (m *Manager) teardown(ctx context.Context, sb *Sandbox) error {
 			return fmt.Errorf("remove the pod's containers: %w", err)
 		}
 	}
+	if err := failpoint.Inject("sandbox.remove.after-containers"); err != nil {
+		return err
+	}
 	if m.opts.Infra != nil {
 		if err := m.opts.Infra.Remove(ctx, sb); err != nil {
 			return fmt.Errorf("remove infra container: %w", err)
 		}
 	}
-	testHook("remove:infra")
+	if err := failpoint.Inject("sandbox.remove.after-infra"); err != nil {
+		return err
+	}
 	if sb.OwnCgroup && sb.CgroupParent != "" {
 		if err := m.opts.Cgroups.Remove(sb.CgroupParent); err != nil {
 			return err
 		}
 	}
+	if err := failpoint.Inject("sandbox.remove.after-cgroup"); err != nil {
+		return err
+	}
 	if err := os.RemoveAll(m.dir(sb.ID)); err != nil {
 		return fmt.Errorf("remove sandbox dir: %w", err)
+	}
+	if err := failpoint.Inject("sandbox.remove.after-dir"); err != nil {
+		return err
 	}
 	klog.V(2).InfoS("Sandbox torn down", "podSandboxID", sb.ID)
 	return nil

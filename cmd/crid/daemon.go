@@ -106,15 +106,6 @@ func serve(cfg config.Config) error {
 		return err
 	}
 	defer ctrs.Close() // ends the exit watcher before the monitor connection
-	// Image volumes of a container a crash kept from its record would
-	// keep their images in use for ever.
-	if err := images.RemoveOrphanVolumes(func(id string) bool {
-		_, err := ctrs.Get(context.Background(), id)
-		return !errors.Is(err, oci.ErrNotFound)
-	}); err != nil {
-		klog.ErrorS(err, "Removing image volumes of containers that were never created")
-	}
-
 	// The built-in infra's rootfs, when no sandbox image is configured:
 	// made before the first pod may need it.
 	var builtinRootfs string
@@ -174,6 +165,18 @@ func serve(cfg config.Config) error {
 		return err
 	}
 	defer sandboxes.Close() // ends the infra watches; pods keep running
+	// The rootfs (and image volumes) of a container or infra a crash kept
+	// from its record would keep their layers and images in use for ever.
+	if err := images.RemoveOrphanRootfs(func(id string) bool {
+		_, err := ctrs.Get(context.Background(), id)
+		if !errors.Is(err, oci.ErrNotFound) {
+			return true
+		}
+		_, err = sandboxes.Get(id)
+		return !errors.Is(err, podsandbox.ErrNotFound)
+	}); err != nil {
+		klog.ErrorS(err, "Removing the rootfs of containers and pods that were never created")
+	}
 
 	stopMetrics, err := serveMetrics(cfg.Metrics.Address, metrics.Sources{Pods: sandboxes.CountByState, Containers: ctrs.CountByState})
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/crid-dev/crid/cgroupmgr"
+	"github.com/crid-dev/crid/failpoint"
 	"github.com/crid-dev/crid/oci/crilog"
 	"github.com/crid-dev/crid/oci/protocol"
 	"github.com/crid-dev/crid/panicguard"
@@ -112,6 +113,9 @@ func (m *Monitor) create(req protocol.CreateRequest) (_ *protocol.CreateReply, _
 	if err := m.saveRecord(c); err != nil {
 		return nil, nil, fmt.Errorf("create %s: %w", req.ID, err)
 	}
+	if err := failpoint.Inject("monitor.create.after-record"); err != nil {
+		return nil, nil, err
+	}
 
 	// With a user namespace to join, specconv reads its mappings through
 	// a helper process it waits for by pid: no reaping meanwhile.
@@ -187,11 +191,17 @@ func (m *Monitor) create(req protocol.CreateRequest) (_ *protocol.CreateReply, _
 		}
 		return nil, nil, fmt.Errorf("create %s: %w", req.ID, err)
 	}
+	if err := failpoint.Inject("monitor.create.after-libcontainer"); err != nil {
+		return nil, nil, err
+	}
 	pid, err := m.startInit(c, lc, process)
 	if err != nil {
 		return nil, nil, fmt.Errorf("create %s: start init: %w", req.ID, err)
 	}
 	started = true
+	if err := failpoint.Inject("monitor.create.after-init"); err != nil {
+		return nil, nil, err
+	}
 	if tty {
 		if err := stdio.receiveConsole(true); err != nil {
 			return nil, nil, fmt.Errorf("create %s: %w", req.ID, err)
@@ -214,6 +224,9 @@ func (m *Monitor) create(req protocol.CreateRequest) (_ *protocol.CreateReply, _
 	m.watchOOM(req.ID, mem)
 	if err := m.saveRecord(c); err != nil {
 		return nil, nil, fmt.Errorf("create %s: %w", req.ID, err)
+	}
+	if err := failpoint.Inject("monitor.create.after-complete"); err != nil {
+		return nil, nil, err
 	}
 	roles, dups, err := dupAll(stdio.mine)
 	if err != nil {

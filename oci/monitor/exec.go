@@ -14,6 +14,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/crid-dev/crid/failpoint"
 	"github.com/crid-dev/crid/oci/protocol"
 	"github.com/crid-dev/crid/panicguard"
 )
@@ -137,6 +138,10 @@ func (m *Monitor) execStart(ctx context.Context, req protocol.ExecStartRequest) 
 		}
 	}
 	stdio.mine = nil // handed over: the reply closes our copies once sent
+	if err := failpoint.Inject("monitor.exec.after-start"); err != nil {
+		protocol.CloseFiles(files)
+		return nil, nil, err
+	}
 	m.log.Info("Exec started", "id", req.ID, "exec", execID, "pid", pid, "tty", tty)
 	return &protocol.ExecStartReply{ExecID: execID, Pid: pid, Stdio: roles}, files, nil
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/opencontainers/runc/libcontainer"
 	"golang.org/x/sys/unix"
 
+	"github.com/crid-dev/crid/failpoint"
 	"github.com/crid-dev/crid/oci/crilog"
 	"github.com/crid-dev/crid/oci/protocol"
 )
@@ -51,6 +52,9 @@ func (m *Monitor) start(id string) (*protocol.StartReply, error) {
 	if err := lc.Exec(); err != nil {
 		return nil, precondition("start %s: %v", id, err)
 	}
+	if err := failpoint.Inject("monitor.start.after-exec"); err != nil {
+		return nil, err
+	}
 	c.mu.Lock()
 	if c.status == protocol.StatusCreated { // a quick init may have exited already
 		c.status = protocol.StatusRunning
@@ -59,6 +63,9 @@ func (m *Monitor) start(id string) (*protocol.StartReply, error) {
 	c.mu.Unlock()
 	if err := m.saveRecord(c); err != nil {
 		m.log.Warn("Saving start time failed", "id", id, "err", err)
+	}
+	if err := failpoint.Inject("monitor.start.after-record"); err != nil {
+		return nil, err
 	}
 	return &protocol.StartReply{StartedAt: now}, nil
 }
@@ -95,12 +102,12 @@ func (m *Monitor) kill(req protocol.KillRequest) error {
 				return fmt.Errorf("kill %s: pid %d: %w", req.ID, pid, err)
 			}
 		}
-		return nil
+		return failpoint.Inject("monitor.kill.after-signal")
 	}
 	if err := lc.Signal(sig); err != nil && !errors.Is(err, libcontainer.ErrNotRunning) {
 		return fmt.Errorf("kill %s: %w", req.ID, err)
 	}
-	return nil
+	return failpoint.Inject("monitor.kill.after-signal")
 }
 
 // wait returns the exit once the container has stopped and its output is

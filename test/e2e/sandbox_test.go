@@ -335,52 +335,10 @@ func TestFiftyPodsLeaveNothing(t *testing.T) {
 	t.Logf("RunPodSandbox (pod network, no infra) over 50 pods: p50 %s p99 %s", durs[24], durs[48])
 }
 
-// TestKilledDuringRunOrRemove kills the daemon at each step of
-// RunPodSandbox and RemovePodSandbox; after a restart the pod must be gone
-// with nothing left behind.
-func TestKilledDuringRunOrRemove(t *testing.T) {
-	for _, step := range []string{"run:dir", "run:cgroup", "run:namespaces", "run:files", "run:network", "run:started",
-		"remove:intent", "stop:network", "remove:infra"} {
-		t.Run(step, func(t *testing.T) {
-			blockFile := filepath.Join(t.TempDir(), "blocked")
-			n := newPodNode(t, "CRID_TEST_BLOCK_AT="+step, "CRID_TEST_BLOCK_FILE="+blockFile)
-			before := n.hostState(t)
-			if strings.HasPrefix(step, "run:") {
-				go func() {
-					_, _ = n.runtime().RunPodSandbox(context.Background(), &runtime.RunPodSandboxRequest{Config: podConfig("victim")})
-				}()
-			} else {
-				id := n.run(t, podConfig("victim"))
-				go func() {
-					_, _ = n.runtime().RemovePodSandbox(context.Background(), &runtime.RemovePodSandboxRequest{PodSandboxId: id})
-				}()
-			}
-			for i := 0; ; i++ {
-				if _, err := os.Stat(blockFile); err == nil {
-					break
-				}
-				if i > 200 {
-					t.Fatalf("daemon never reached %s\n%s", step, n.log)
-				}
-				time.Sleep(25 * time.Millisecond)
-			}
-			n.daemon.stop(syscall.SIGKILL, 5*time.Second)
-			n.daemon = startDaemon(t, n.dir, n.args()...)
-			resp, err := n.runtime().ListPodSandbox(context.Background(), &runtime.ListPodSandboxRequest{})
-			if err != nil || len(resp.Items) != 0 {
-				t.Fatalf("pods after the crash: %v, %v", resp, err)
-			}
-			if after := n.hostState(t); after != before {
-				t.Fatalf("crash at %s left: before %+v, after %+v\n%s", step, before, after, n.log)
-			}
-		})
-	}
-}
-
 // A RunPodSandbox whose client gives up still completes; the retry with the
 // same config gets that pod instead of a "name is reserved" error.
 func TestTimedOutRunIsKeptForRetry(t *testing.T) {
-	n := newPodNode(t, "CRID_TEST_BLOCK_AT=run:started@1500ms")
+	n := newPodNode(t, "CRID_FAILPOINTS=sandbox.run.after-infra-start=sleep:1500ms")
 	cfg := podConfig("slow")
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	_, err := n.runtime().RunPodSandbox(ctx, &runtime.RunPodSandboxRequest{Config: cfg})
