@@ -25,6 +25,10 @@ const (
 // rootfs is complete and nothing is ever created in it at container start.
 var builtinDirs = []string{"proc", "dev", "sys"}
 
+// pauseMode lets anyone run /pause (the infra runs as 65535, or as a
+// user namespace's root) and only the node's root read it.
+const pauseMode = 0o511
+
 // PrepareBuiltinRootfs makes the built-in infra's root filesystem under
 // dir and returns its path: the crid-pause binary found at pauseBinary as
 // /pause, and the empty mount points. Containers get it read-only. It runs
@@ -53,12 +57,16 @@ func PrepareBuiltinRootfs(dir, pauseBinary string) (string, error) {
 	if err := os.Chmod(dir, 0o711); err != nil {
 		return "", fmt.Errorf("built-in infra: %w", err)
 	}
+	// Passable, never listable, all the way down, and /pause can be run
+	// but not read: what a node user who knows the path can do here is
+	// nothing (the infra needs no more; mount points are mounted over).
 	rootfs := filepath.Join(dir, "rootfs")
-	if err := os.Mkdir(rootfs, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
-		return "", fmt.Errorf("built-in infra: %w", err)
-	}
-	for _, d := range builtinDirs {
-		if err := os.Mkdir(filepath.Join(rootfs, d), 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+	for _, d := range append([]string{""}, builtinDirs...) {
+		p := filepath.Join(rootfs, d)
+		if err := os.Mkdir(p, 0o711); err != nil && !errors.Is(err, os.ErrExist) {
+			return "", fmt.Errorf("built-in infra: %w", err)
+		}
+		if err := os.Chmod(p, 0o711); err != nil {
 			return "", fmt.Errorf("built-in infra: %w", err)
 		}
 	}
@@ -69,7 +77,7 @@ func PrepareBuiltinRootfs(dir, pauseBinary string) (string, error) {
 	}
 	// The same binary already there is kept: a start on a full root_dir
 	// (it happens) must not fail for want of room for a second copy.
-	if st, err := os.Lstat(dst); err == nil && st.Mode().IsRegular() && st.Mode().Perm() == 0o555 && st.Size() == int64(len(want)) {
+	if st, err := os.Lstat(dst); err == nil && st.Mode().IsRegular() && st.Mode().Perm() == pauseMode && st.Size() == int64(len(want)) {
 		if have, err := os.ReadFile(dst); err == nil && bytes.Equal(have, want) {
 			return rootfs, nil
 		}
@@ -81,7 +89,7 @@ func PrepareBuiltinRootfs(dir, pauseBinary string) (string, error) {
 	defer os.Remove(tmp.Name()) // after the rename, a no-op
 	_, err = tmp.Write(want)
 	if err == nil {
-		err = tmp.Chmod(0o555)
+		err = tmp.Chmod(pauseMode)
 	}
 	if err == nil {
 		err = tmp.Sync()

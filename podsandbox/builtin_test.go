@@ -45,8 +45,8 @@ func TestPrepareBuiltinRootfs(t *testing.T) {
 		if err != nil || !bytes.Equal(got, want) {
 			t.Fatalf("rootfs /pause: %v (%d bytes, want %d)", err, len(got), len(want))
 		}
-		if fi, _ := os.Stat(filepath.Join(rootfs, "pause")); fi.Mode().Perm() != 0o555 {
-			t.Errorf("/pause mode %v, want 0555", fi.Mode())
+		if fi, _ := os.Stat(filepath.Join(rootfs, "pause")); fi.Mode().Perm() != pauseMode {
+			t.Errorf("/pause mode %v, want %v", fi.Mode(), os.FileMode(pauseMode))
 		}
 		entries, err := os.ReadDir(rootfs)
 		if err != nil {

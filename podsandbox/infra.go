@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -89,7 +91,14 @@ func (p *PauseRunner) rootfs(ctx context.Context, sb *Sandbox) (string, specgen.
 		if p.BuiltinRootfs == "" {
 			return "", specgen.Image{}, errors.New("built-in infra: no rootfs prepared")
 		}
-		return p.BuiltinRootfs, specgen.Image{Entrypoint: []string{builtinPause}, User: builtinUser, WorkingDir: "/"}, nil
+		rootfs := p.BuiltinRootfs
+		if uid, gid, ok := sb.UsernsRoot(); ok {
+			var err error
+			if rootfs, err = p.usernsBuiltinRootfs(sb.ID, uid, gid); err != nil {
+				return "", specgen.Image{}, err
+			}
+		}
+		return rootfs, specgen.Image{Entrypoint: []string{builtinPause}, User: builtinUser, WorkingDir: "/"}, nil
 	}
 	img, err := p.Images.Get(p.Image)
 	if err != nil {
@@ -139,7 +148,48 @@ func (p *PauseRunner) Remove(ctx context.Context, sb *Sandbox) error {
 	if err := p.Runtime.Delete(ctx, sb.ID); err != nil && !errors.Is(err, oci.ErrNotFound) {
 		return err
 	}
+	if p.BuiltinRootfs != "" {
+		if err := os.RemoveAll(p.usernsBuiltinDir(sb.ID)); err != nil {
+			return fmt.Errorf("remove infra rootfs: %w", err)
+		}
+	}
 	return p.Images.UnmountRootfs(sb.ID)
+}
+
+// usernsBuiltinDir is where a user-namespaced pod's built-in infra gets
+// a rootfs of its own.
+func (p *PauseRunner) usernsBuiltinDir(id string) string {
+	return filepath.Join(filepath.Dir(p.BuiltinRootfs), "userns", id)
+}
+
+// usernsBuiltinRootfs makes the rootfs of the built-in infra of a pod whose
+// root is uid:gid on the node: its own directory and mount points, owned by
+// that user (the runtime's init, root only in the pod's user namespace,
+// must read its mount points, which in the shared rootfs only the node's
+// root may), passable and never listable by others, and /pause linked from
+// the shared rootfs.
+func (p *PauseRunner) usernsBuiltinRootfs(id string, uid, gid uint32) (string, error) {
+	parent := filepath.Dir(p.usernsBuiltinDir(id))
+	if err := os.MkdirAll(parent, 0o711); err != nil {
+		return "", fmt.Errorf("built-in infra: %w", err)
+	}
+	dir := p.usernsBuiltinDir(id)
+	if err := os.RemoveAll(dir); err != nil {
+		return "", fmt.Errorf("built-in infra: %w", err)
+	}
+	for _, d := range append([]string{""}, builtinDirs...) {
+		path := filepath.Join(dir, d)
+		if err := os.Mkdir(path, 0o711); err != nil {
+			return "", fmt.Errorf("built-in infra: %w", err)
+		}
+		if err := os.Chown(path, int(uid), int(gid)); err != nil {
+			return "", fmt.Errorf("built-in infra: %w", err)
+		}
+	}
+	if err := os.Link(filepath.Join(p.BuiltinRootfs, builtinPause), filepath.Join(dir, builtinPause)); err != nil {
+		return "", fmt.Errorf("built-in infra: %w", err)
+	}
+	return dir, nil
 }
 
 // Pid is the infra process's pid while the monitor reports it running.

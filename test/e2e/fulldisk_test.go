@@ -247,7 +247,7 @@ func TestFullDiskLog(t *testing.T) {
 	pod := podConfig("full-log")
 	pod.LogDirectory = filepath.Join(logs, "pod")
 	podID := n.run(t, pod)
-	cfg := ctrConfig("talker", "sh", "-c", `i=0; while :; do echo "line $i $(head -c 200 /dev/zero | tr '\0' x)"; echo $i > /tmp/count; i=$((i+1)); sleep 0.02; done`)
+	cfg := ctrConfig("talker", "sh", "-c", `i=0; while :; do echo "line $i $(head -c 200 /dev/zero | tr '\0' x)"; echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; i=$((i+1)); sleep 0.02; done`)
 	id := n.create(t, podID, pod, cfg, true)
 	logPath := filepath.Join(pod.LogDirectory, cfg.LogPath)
 	count := func() int {
