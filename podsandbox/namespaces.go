@@ -87,22 +87,27 @@ func pinFromThread(dir string, kinds []nsKind, setup nsSetup) (paths map[nsKind]
 			unpinNamespaces(paths)
 		}
 	}()
-	tid := unix.Gettid()
+	return paths, pinEach(paths, dir, kinds, fmt.Sprintf("/proc/self/task/%d/ns", unix.Gettid()))
+}
+
+// pinEach bind-mounts each namespace of kinds found in procNS (a
+// /proc/.../ns dir) onto a file of its name in dir, adding it to paths as
+// it goes, so that the caller's undo finds every pin made before a failure.
+func pinEach(paths map[nsKind]string, dir string, kinds []nsKind, procNS string) error {
 	for _, k := range kinds {
 		pin := filepath.Join(dir, string(k))
 		f, err := os.OpenFile(pin, os.O_CREATE|os.O_EXCL|os.O_RDONLY, 0o400)
 		if err != nil {
-			return paths, fmt.Errorf("create %s pin: %w", k, err)
+			return fmt.Errorf("create %s pin: %w", k, err)
 		}
 		f.Close()
-		src := fmt.Sprintf("/proc/self/task/%d/ns/%s", tid, k)
-		if err := unix.Mount(src, pin, "", unix.MS_BIND, ""); err != nil {
+		if err := unix.Mount(filepath.Join(procNS, string(k)), pin, "", unix.MS_BIND, ""); err != nil {
 			os.Remove(pin)
-			return paths, fmt.Errorf("pin %s namespace: %w", k, err)
+			return fmt.Errorf("pin %s namespace: %w", k, err)
 		}
 		paths[k] = pin
 	}
-	return paths, nil
+	return nil
 }
 
 // writeSysctl writes one sysctl in the calling thread's namespaces. The

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
 	"syscall"
 
@@ -158,21 +157,7 @@ func pinFromChild(dir string, kinds []nsKind, u *criapi.UserNamespace) (paths ma
 		}
 	}()
 	paths = map[nsKind]string{}
-	for _, k := range kinds {
-		pin := filepath.Join(dir, string(k))
-		f, err := os.OpenFile(pin, os.O_CREATE|os.O_EXCL|os.O_RDONLY, 0o400)
-		if err != nil {
-			return paths, fmt.Errorf("create %s pin: %w", k, err)
-		}
-		f.Close()
-		src := fmt.Sprintf("/proc/%d/ns/%s", pid, k)
-		if err := unix.Mount(src, pin, "", unix.MS_BIND, ""); err != nil {
-			os.Remove(pin)
-			return paths, fmt.Errorf("pin %s namespace: %w", k, err)
-		}
-		paths[k] = pin
-	}
-	return paths, nil
+	return paths, pinEach(paths, dir, kinds, fmt.Sprintf("/proc/%d/ns", pid))
 }
 
 // reapTraced waits for the killed, traced child until it is gone: a traced
