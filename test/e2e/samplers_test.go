@@ -165,6 +165,7 @@ type sample struct {
 	containers               int
 	monitorPid               int
 	monitorAnon, monitorFile int // kB of the monitor's PSS
+	monitorThreads           int
 	mon                      monitorMem
 }
 
@@ -183,6 +184,7 @@ func (n *podNode) take(t *testing.T, label string) sample {
 	s.monitorAnon, _ = smapsKB(mon, "Pss_Anon")
 	s.monitorFile, _ = smapsKB(mon, "Pss_File")
 	s.mon = n.monitorMemory(t, mon)
+	s.monitorThreads = threads(mon)
 	s.goroutines = n.goroutines(t)
 	s.daemonFDs, s.monitorFDs = fds(n.cmd.Process.Pid), fds(mon)
 	s.cridProcs, s.podProcs = n.cridProcs(), n.podProcs()
@@ -217,12 +219,12 @@ func sampleTable(samples ...sample) string {
 func monitorTable(samples ...sample) string {
 	var b bytes.Buffer
 	w := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "sample\tmonitor PSS\tanon\tfile\theapAlloc\theapInuse\tidle kept\treleased\tstack\tsys\tobjects\tgoroutines\tcontainers\t")
+	fmt.Fprintln(w, "sample\tmonitor PSS\tanon\tfile\theapAlloc\theapInuse\tidle kept\treleased\tstack\tsys\tobjects\tgoroutines\tthreads\tcontainers\t")
 	for _, s := range samples {
 		m := s.mon
-		fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t\n", s.label, s.monitorPSS, s.monitorAnon, s.monitorFile,
+		fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t\n", s.label, s.monitorPSS, s.monitorAnon, s.monitorFile,
 			m.heapAlloc>>10, m.heapInuse>>10, (m.heapIdle-m.heapReleased)>>10, m.heapReleased>>10, m.stackInuse>>10, m.sys>>10,
-			m.heapObjects, m.goroutines, m.containers)
+			m.heapObjects, m.goroutines, s.monitorThreads, m.containers)
 	}
 	_ = w.Flush()
 	return b.String()
@@ -246,4 +248,19 @@ func (n *podNode) settleTo(t *testing.T, label string, want sample, bound time.D
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
+}
+
+// threads is a process's count of OS threads (0 if it cannot be read).
+func threads(pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "Threads:"); ok {
+			c, _ := strconv.Atoi(strings.TrimSpace(v))
+			return c
+		}
+	}
+	return 0
 }
