@@ -42,6 +42,14 @@ func TestExitLog(t *testing.T) {
 	if ids, _, reset, _ := l.since(seq - 3); reset || len(ids) != 3 || ids[2] != fmt.Sprint(maxRecentExits+9) {
 		t.Fatalf("recent: %v %v", ids, reset)
 	}
+	// What the log holds stays bounded however many exits go by: it is
+	// a window, not a history.
+	for i := range 20 * maxRecentExits {
+		l.add(fmt.Sprint(i))
+		if len(l.recent) > maxRecentExits || cap(l.recent) > 2*maxRecentExits {
+			t.Fatalf("after %d more exits the log holds %d IDs (capacity %d), bound %d", i+1, len(l.recent), cap(l.recent), maxRecentExits)
+		}
+	}
 }
 
 func TestWaitExits(t *testing.T) {

@@ -129,6 +129,7 @@ func soak(t *testing.T, total int) {
 	samples = append(samples, end)
 	pct := func(now, was int) float64 { return 100 * float64(now-was) / float64(was) }
 	t.Logf("%d pods in %s (%.1f pods/s, %d at a time)\n%s", total, took.Round(time.Second), float64(total)/took.Seconds(), soakWorkers, sampleTable(samples...))
+	t.Logf("the monitor's memory (kB; objects, goroutines and containers as counts):\n%s", monitorTable(samples...))
 	t.Logf("end vs after %d: daemon PSS %+.1f%%, monitor PSS %+.1f%%", soakBatch, pct(end.daemonPSS, ref.daemonPSS), pct(end.monitorPSS, ref.monitorPSS))
 	if !same {
 		t.Errorf("counts at the end differ from those after %d pods:\n%s", soakBatch, sampleTable(ref, end))
