@@ -7,11 +7,11 @@
 #   cgroupfs  no systemd (test/vm/guest.sh is PID 1), cgroupfs on cgroup v2
 #
 # The guest's root is the host's / shared read-only over 9p with a tmpfs
-# overlay on top, so every binary is built here and run there. crid's
-# root_dir (/var/lib/crid) is an ext4 scratch disk of its own, as on a real
+# overlay on top, so every binary is built here and run there. /var/lib,
+# with crid's root_dir, is an ext4 scratch disk of its own, as on a real
 # node: overlay upper dirs cannot live on the overlay root, and Debian 12's
-# 6.1 kernel cannot idmap a tmpfs (6.3+), which user-namespaced pods'
-# layers need. Steps:
+# 6.1 kernel cannot idmap an overlay or a tmpfs (6.3+), which
+# user-namespaced pods' layers need. Steps:
 #   1. apt-get download the kernel, kmod and busybox-static .debs into
 #      _output/vm/cache (never installed on the host), extract them, depmod,
 #      pack the initramfs (test/vm/init, busybox, the boot modules);
@@ -21,7 +21,7 @@
 #   3. per flavour: boot (2 vCPUs, 2 GiB, cgroup v1 disabled) with the
 #      results share _output/vm/results/<flavour>, a guestfwd rule to the
 #      registry and a fresh sparse ext4 image _output/vm/crid-root.img
-#      (mkfs.ext4 from e2fsprogs; removed after the boot) as /dev/vda,
+#      (mkfs.ext4 from e2fsprogs; removed after the boot) as /dev/vda (/var/lib),
 #      wait (qemu is wrapped in timeout), then read the status file
 #      the guest wrote: qemu's exit code says nothing;
 #   4. print per flavour the e2e results and critest's summary line; exit 1
