@@ -91,11 +91,13 @@ func TestUsernsPodWithoutIdmappedTmpfs(t *testing.T) {
 		"/dev/shm":         "0:0 1777",
 		"/etc/hosts":       "0:0 644",
 		"/etc/resolv.conf": "0:0 644",
-		"/data/root-owned": "0:0 644",
 	} {
 		if got := n.exec(t, id, "stat", "-c", "%u:%g %a", path); got != want {
 			t.Errorf("%s inside: %s, want %s", path, got, want)
 		}
+	}
+	if got := n.exec(t, id, "stat", "-c", "%u:%g", "/data/root-owned"); got != "0:0" {
+		t.Errorf("/data/root-owned (0:0 on the node) is %s inside, want 0:0", got)
 	}
 	n.exec(t, id, "sh", "-c", "echo 10.1.2.3 extra >> /etc/hosts && echo x > /dev/shm/f && echo w > /data/written")
 	if got := n.exec(t, id, "stat", "-c", "%u:%g", "/dev/shm/f"); got != "0:0" {
