@@ -151,6 +151,13 @@ func (s *runtimeService) CreateContainer(ctx context.Context, req *runtime.Creat
 	if err != nil {
 		return nil, toStatus(err)
 	}
+	if p := sb.UserNS(); p != "" {
+		res.Step("check the idmapped bind mounts")
+		if err := checkIdmapSources(cfg, spec, p); err != nil {
+			s.nri.undoCreate(ctx, sb, id, recorded, spec)
+			return nil, err
+		}
+	}
 	err = s.opts.Containers.Create(ctx, oci.CreateParams{
 		ID: id, SandboxID: sb.ID, Config: recorded, ImageID: img.ID.String(), ImageName: cfg.Image.Image, ImageRef: imageRef,
 		LogPath: logPath, Spec: spec, StopSignal: stopSignal, Reservation: res,
@@ -234,6 +241,7 @@ func (s *runtimeService) podInput(ctx context.Context, sb *podsandbox.Sandbox, i
 		ResolvConf:   s.opts.Sandboxes.PodFile(sb, "resolv.conf"),
 		Hostname:     s.opts.Sandboxes.PodFile(sb, "hostname"),
 		Shm:          shm,
+		FilesOwned:   sb.PodFilesOwned,
 		CgroupParent: sb.CgroupParent,
 		Config:       sb.Config,
 	}, release, nil

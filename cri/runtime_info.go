@@ -71,7 +71,7 @@ func (s *runtimeService) Status(_ context.Context, req *runtime.StatusRequest) (
 		// is a leak check for operators and tests alike.
 		resp.Info = map[string]string{"config": string(cfg), "apparmor": s.appArmor.Status().String(), "runtimeConfig": string(rc),
 			"streamAddress": s.StreamAddress(), "goroutines": strconv.Itoa(goruntime.NumGoroutine()),
-			"mountOptions": strings.Join(specgen.MountOptions, ","), "userNamespaces": usernsStatus(s.opts.UsernsSupport)}
+			"mountOptions": strings.Join(specgen.MountOptions, ","), "userNamespaces": usernsStatus(s.opts.UsernsSupport, s.opts.UsernsNoIdmapTmpfs)}
 	}
 	return resp, nil
 }
@@ -105,9 +105,12 @@ func (s *runtimeService) RuntimeConfig(context.Context, *runtime.RuntimeConfigRe
 
 // usernsStatus says whether pods may have user namespaces of their own,
 // and why not when they may not.
-func usernsStatus(err error) string {
+func usernsStatus(err error, noIdmapTmpfs bool) string {
 	if err != nil {
 		return "not supported: " + err.Error()
+	}
+	if noIdmapTmpfs {
+		return "supported: mode POD (one uid and one gid mapping from container ID 0; idmapped layers and bind mounts; this kernel cannot idmap a tmpfs, so the pod's /dev/shm and files are owned by its mapped root and tmpfs bind mounts are refused); not on the host network"
 	}
 	return "supported: mode POD (one uid and one gid mapping from container ID 0; idmapped layers and bind mounts); not on the host network"
 }

@@ -50,6 +50,10 @@ type Options struct {
 	// UsernsSupport is nil when the node runs pods in user namespaces of
 	// their own (checked once at start), else why not.
 	UsernsSupport error
+	// UsernsNoIdmapTmpfs is set when the kernel cannot idmap a tmpfs:
+	// user-namespaced pods' /dev/shm and files are owned by their mapped
+	// root, and tmpfs bind mounts are refused.
+	UsernsNoIdmapTmpfs bool
 }
 
 // Server serves the CRI on a listener.

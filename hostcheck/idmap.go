@@ -93,3 +93,38 @@ func reap(pid int) error {
 		}
 	}
 }
+
+// CanIdmap says whether src can be bind-mounted idmapped through the user
+// namespace pinned at userns (recursive: with the mounts below it), as the
+// runtime will mount it: it makes that mount detached, never attached
+// anywhere, and drops it. The error says why not, such as a tmpfs on a
+// kernel before 6.3 or a filesystem that cannot be idmapped at all.
+func CanIdmap(src, userns string, recursive bool) error {
+	nsfd, err := unix.Open(userns, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open the pod's user namespace: %w", err)
+	}
+	defer unix.Close(nsfd)
+	flags := unix.OPEN_TREE_CLONE | unix.OPEN_TREE_CLOEXEC
+	if recursive {
+		flags |= unix.AT_RECURSIVE
+	}
+	tree, err := unix.OpenTree(unix.AT_FDCWD, src, uint(flags))
+	if err != nil {
+		return fmt.Errorf("open_tree %s: %w", src, err)
+	}
+	defer unix.Close(tree)
+	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_IDMAP, Userns_fd: uint64(nsfd)}
+	setFlags := unix.AT_EMPTY_PATH
+	if recursive {
+		setFlags |= unix.AT_RECURSIVE
+	}
+	if err := unix.MountSetattr(tree, "", uint(setFlags), &attr); err != nil {
+		var st unix.Statfs_t
+		if unix.Fstatfs(tree, &st) == nil && st.Type == unix.TMPFS_MAGIC {
+			return fmt.Errorf("%s is on a tmpfs, which this kernel cannot idmap (6.3+): %w", src, err)
+		}
+		return fmt.Errorf("%s (or a mount below it) is on a filesystem this kernel cannot idmap: %w", src, err)
+	}
+	return nil
+}

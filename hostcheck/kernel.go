@@ -125,14 +125,15 @@ func (h *Host) UserNamespaces() Result {
 	return ok(name, fmt.Sprintf("user.max_user_namespaces = %d", n))
 }
 
-// IdmappedMounts tries an idmapped mount of a scratch tmpfs: pods in user
-// namespaces will need one for their volumes and layers. Only a warning:
-// crid does not run such pods yet.
+// IdmappedMounts tries an idmapped mount of a scratch tmpfs (kernel 6.3+).
+// Only a warning: without it pods in user namespaces still run when
+// root_dir's filesystem can be idmapped (the daemon checks that at start),
+// but tmpfs volumes cannot be mounted in them.
 func (h *Host) IdmappedMounts() Result {
 	const name = "idmapped mounts"
 	if err := h.TryIdmap(); err != nil {
 		return warn(name, fmt.Sprintf("an idmapped mount of a scratch tmpfs failed: %v", err),
-			"pods with hostUsers: false will need a kernel 6.3 or newer (idmapped tmpfs and overlayfs)")
+			"pods with hostUsers: false need root_dir on a filesystem that can be idmapped (ext4, xfs, btrfs); their /dev/shm and /etc files are then owned by their mapped root, and tmpfs volumes (memory-backed emptyDir) in them need a kernel 6.3 or newer")
 	}
 	return ok(name, "a scratch tmpfs mounted idmapped and removed")
 }

@@ -1,6 +1,7 @@
 package hostcheck
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -32,5 +33,30 @@ func TestUsernsSupport(t *testing.T) {
 	}
 	if len(entries) != 0 {
 		t.Errorf("the probe left %d entries in %s", len(entries), dir)
+	}
+}
+
+// TestCanIdmap tries bind sources as CreateContainer does for a
+// user-namespaced pod: a scratch directory can be idmapped here (6.18),
+// sysfs never can, and the refusal names the source.
+func TestCanIdmap(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("needs root")
+	}
+	fd, release, err := mappedUserns()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	userns := fmt.Sprintf("/proc/self/fd/%d", fd)
+	if err := CanIdmap(t.TempDir(), userns, true); err != nil {
+		t.Errorf("CanIdmap of a scratch dir: %v", err)
+	}
+	err = CanIdmap("/sys/kernel", userns, true)
+	if err == nil || !strings.Contains(err.Error(), "/sys/kernel") || !strings.Contains(err.Error(), "cannot idmap") {
+		t.Errorf("CanIdmap of sysfs: %v, want a refusal naming /sys/kernel", err)
+	}
+	if err := CanIdmap(t.TempDir(), "/nonexistent/ns", false); err == nil || !strings.Contains(err.Error(), "user namespace") {
+		t.Errorf("CanIdmap through a missing namespace: %v", err)
 	}
 }

@@ -80,13 +80,36 @@ func hostsContent(hostname string, hostNetwork bool) ([]byte, error) {
 	return []byte("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n127.0.1.1\t" + hostname + "\n"), nil
 }
 
-// mountShm mounts the pod's /dev/shm: a tmpfs its containers share.
-func mountShm(dir string, size int64) (string, error) {
+// chownPodFiles gives the pod's files to its mapped root, for containers
+// that bind them without idmap (a tmpfs cannot be idmapped before 6.3):
+// root in the pod may then write them, as with an idmapped bind.
+func chownPodFiles(dir string, uid, gid int) error {
+	for _, name := range []string{resolvConfFile, hostsFile, hostnameFile} {
+		if err := os.Lchown(filepath.Join(dir, name), uid, gid); err != nil {
+			return fmt.Errorf("give pod %s to the pod's root (%d:%d): %w", name, uid, gid, err)
+		}
+	}
+	return nil
+}
+
+// shmOwner is the owner of a pod's /dev/shm when not the node's root.
+type shmOwner struct {
+	set      bool
+	uid, gid uint32
+}
+
+// mountShm mounts the pod's /dev/shm: a tmpfs its containers share, owned
+// by owner when set (a user-namespaced pod's mapped root, on a kernel that
+// cannot idmap it).
+func mountShm(dir string, size int64, owner shmOwner) (string, error) {
 	p := filepath.Join(dir, shmDir)
 	if err := os.MkdirAll(p, 0o700); err != nil {
 		return "", err
 	}
 	opts := fmt.Sprintf("mode=1777,size=%d", size)
+	if owner.set {
+		opts += fmt.Sprintf(",uid=%d,gid=%d", owner.uid, owner.gid)
+	}
 	if err := unix.Mount("shm", p, "tmpfs", unix.MS_NOEXEC|unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
 		return "", fmt.Errorf("mount pod shm: %w", err)
 	}

@@ -61,6 +61,11 @@ type Options struct {
 	// says why not otherwise.
 	UserNamespaces       bool
 	UserNamespacesReason string
+	// NoIdmapTmpfs is set when the kernel cannot idmap a tmpfs (before
+	// 6.3): a user-namespaced pod's /dev/shm and files, on the run dir's
+	// tmpfs, are then made owned by the pod's mapped root, for its
+	// containers to bind without idmap (Sandbox.PodFilesOwned).
+	NoIdmapTmpfs bool
 	// UserNamespacesHostNetwork is set when a pod in a user namespace of
 	// its own may use the node's network (KEP-5607).
 	UserNamespacesHostNetwork bool

@@ -198,8 +198,16 @@ func (m *Manager) create(ctx context.Context, sb *Sandbox) error {
 	if err := writePodFiles(dir, sb.Config, sb.Hostname, sb.HostNetwork()); err != nil {
 		return err
 	}
+	owner := shmOwner{}
+	if uid, gid, ok := sb.UsernsRoot(); ok && m.opts.NoIdmapTmpfs {
+		if err := chownPodFiles(dir, int(uid), int(gid)); err != nil {
+			return err
+		}
+		owner = shmOwner{set: true, uid: uid, gid: gid}
+		sb.PodFilesOwned = true
+	}
 	if !sb.HostIPC() {
-		if sb.ShmPath, err = mountShm(dir, m.opts.ShmSize); err != nil {
+		if sb.ShmPath, err = mountShm(dir, m.opts.ShmSize, owner); err != nil {
 			return err
 		}
 	}

@@ -45,6 +45,10 @@ type Sandbox struct {
 	InfraPid int `json:"infra_pid,omitempty"`
 	// ShmPath is the pod's /dev/shm, empty for host IPC.
 	ShmPath string `json:"shm_path,omitempty"`
+	// PodFilesOwned is set for a pod in a user namespace of its own on a
+	// node that cannot idmap a tmpfs: its /dev/shm and files are owned by
+	// the pod's mapped root, to be bind-mounted without idmap.
+	PodFilesOwned bool `json:"pod_files_owned,omitempty"`
 	// TimedOut marks the result of a RunPodSandbox whose client gave up
 	// before it finished: a retry with the same config gets this pod.
 	TimedOut bool `json:"timed_out,omitempty"`

@@ -2,7 +2,10 @@ package podsandbox
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -51,4 +54,63 @@ func TestUsernsModeUnset(t *testing.T) {
 	if _, _, ok := sb.UsernsRoot(); ok || sb.usernsMode() != runtime.NamespaceMode_NODE {
 		t.Errorf("a pod without userns options has a user namespace of its own")
 	}
+}
+
+// TestPodFilesOwnedByMappedRoot: where a tmpfs cannot be idmapped, a
+// userns pod's /dev/shm is a 1777 tmpfs owned by its mapped root and its
+// files are chowned to it; unmountShm undoes the mount.
+func TestPodFilesOwnedByMappedRoot(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("needs root")
+	}
+	dir := t.TempDir()
+	cfg := &runtime.PodSandboxConfig{Hostname: "p"}
+	if err := writePodFiles(dir, cfg, "p", false); err != nil {
+		t.Fatal(err)
+	}
+	if err := chownPodFiles(dir, 200000, 200001); err != nil {
+		t.Fatal(err)
+	}
+	shm, err := mountShm(dir, 1<<20, shmOwner{set: true, uid: 200000, gid: 200001})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = unmountShm(dir) })
+	for _, p := range []string{shm, filepath.Join(dir, hostsFile), filepath.Join(dir, resolvConfFile), filepath.Join(dir, hostnameFile)} {
+		var st syscall.Stat_t
+		if err := syscall.Stat(p, &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.Uid != 200000 || st.Gid != 200001 {
+			t.Errorf("%s owned by %d:%d, want the mapped root 200000:200001", p, st.Uid, st.Gid)
+		}
+		if p == shm && st.Mode&0o7777 != 0o1777 {
+			t.Errorf("shm mode %o, want 1777", st.Mode&0o7777)
+		}
+	}
+	var fs syscall.Statfs_t
+	if err := syscall.Statfs(shm, &fs); err != nil || fs.Type != 0x01021994 {
+		t.Errorf("shm is not a tmpfs (type %x, %v)", fs.Type, err)
+	}
+	if err := unmountShm(dir); err != nil {
+		t.Fatal(err)
+	}
+	if isMountPoint(t, shm) {
+		t.Errorf("shm still mounted after unmountShm")
+	}
+}
+
+// isMountPoint reports whether p is listed in this process's mountinfo.
+func isMountPoint(t *testing.T, p string) bool {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) > 4 && f[4] == p {
+			return true
+		}
+	}
+	return false
 }

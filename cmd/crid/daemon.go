@@ -22,6 +22,7 @@ import (
 	"github.com/crid-dev/crid/config"
 	"github.com/crid-dev/crid/cri"
 	"github.com/crid-dev/crid/events"
+	"github.com/crid-dev/crid/failpoint"
 	"github.com/crid-dev/crid/hostcheck"
 	"github.com/crid-dev/crid/imageservice"
 	"github.com/crid-dev/crid/importdir"
@@ -138,6 +139,20 @@ func serve(cfg config.Config) error {
 	if usernsErr != nil {
 		usernsReason = usernsErr.Error()
 	}
+	// Before 6.3 a tmpfs (the pods' /dev/shm and files in run_dir) cannot
+	// be idmapped: user-namespaced pods get them owned by their mapped
+	// root instead. Tests arm the point to take that path on any kernel.
+	noIdmapTmpfs := false
+	if usernsErr == nil {
+		idmapErr := failpoint.Inject("userns.idmap-tmpfs")
+		if idmapErr == nil {
+			idmapErr = hostcheck.IdmapTmpfs()
+		}
+		if idmapErr != nil {
+			noIdmapTmpfs = true
+			klog.InfoS("A tmpfs cannot be idmapped: user-namespaced pods' /dev/shm and files are owned by their mapped root", "reason", idmapErr.Error())
+		}
+	}
 
 	network := cni.New(cfg.Network.CNIConfDir, cfg.Network.CNIBinDirs, filepath.Join(cfg.RootDir, "cni"))
 	sandboxes, err := podsandbox.New(context.Background(), podsandbox.Options{
@@ -160,6 +175,7 @@ func serve(cfg config.Config) error {
 		},
 		UserNamespaces:       usernsErr == nil,
 		UserNamespacesReason: usernsReason,
+		NoIdmapTmpfs:         noIdmapTmpfs,
 	})
 	if err != nil {
 		return err
@@ -189,18 +205,19 @@ func serve(cfg config.Config) error {
 		return fmt.Errorf("streaming server: listen on %s (stream.address): %w", cfg.Stream.Address, err)
 	}
 	srv, err := cri.New(cri.Options{
-		Config:         cfg,
-		Version:        buildVersion(),
-		CNI:            network,
-		Cgroups:        cgroups,
-		Images:         images,
-		Sandboxes:      sandboxes,
-		Containers:     ctrs,
-		Events:         bus,
-		StreamListener: streamL,
-		NRI:            plugins,
-		Register:       []func(grpc.ServiceRegistrar){admin.New(images).Register},
-		UsernsSupport:  usernsErr,
+		Config:             cfg,
+		Version:            buildVersion(),
+		CNI:                network,
+		Cgroups:            cgroups,
+		Images:             images,
+		Sandboxes:          sandboxes,
+		Containers:         ctrs,
+		Events:             bus,
+		StreamListener:     streamL,
+		NRI:                plugins,
+		Register:           []func(grpc.ServiceRegistrar){admin.New(images).Register},
+		UsernsSupport:      usernsErr,
+		UsernsNoIdmapTmpfs: noIdmapTmpfs,
 	})
 	if err != nil {
 		streamL.Close()

@@ -37,7 +37,11 @@ type Pod struct {
 	// bind-mounted unless the container mounts its own there.
 	Hosts, ResolvConf, Hostname string
 	// Shm is the pod's /dev/shm ("" for a private tmpfs).
-	Shm          string
+	Shm string
+	// FilesOwned says the pod's files and Shm are owned by the pod's
+	// mapped root (a kernel before 6.3 cannot idmap their tmpfs): they
+	// are bind-mounted without idmap.
+	FilesOwned   bool
 	CgroupParent string
 	Config       *runtime.PodSandboxConfig
 }

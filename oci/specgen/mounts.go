@@ -131,16 +131,27 @@ func setMounts(s *specs.Spec, in Input) error {
 	// through it (runc's "idmap", no mappings: the joined namespace's), so
 	// host files owned by 0 are owned by 0 inside, as without one. Image
 	// volumes are read-only overlays, which cannot be idmapped: their
-	// files show as the overflow ID, readable as their modes allow.
+	// files show as the overflow ID, readable as their modes allow. The
+	// pod's own files and /dev/shm, when already owned by its mapped root,
+	// need no idmap.
 	if p := in.Pod.Namespaces[specs.UserNamespace]; p != "" && p != "host" {
 		for i := range s.Mounts {
 			m := &s.Mounts[i]
-			if m.Type == "bind" && !isImageVolumeSource(in, m.Source) && !slices.Contains(m.Options, "idmap") {
+			if m.Type == "bind" && !isImageVolumeSource(in, m.Source) && !isOwnedPodSource(in, m.Source) && !slices.Contains(m.Options, "idmap") {
 				m.Options = append(m.Options, "idmap")
 			}
 		}
 	}
 	return nil
+}
+
+// isOwnedPodSource reports whether src is one of the pod's files or its
+// /dev/shm, owned by the pod's mapped root.
+func isOwnedPodSource(in Input, src string) bool {
+	if !in.Pod.FilesOwned || src == "" {
+		return false
+	}
+	return src == in.Pod.Hosts || src == in.Pod.ResolvConf || src == in.Pod.Hostname || src == in.Pod.Shm
 }
 
 // isImageVolumeSource reports whether src is one of the container's image

@@ -48,3 +48,36 @@ func TestUsernsIdmapsBindMounts(t *testing.T) {
 		}
 	}
 }
+
+// TestUsernsFilesOwnedBoundWithoutIdmap: on a kernel that cannot idmap a
+// tmpfs the pod's files and /dev/shm are owned by its mapped root and
+// bound without idmap; a volume is still idmapped.
+func TestUsernsFilesOwnedBoundWithoutIdmap(t *testing.T) {
+	vol, files := t.TempDir(), t.TempDir()
+	cfg := &runtime.ContainerConfig{Mounts: []*runtime.Mount{{ContainerPath: "/data", HostPath: vol}}}
+	in := input(t, cfg)
+	in.Pod = Pod{
+		Namespaces: map[specs.LinuxNamespaceType]string{specs.NetworkNamespace: "/ns/net", specs.UserNamespace: "/run/crid/sandboxes/p/ns/user"},
+		Hosts:      files + "/hosts", ResolvConf: files + "/resolv.conf", Hostname: files + "/hostname", Shm: files + "/shm",
+		FilesOwned: true,
+	}
+	s := build(t, in)
+	want := map[string]bool{"/data": true, "/etc/hosts": false, "/etc/resolv.conf": false, "/etc/hostname": false, "/dev/shm": false}
+	for _, m := range s.Mounts {
+		if m.Type != "bind" {
+			continue
+		}
+		w, ok := want[m.Destination]
+		if !ok {
+			t.Errorf("unexpected bind mount %s", m.Destination)
+			continue
+		}
+		delete(want, m.Destination)
+		if got := slices.Contains(m.Options, "idmap"); got != w {
+			t.Errorf("bind mount %s (from %s) idmap = %v, want %v (options %v)", m.Destination, m.Source, got, w, m.Options)
+		}
+	}
+	if len(want) != 0 {
+		t.Errorf("bind mounts missing: %v", want)
+	}
+}

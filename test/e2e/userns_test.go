@@ -30,7 +30,7 @@ func usernsPOD() *runtime.UserNamespace {
 // 0711, as /var/lib is): a container whose root is mapped to another user
 // reaches its rootfs through the path, so crid supports user namespaces
 // only then.
-func newUsernsNode(t *testing.T) *podNode {
+func newUsernsNode(t *testing.T, env ...string) *podNode {
 	t.Helper()
 	dir := newDirs(t)
 	if err := os.Chmod(dir, 0o711); err != nil {
@@ -38,8 +38,101 @@ func newUsernsNode(t *testing.T) *podNode {
 	}
 	n := &podNode{dir: dir}
 	n.writeConfig(t)
-	n.daemon = startDaemonEnv(t, dir, nil, n.args()...)
+	n.daemon = startDaemonEnv(t, dir, env, n.args()...)
 	return n
+}
+
+// On a kernel that cannot idmap a tmpfs (before 6.3: Debian 12's 6.1;
+// here the start-up check's answer is injected), user-namespaced pods
+// still run: the pod's /dev/shm is a 1777 tmpfs owned by its mapped root
+// and its /etc files are chowned to it, all bound without idmap, so root
+// inside owns and writes them as with idmap; a volume is still idmapped;
+// and a bind source that cannot be idmapped (sysfs here; a tmpfs there)
+// fails CreateContainer with FailedPrecondition naming the mount, leaving
+// no container behind.
+func TestUsernsPodWithoutIdmappedTmpfs(t *testing.T) {
+	n := newUsernsNode(t, "CRID_FAILPOINTS=userns.idmap-tmpfs=error")
+	ctx := context.Background()
+	st, err := n.runtime().Status(ctx, &runtime.StatusRequest{Verbose: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range st.RuntimeHandlers {
+		if !h.GetFeatures().GetUserNamespaces() {
+			t.Fatalf("handler %q does not advertise user_namespaces: Status info %q", h.Name, st.Info["userNamespaces"])
+		}
+	}
+	mustContain(t, "Status info userNamespaces", st.Info["userNamespaces"], "supported: mode POD", "cannot idmap a tmpfs", "owned by its mapped root")
+
+	vol := filepath.Join(n.dir, "volume")
+	writeFile(t, filepath.Join(vol, "root-owned"), "r\n")
+	n.pullBusybox(t)
+	pod := n.logPod("userns-shm")
+	pod.Linux.SecurityContext.NamespaceOptions.UsernsOptions = usernsPOD()
+	podID := n.run(t, pod)
+	cfg := ctrConfig("c", "sleep", "3600")
+	cfg.Linux.SecurityContext.NamespaceOptions = &runtime.NamespaceOption{UsernsOptions: usernsPOD()}
+	cfg.Mounts = []*runtime.Mount{{ContainerPath: "/data", HostPath: vol}}
+	id := n.create(t, podID, pod, cfg, true)
+
+	// On the node: owned by the mapped root.
+	podDir := filepath.Join(n.dir, "run", "sandboxes", podID)
+	for _, p := range []string{"shm", "hosts", "resolv.conf", "hostname"} {
+		var hst syscall.Stat_t
+		if err := syscall.Stat(filepath.Join(podDir, p), &hst); err != nil {
+			t.Fatal(err)
+		}
+		if hst.Uid != usernsHostID || hst.Gid != usernsHostID {
+			t.Errorf("pod %s is %d:%d on the node, want the mapped root %d", p, hst.Uid, hst.Gid, usernsHostID)
+		}
+	}
+	// Inside: owned by root, writable by it, shm 1777; no idmap on them.
+	for path, want := range map[string]string{
+		"/dev/shm":         "0:0 1777",
+		"/etc/hosts":       "0:0 644",
+		"/etc/resolv.conf": "0:0 644",
+	} {
+		if got := n.exec(t, id, "stat", "-c", "%u:%g %a", path); got != want {
+			t.Errorf("%s inside: %s, want %s", path, got, want)
+		}
+	}
+	if got := n.exec(t, id, "stat", "-c", "%u:%g", "/data/root-owned"); got != "0:0" {
+		t.Errorf("/data/root-owned (0:0 on the node) is %s inside, want 0:0", got)
+	}
+	n.exec(t, id, "sh", "-c", "echo 10.1.2.3 extra >> /etc/hosts && echo x > /dev/shm/f && echo w > /data/written")
+	if got := n.exec(t, id, "stat", "-c", "%u:%g", "/dev/shm/f"); got != "0:0" {
+		t.Errorf("a file root made in /dev/shm is %s inside, want 0:0", got)
+	}
+	var hst syscall.Stat_t
+	if err := syscall.Stat(filepath.Join(vol, "written"), &hst); err != nil || hst.Uid != 0 {
+		t.Errorf("a file root wrote in the idmapped volume is uid %d on the node (%v), want 0", hst.Uid, err)
+	}
+	idmapped := map[string]bool{}
+	for _, l := range strings.Split(n.exec(t, id, "cat", "/proc/self/mountinfo"), "\n") {
+		if f := strings.Fields(l); len(f) > 5 {
+			idmapped[f[4]] = strings.Contains(","+f[5]+",", ",idmapped,")
+		}
+	}
+	for mnt, want := range map[string]bool{"/dev/shm": false, "/etc/hosts": false, "/etc/resolv.conf": false, "/data": true} {
+		if got, ok := idmapped[mnt]; !ok || got != want {
+			t.Errorf("%s in the container's mountinfo: present %v, idmapped %v, want idmapped %v", mnt, ok, got, want)
+		}
+	}
+
+	// A source that cannot be idmapped.
+	before := countContainers(t, n, podID)
+	bad := ctrConfig("bad", "sleep", "3600")
+	bad.Linux.SecurityContext.NamespaceOptions = &runtime.NamespaceOption{UsernsOptions: usernsPOD()}
+	bad.Mounts = []*runtime.Mount{{ContainerPath: "/data", HostPath: vol}, {ContainerPath: "/kernel", HostPath: "/sys/kernel"}}
+	_, err = n.runtime().CreateContainer(ctx, &runtime.CreateContainerRequest{PodSandboxId: podID, SandboxConfig: pod, Config: bad})
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), `config.mounts[1] (host_path "/sys/kernel", container_path "/kernel")`) ||
+		!strings.Contains(err.Error(), "cannot be idmapped") {
+		t.Errorf("CreateContainer with /sys/kernel bound into a userns pod: %v, want FailedPrecondition naming config.mounts[1]", err)
+	}
+	if after := countContainers(t, n, podID); after != before {
+		t.Errorf("the refused create left a container: %d containers, were %d", after, before)
+	}
+	n.removePod(t, podID)
 }
 
 // A pod in a user namespace of its own (KEP-127, mode POD): the feature is
@@ -254,4 +347,14 @@ func TestUsernsUnsupportedSaysWhy(t *testing.T) {
 	if s := n.hostState(t); s != (hostState{}) {
 		t.Fatalf("refused pod created something: %+v", s)
 	}
+}
+
+// countContainers counts the pod's containers.
+func countContainers(t *testing.T, n *podNode, podID string) int {
+	t.Helper()
+	resp, err := n.runtime().ListContainers(context.Background(), &runtime.ListContainersRequest{Filter: &runtime.ContainerFilter{PodSandboxId: podID}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(resp.Containers)
 }

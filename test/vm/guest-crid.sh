@@ -17,8 +17,10 @@ if [[ -S $sock ]] && "$REPO/_output/bin/crictl" --runtime-endpoint "unix://$sock
 	exit 0
 fi
 mkdir -p /etc/crid /etc/cni/net.d /var/lib/crid-cni /var/lib/crid
-# The root is an overlay itself, which cannot hold overlay upper dirs.
-mountpoint -q /var/lib/crid || mount -t tmpfs -o mode=0711 tmpfs /var/lib/crid
+# The root is an overlay itself, which cannot hold overlay upper dirs: the
+# init mounted the ext4 scratch disk on /var/lib (a tmpfs here only as a
+# fallback, without user namespaces before 6.3).
+mountpoint -q /var/lib || mountpoint -q /var/lib/crid || mount -t tmpfs -o mode=0711 tmpfs /var/lib/crid
 sed -e "s|@MIRROR@|127.0.0.1:5000|g" "$REPO/hack/registries-mirror.conf.in" >/etc/crid/registries.conf
 rm -f /etc/cni/net.d/*
 cat >/etc/cni/net.d/10-crid.conflist <<EOF

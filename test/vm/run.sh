@@ -7,7 +7,11 @@
 #   cgroupfs  no systemd (test/vm/guest.sh is PID 1), cgroupfs on cgroup v2
 #
 # The guest's root is the host's / shared read-only over 9p with a tmpfs
-# overlay on top, so every binary is built here and run there. Steps:
+# overlay on top, so every binary is built here and run there. /var/lib,
+# with crid's root_dir, is an ext4 scratch disk of its own, as on a real
+# node: overlay upper dirs cannot live on the overlay root, and Debian 12's
+# 6.1 kernel cannot idmap an overlay or a tmpfs (6.3+), which
+# user-namespaced pods' layers need. Steps:
 #   1. apt-get download the kernel, kmod and busybox-static .debs into
 #      _output/vm/cache (never installed on the host), extract them, depmod,
 #      pack the initramfs (test/vm/init, busybox, the boot modules);
@@ -15,8 +19,10 @@
 #      (hack/build-tools.sh) and kubelet (hack/kubelet) on the host; make sure
 #      the test registry on 127.0.0.1:5000 serves the test images;
 #   3. per flavour: boot (2 vCPUs, 2 GiB, cgroup v1 disabled) with the
-#      results share _output/vm/results/<flavour> and a guestfwd rule to the
-#      registry, wait (qemu is wrapped in timeout), then read the status file
+#      results share _output/vm/results/<flavour>, a guestfwd rule to the
+#      registry and a fresh sparse ext4 image _output/vm/crid-root.img
+#      (mkfs.ext4 from e2fsprogs; removed after the boot) as /dev/vda (/var/lib),
+#      wait (qemu is wrapped in timeout), then read the status file
 #      the guest wrote: qemu's exit code says nothing;
 #   4. print per flavour the e2e results and critest's summary line; exit 1
 #      when any step failed or did not report.
@@ -51,6 +57,7 @@ die() {
 }
 [[ $EUID -eq 0 ]] || die "must run as root"
 command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 not found: run hack/install-deps.sh"
+command -v mkfs.ext4 >/dev/null || die "mkfs.ext4 not found: install e2fsprogs"
 
 # --- 1. guest kernel, kmod, busybox, initramfs ------------------------------------
 mkdir -p "$cache" "$vmdir/bin"
@@ -92,7 +99,7 @@ if [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
 	cp test/vm/init "$ir/init"
 	chmod 0755 "$ir/init" "$ir/bin/busybox"
 	for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci \
-		netfs fscache 9pnet 9pnet_virtio 9p overlay; do
+		netfs fscache 9pnet 9pnet_virtio 9p overlay virtio_blk crc16 mbcache jbd2 crc32c_generic ext4; do
 		ko="$(find "$vmdir/kernel/lib/modules/$kver" -name "$m.ko" | head -n 1)"
 		if [[ -n "$ko" ]]; then cp "$ko" "$ir/modules/"; fi # some are built in
 	done
@@ -125,10 +132,12 @@ bash hack/test-images.sh >/dev/null
 results_root="$vmdir/results"
 rm -rf "$results_root"
 qemu_pid=""
+disk="$vmdir/crid-root.img"
 cleanup() {
 	if [[ -n "$qemu_pid" ]] && kill -0 "$qemu_pid" 2>/dev/null; then
 		kill -KILL "$qemu_pid" 2>/dev/null || true
 	fi
+	rm -f "$disk"
 	if [[ $registry_was_up -eq 0 ]]; then bash hack/registry.sh stop >/dev/null 2>&1 || true; fi
 }
 trap cleanup EXIT
@@ -147,6 +156,10 @@ EOF
 	local append="console=ttyS0 panic=-1 quiet loglevel=4 rdinit=/init cgroup_no_v1=all"
 	append+=" systemd.unified_cgroup_hierarchy=1 systemd.show_status=0"
 	append+=" crid.flavour=$flavour crid.repo=$root crid.vmdir=$vmdir crid.kver=$kver"
+	# crid's root_dir: sparse, so it costs only what the guest writes.
+	rm -f "$disk"
+	truncate -s 16G "$disk"
+	mkfs.ext4 -q -F -L crid-root "$disk"
 	log "booting the $flavour guest (log: $res/console.log)"
 	local start=$SECONDS rc=0
 	timeout --signal=KILL "$timeout_s" qemu-system-x86_64 \
@@ -156,10 +169,12 @@ EOF
 		-virtfs "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap" \
 		-virtfs "local,path=$res,mount_tag=results,security_model=passthrough" \
 		-netdev "user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:5000-cmd:$vmdir/busybox nc 127.0.0.1 5000" \
-		-device virtio-net-pci,netdev=n0 </dev/null >"$res/qemu.log" 2>&1 &
+		-device virtio-net-pci,netdev=n0 \
+		-drive "file=$disk,if=virtio,format=raw,cache=unsafe" </dev/null >"$res/qemu.log" 2>&1 &
 	qemu_pid=$!
 	wait "$qemu_pid" || rc=$?
 	qemu_pid=""
+	rm -f "$disk"
 	log "$flavour guest ended after $((SECONDS - start))s (qemu/timeout exit $rc: not a test result)"
 }
 
