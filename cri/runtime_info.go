@@ -50,7 +50,7 @@ func (s *runtimeService) Status(_ context.Context, req *runtime.StatusRequest) (
 		// Built in oci/specgen: the Strict and Merge policies, "rro"
 		// mounts (runc's mount_setattr, kernels from 5.12) and the
 		// mount_options of specgen.MountOptions (KEP-5855).
-		Features: &runtime.RuntimeFeatures{SupplementalGroupsPolicy: true, MountOptions: true},
+		Features: &runtime.RuntimeFeatures{SupplementalGroupsPolicy: true, MountOptions: true, UserNamespacesHostNetwork: s.opts.UsernsSupport == nil},
 	}
 	for _, h := range podsandbox.Handlers() {
 		resp.RuntimeHandlers = append(resp.RuntimeHandlers, &runtime.RuntimeHandler{
@@ -110,7 +110,7 @@ func usernsStatus(err error, noIdmapTmpfs bool) string {
 		return "not supported: " + err.Error()
 	}
 	if noIdmapTmpfs {
-		return "supported: mode POD (one uid and one gid mapping from container ID 0; idmapped layers and bind mounts; this kernel cannot idmap a tmpfs, so the pod's /dev/shm and files are owned by its mapped root and tmpfs bind mounts are refused); not on the host network"
+		return "supported: mode POD (one uid and one gid mapping from container ID 0; idmapped layers and bind mounts; this kernel cannot idmap a tmpfs, so the pod's /dev/shm and files are owned by its mapped root and tmpfs bind mounts are refused); also on the host network, with the node's /sys bound read-only"
 	}
-	return "supported: mode POD (one uid and one gid mapping from container ID 0; idmapped layers and bind mounts); not on the host network"
+	return "supported: mode POD (one uid and one gid mapping from container ID 0; idmapped layers and bind mounts); also on the host network, with the node's /sys bound read-only"
 }

@@ -88,3 +88,8 @@ var Steps = []Step{
 // time: "monitor." + the protocol method. Steps entries "monitor.<word>"
 // (no further dot) are its points.
 const DynamicPrefix = "monitor."
+
+// Knobs are the points that are no step of a call: a test arms them (with
+// error) to take a path the node would otherwise not take, such as a
+// kernel that cannot idmap a tmpfs. The crash suite does not kill there.
+var Knobs = []string{"userns.idmap-tmpfs"}

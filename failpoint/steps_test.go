@@ -104,9 +104,18 @@ func TestStepsListEveryInject(t *testing.T) {
 			t.Errorf("step %s is listed but no failpoint.Inject names it", s.Name)
 		}
 	}
+	for _, k := range Knobs {
+		if listed[k] {
+			t.Errorf("knob %s is also a step", k)
+		}
+		if _, ok := inCode[k]; !ok {
+			t.Errorf("knob %s is listed but no failpoint.Inject names it", k)
+		}
+		listed[k] = true
+	}
 	for name, pos := range inCode {
 		if !listed[name] {
-			t.Errorf("%s: failpoint.Inject(%q) is not in failpoint.Steps", pos, name)
+			t.Errorf("%s: failpoint.Inject(%q) is not in failpoint.Steps (nor Knobs)", pos, name)
 		}
 	}
 	if len(inCode) < 40 {

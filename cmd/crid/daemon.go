@@ -173,9 +173,12 @@ func serve(cfg config.Config) error {
 			// Empty when an image is configured.
 			BuiltinRootfs: builtinRootfs,
 		},
-		UserNamespaces:       usernsErr == nil,
-		UserNamespacesReason: usernsReason,
-		NoIdmapTmpfs:         noIdmapTmpfs,
+		UserNamespaces: usernsErr == nil,
+		// KEP-5607: wherever pods may have user namespaces, they may on the
+		// node's network too (the node's /sys bound in place of a sysfs).
+		UserNamespacesHostNetwork: usernsErr == nil,
+		UserNamespacesReason:      usernsReason,
+		NoIdmapTmpfs:              noIdmapTmpfs,
 	})
 	if err != nil {
 		return err

@@ -141,6 +141,16 @@ func setMounts(s *specs.Spec, in Input) error {
 				m.Options = append(m.Options, "idmap")
 			}
 		}
+		// KEP-5607: on the node's network, whose namespace belongs to the
+		// node's user namespace, the kernel refuses a new sysfs (EPERM):
+		// the node's /sys is bound instead, read-only all the way down.
+		if in.Pod.Namespaces[specs.NetworkNamespace] == "host" {
+			for i := range s.Mounts {
+				if s.Mounts[i].Type == "sysfs" {
+					s.Mounts[i] = specs.Mount{Destination: "/sys", Type: "bind", Source: "/sys", Options: []string{"rbind", "rro", "nosuid", "noexec", "nodev"}}
+				}
+			}
+		}
 	}
 	return nil
 }

@@ -156,8 +156,8 @@ func TestUsernsPod(t *testing.T) {
 		}
 	}
 	mustContain(t, "Status info userNamespaces", st.Info["userNamespaces"], "supported: mode POD")
-	if st.GetFeatures().GetUserNamespacesHostNetwork() {
-		t.Errorf("user_namespaces_host_network advertised, but crid refuses such pods")
+	if !st.GetFeatures().GetUserNamespacesHostNetwork() {
+		t.Errorf("user_namespaces_host_network not advertised where user namespaces are")
 	}
 
 	vol := filepath.Join(n.dir, "volume")
@@ -293,12 +293,6 @@ func TestUsernsBadInput(t *testing.T) {
 			t.Errorf("%s: %v, want InvalidArgument naming %s", name, err, field)
 		}
 	}
-	cfg := podConfig("hostnet")
-	cfg.Linux.SecurityContext.NamespaceOptions.UsernsOptions = usernsPOD()
-	cfg.Linux.SecurityContext.NamespaceOptions.Network = runtime.NamespaceMode_NODE
-	if _, err := n.runtime().RunPodSandbox(ctx, &runtime.RunPodSandboxRequest{Config: cfg}); status.Code(err) != codes.InvalidArgument {
-		t.Errorf("userns pod on the host network: %v, want InvalidArgument", err)
-	}
 	if s := n.hostState(t); s != (hostState{}) {
 		t.Fatalf("bad input created something: %+v", s)
 	}
@@ -319,6 +313,40 @@ func TestUsernsBadInput(t *testing.T) {
 		t.Errorf("a container with mode CONTAINER: %v, want InvalidArgument naming %s", err, field)
 	}
 	n.removePod(t, podID)
+}
+
+// KEP-5607: a pod in a user namespace of its own on the node's network.
+// Its infra and container run (the kernel refuses them a new sysfs there:
+// the node's /sys is bound read-only in its place), they see the node's
+// interfaces, are mapped, cannot write /sys, and exec works; removing the
+// pod leaves nothing.
+func TestUsernsHostNetwork(t *testing.T) {
+	n := newUsernsNode(t)
+	n.pullBusybox(t)
+	pod := n.logPod("userns-hostnet")
+	pod.Linux.SecurityContext.NamespaceOptions.Network = runtime.NamespaceMode_NODE
+	pod.Linux.SecurityContext.NamespaceOptions.Pid = runtime.NamespaceMode_POD // an infra, in the namespace too
+	pod.Linux.SecurityContext.NamespaceOptions.UsernsOptions = usernsPOD()
+	podID := n.run(t, pod)
+	cfg := ctrConfig("c", "sleep", "3600")
+	id := n.create(t, podID, pod, cfg, true)
+	mustContain(t, "uid_map", n.exec(t, id, "cat", "/proc/self/uid_map"), "200000")
+	links, err := os.ReadDir("/sys/class/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	inside := n.exec(t, id, "ls", "/sys/class/net")
+	for _, l := range links {
+		mustContain(t, "/sys/class/net in the container (the node's network)", inside, l.Name())
+	}
+	mustContain(t, "/sys in the container's mounts", n.exec(t, id, "grep", " /sys ", "/proc/self/mountinfo"), " ro,")
+	if _, errOut, code := n.execResult(t, id, "sh", "-c", "echo 1 > /sys/kernel/uevent_helper"); code == 0 {
+		t.Errorf("wrote to the node's /sys from a user-namespaced container (%q)", errOut)
+	}
+	n.removePod(t, podID)
+	if s := n.hostState(t); s != (hostState{}) {
+		t.Fatalf("left behind: %+v", s)
+	}
 }
 
 // On a node where a mapped root could not reach its rootfs (the root dir
