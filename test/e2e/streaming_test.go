@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -199,7 +198,7 @@ func TestStreamingPortForward(t *testing.T) {
 			}
 		}()
 	}
-	local1, local2, local3 := 20000+rand.IntN(10000), 30000+rand.IntN(10000), 40000+rand.IntN(10000)
+	local1, local2, local3 := freePort(t), freePort(t), freePort(t)
 	pf := crictlCmd(n.daemon, "port-forward", podID, fmt.Sprintf("%d:8080", local1), fmt.Sprintf("%d:8081", local2))
 	var pfOut syncBuffer
 	pf.Stdout, pf.Stderr = &pfOut, &pfOut
@@ -281,6 +280,19 @@ func TestStreamingPortForward(t *testing.T) {
 	if status.Code(err) != codes.FailedPrecondition {
 		t.Fatalf("PortForward to a stopped pod: %v, want FailedPrecondition", err)
 	}
+}
+
+// freePort is a loopback port nothing listens on now (the kernel's pick,
+// so never one an outgoing connection holds, as a random one in the
+// ephemeral range could be: crictl port-forward then failed to listen).
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
 }
 
 func waitDial(t *testing.T, port int) {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/url"
 	"path/filepath"
@@ -179,7 +178,7 @@ func TestStreamingWebsocketPortForward(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	local := 20000 + rand.IntN(20000)
+	local := freePort(t)
 	stop, ready := make(chan struct{}), make(chan struct{})
 	var pfOut syncBuffer
 	pf, err := portforward.NewForStreaming(dialer, []string{fmt.Sprintf("%d:8080", local)}, stop, ready, &pfOut, &pfOut)
