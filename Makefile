@@ -13,7 +13,7 @@ export CGO_ENABLED := 1
 # bridge/portmap exec iptables: the daemon needs the sbin dirs on PATH.
 export PATH := /usr/local/sbin:/usr/sbin:/sbin:$(PATH)
 
-.PHONY: all build run deps test unit fuzz e2e critest tools lint clean testbed bench install vm-test
+.PHONY: all build run deps test unit fuzz e2e critest tools lint clean testbed bench install vm-test cluster-test node-e2e k8s-tools
 
 all: build
 
@@ -60,7 +60,7 @@ testbed:
 	bash hack/test-images.sh
 
 unit: testbed
-	$(GO) test -tags '$(GOTAGS)' -count=1 $$($(GO) list ./... | grep -v /test/e2e)
+	$(GO) test -tags '$(GOTAGS)' -count=1 $$($(GO) list ./... | grep -v -e /test/e2e -e '/test/cluster$$')
 
 # Every Go fuzz target of the tree (CRI configs to specs, the layer
 # extractor, the monitor's frames, records, CRI logs...) for FUZZTIME each,
@@ -104,6 +104,17 @@ vm-test: build tools testbed
 
 critest: build tools
 	bash test/critest/run.sh
+
+# The Kubernetes binaries of cluster-test and node-e2e, from hack/kubelet
+# (k8s.io/kubernetes v1.37.2), built once into _output/k8s/bin.
+k8s-tools:
+	bash test/cluster/build.sh all
+
+# A single-node Kubernetes cluster (etcd, kube-apiserver,
+# kube-controller-manager, kube-scheduler, kubelet) with crid as the node's
+# runtime, and the kubectl workflow against it (test/cluster/run.sh).
+cluster-test: build tools
+	bash test/cluster/run.sh
 
 $(BIN)/staticcheck-$(STATICCHECK_VERSION):
 	mkdir -p $(BIN)

@@ -5,7 +5,7 @@
 # _output/testbed/registries.conf, which mirrors critest's upstream
 # registries to it. See docs/test-images.md.
 #
-#   hack/test-images.sh [testimages flags: -v, -latest-aliases, -list, -dry-run]
+#   hack/test-images.sh [testimages flags: -v, -latest-aliases, -list, -dry-run, -kubernetes]
 #
 # Steps, each skipped when its output is current:
 #   1. apt-get download busybox (Debian's dynamic build: the static one runs
@@ -103,6 +103,34 @@ compile "$csrc/pause.c" "$stage/bin/pause-3.9" -DVERSION='"3.9"'
 compile "$csrc/pause.c" "$stage/bin/pause-3.10" -DVERSION='"3.10"'
 compile "$csrc/nnp.c" "$stage/bin/nnp"
 compile "$csrc/webserver.c" "$stage/bin/webserver"
+
+# 3b. With -kubernetes, the inputs of Kubernetes' e2e images
+# (hack/testimages/kubernetes.go): agnhost and porter's TLS pair from
+# test/cluster/build.sh's output (K8S_BIN_DIR, default _output/k8s/bin),
+# the host's curl and the libraries it loads, pause 3.10.2.
+case " $* " in
+*" -kubernetes "*)
+	kbin="${K8S_BIN_DIR:-$root/_output/k8s/bin}"
+	[[ -x "$kbin/agnhost" && -f "$kbin/agnhost-files/localhost.crt" ]] ||
+		die "-kubernetes needs $kbin/agnhost and agnhost-files/: run test/cluster/build.sh"
+	compile "$csrc/pause.c" "$stage/bin/pause-3.10.2" -DVERSION='"3.10.2"'
+	cp "$kbin/agnhost" "$stage/bin/agnhost.tmp" && mv -f "$stage/bin/agnhost.tmp" "$stage/bin/agnhost"
+	mkdir -p "$stage/agnhost"
+	cp "$kbin/agnhost-files/localhost.crt" "$kbin/agnhost-files/localhost.key" "$stage/agnhost/"
+	command -v curl >/dev/null || die "curl not found: apt-get install curl"
+	croot="$tmp/curl-root"
+	mkdir -p "$croot/usr/bin"
+	cp "$(command -v curl)" "$croot/usr/bin/curl"
+	# Only what busybox-root lacks: glibc itself is already there.
+	for lib in $(ldd "$(command -v curl)" | awk '$2 == "=>" && $3 ~ /^\// { print $3 }'); do
+		[[ -e "$broot$lib" ]] && continue
+		mkdir -p "$croot$(dirname "$lib")"
+		cp -L "$lib" "$croot$lib"
+	done
+	rm -rf "$stage/curl-root"
+	mv "$croot" "$stage/curl-root"
+	;;
+esac
 
 # 4. The builder (standard library only; a cached go build takes a second).
 (cd "$root" && CGO_ENABLED=0 go build -trimpath -o "$testbed/bin/testimages" ./hack/testimages)

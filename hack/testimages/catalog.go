@@ -136,6 +136,20 @@ func (c *catalog) busyboxRoot() *Tree {
 	return t
 }
 
+// baseLayer is the busybox root every image starts from.
+func (c *catalog) baseLayer() LayerSpec {
+	// "BusyBox v1.35.0 (Debian 1:1.35.0-4+deb12u1+b1) multi-call binary."
+	version := strings.TrimSpace(strings.SplitN(c.busybox(), "\n", 2)[0])
+	version = strings.TrimSuffix(version, " multi-call binary.")
+	if c.err != nil {
+		return LayerSpec{}
+	}
+	return LayerSpec{
+		Tree:      c.busyboxRoot(),
+		CreatedBy: version + ", dynamic, glibc from the host; applets hard-linked in /bin",
+	}
+}
+
 // concat joins an embedded base file and extra lines.
 func concat(base []byte, lines ...string) []byte {
 	var b bytes.Buffer
@@ -167,15 +181,9 @@ func config(standsIn string) ImageConfig {
 // crid uses for its sandboxes, from the inputs in st.
 func Catalog(st Stage) ([]Repo, error) {
 	c := &catalog{stage: st}
-	// "BusyBox v1.35.0 (Debian 1:1.35.0-4+deb12u1+b1) multi-call binary."
-	version := strings.TrimSpace(strings.SplitN(c.busybox(), "\n", 2)[0])
-	version = strings.TrimSuffix(version, " multi-call binary.")
+	base := c.baseLayer()
 	if c.err != nil {
 		return nil, c.err
-	}
-	base := LayerSpec{
-		Tree:      c.busyboxRoot(),
-		CreatedBy: version + ", dynamic, glibc from the host; applets hard-linked in /bin",
 	}
 	var repos []Repo
 	add := func(r Repo) { repos = append(repos, r) }
@@ -319,21 +327,7 @@ func Catalog(st Stage) ([]Repo, error) {
 // static webserver program (csrc/webserver.c) under the name of the server
 // it plays.
 func (c *catalog) webServers(base LayerSpec, add func(Repo)) {
-	server := c.program("webserver")
-
-	// nginx:1.14-alpine, as e2e-test-images/nginx:1.14-2 is built on.
-	ngx := NewTree()
-	ngx.File("usr/sbin/nginx", 0o755, server)
-	ngx.File("etc/nginx/nginx.conf", 0o644, c.asset("nginx/nginx.conf"))
-	ngx.File("etc/nginx/conf.d/default.conf", 0o644, c.asset("nginx/default.conf"))
-	ngx.File("usr/share/nginx/html/index.html", 0o644, c.asset("nginx/index.html"))
-	ngx.File("usr/share/nginx/html/50x.html", 0o644, c.asset("nginx/50x.html"))
-	ngx.Dirs("var/run", "var/cache/nginx", "var/log/nginx")
-	ngx.Symlink("var/log/nginx/access.log", "/dev/stdout")
-	ngx.Symlink("var/log/nginx/error.log", "/dev/stderr")
-	ngx.File("etc/passwd", 0o644, concat(c.asset("busybox/passwd"), "nginx:x:101:101:nginx:/var/cache/nginx:/sbin/nologin"))
-	ngx.File("etc/group", 0o644, concat(c.asset("busybox/group"), "nginx:x:101:nginx"))
-	ngxLayer := LayerSpec{Tree: ngx, CreatedBy: "nginx look-alike: /usr/sbin/nginx (static webserver), /etc/nginx, /usr/share/nginx/html"}
+	ngxLayer := c.nginxLayer()
 	maintainer := "NGINX Docker Maintainers <docker-maint@nginx.com>"
 	add(Repo{
 		Name: "e2e-test-images/nginx", Hosts: []string{hostK8s}, Tags: []string{"1.14-2"},
@@ -376,7 +370,7 @@ func (c *catalog) webServers(base LayerSpec, add func(Repo)) {
 	// httpd:2.4.39-alpine, as e2e-test-images/httpd:2.4.39-4 is built on.
 	// The multi-container spec waits for a log line containing "httpd".
 	hd := NewTree()
-	hd.File("usr/local/apache2/bin/httpd", 0o755, server)
+	hd.File("usr/local/apache2/bin/httpd", 0o755, c.program("webserver"))
 	hd.File("usr/local/bin/httpd-foreground", 0o755, c.asset("httpd/httpd-foreground"))
 	hd.File("usr/local/apache2/conf/httpd.conf", 0o644, c.asset("httpd/httpd.conf"))
 	hd.File("usr/local/apache2/htdocs/index.html", 0o644, c.asset("httpd/index.html"))
@@ -398,6 +392,24 @@ func (c *catalog) webServers(base LayerSpec, add func(Repo)) {
 		},
 		Note: "httpd look-alike on :80, logs \"AH00094: Command line: 'httpd -D FOREGROUND'\"",
 	})
+}
+
+// nginxLayer is nginx:1.14-alpine's nginx, as e2e-test-images/nginx is
+// built on, played by the static webserver program.
+func (c *catalog) nginxLayer() LayerSpec {
+	server := c.program("webserver")
+	ngx := NewTree()
+	ngx.File("usr/sbin/nginx", 0o755, server)
+	ngx.File("etc/nginx/nginx.conf", 0o644, c.asset("nginx/nginx.conf"))
+	ngx.File("etc/nginx/conf.d/default.conf", 0o644, c.asset("nginx/default.conf"))
+	ngx.File("usr/share/nginx/html/index.html", 0o644, c.asset("nginx/index.html"))
+	ngx.File("usr/share/nginx/html/50x.html", 0o644, c.asset("nginx/50x.html"))
+	ngx.Dirs("var/run", "var/cache/nginx", "var/log/nginx")
+	ngx.Symlink("var/log/nginx/access.log", "/dev/stdout")
+	ngx.Symlink("var/log/nginx/error.log", "/dev/stderr")
+	ngx.File("etc/passwd", 0o644, concat(c.asset("busybox/passwd"), "nginx:x:101:101:nginx:/var/cache/nginx:/sbin/nologin"))
+	ngx.File("etc/group", 0o644, concat(c.asset("busybox/group"), "nginx:x:101:nginx"))
+	return LayerSpec{Tree: ngx, CreatedBy: "nginx look-alike: /usr/sbin/nginx (static webserver), /etc/nginx, /usr/share/nginx/html"}
 }
 
 // sortedKeys returns the keys of m in order.

@@ -35,6 +35,7 @@ type options struct {
 	dryRun        bool
 	list          bool
 	latestAliases bool
+	kubernetes    bool
 	verbose       bool
 	timeout       time.Duration
 }
@@ -47,6 +48,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.BoolVar(&o.dryRun, "dry-run", false, "build every image and print the digests, push nothing")
 	fs.BoolVar(&o.list, "list", false, "print which critest reference each image serves, with its ID (implies -dry-run)")
 	fs.BoolVar(&o.latestAliases, "latest-aliases", false, "also tag each repository :latest, for critest --registry-prefix, which drops tags")
+	fs.BoolVar(&o.kubernetes, "kubernetes", false, "also build Kubernetes' e2e images (agnhost, busybox, nginx... at the tags the cluster test and node e2e suite pull; needs bin/agnhost, agnhost/ and curl-root/ in the stage)")
 	fs.BoolVar(&o.verbose, "v", false, "report every tag, not only the ones pushed")
 	fs.DurationVar(&o.timeout, "timeout", 5*time.Minute, "give up after this long")
 	if err := fs.Parse(args); err != nil {
@@ -70,6 +72,13 @@ func run(args []string, out io.Writer) error {
 	repos, err := Catalog(Stage{Dir: o.stage})
 	if err != nil {
 		return err
+	}
+	if o.kubernetes {
+		k8s, err := KubernetesCatalog(Stage{Dir: o.stage})
+		if err != nil {
+			return err
+		}
+		repos = append(repos, k8s...)
 	}
 	if o.latestAliases {
 		addLatestAliases(repos)

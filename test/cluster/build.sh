@@ -5,7 +5,8 @@
 # _output/k8s/bin:
 #
 #   etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl
-#   agnhost                  (k8s.io/kubernetes/test/images/agnhost)
+#   agnhost                  (k8s.io/kubernetes/test/images/agnhost; agnhost-files/:
+#                            porter's localhost.crt/.key, which its image adds)
 #   e2e_node.test            (go test -c k8s.io/kubernetes/test/e2e_node)
 #
 #   test/cluster/build.sh [all|cluster|node-e2e]   (default all)
@@ -66,6 +67,11 @@ all | cluster)
 		build "$c" "k8s.io/kubernetes/cmd/$c"
 	done
 	build agnhost k8s.io/kubernetes/test/images/agnhost "-s -w"
+	# The files agnhost's Dockerfile adds beside the binary (porter's TLS
+	# pair), for hack/test-images.sh -kubernetes.
+	kdir="$(go list -m -f '{{.Dir}}' k8s.io/kubernetes)"
+	mkdir -p "$bin/agnhost-files"
+	install -m 0644 "$kdir/test/images/agnhost/porter/localhost.crt" "$kdir/test/images/agnhost/porter/localhost.key" "$bin/agnhost-files/"
 	;;&
 all | node-e2e)
 	build kubelet k8s.io/kubernetes/cmd/kubelet
