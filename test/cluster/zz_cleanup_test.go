@@ -1,12 +1,12 @@
 package cluster
 
 import (
-	"io"
-	"net"
-	"net/http"
 	"encoding/json"
 	"fmt"
+	"io"
 	"io/fs"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
