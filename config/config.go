@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -100,7 +101,20 @@ type Runtime struct {
 	PodShmSize   int64  `toml:"pod_shm_size" json:"pod_shm_size" doc:"size in bytes of each pod's /dev/shm tmpfs"`
 	MonitorPath  string `toml:"monitor_path" json:"monitor_path" doc:"the crid-monitor binary; empty means crid-monitor beside the crid binary"`
 	PausePath    string `toml:"pause_path" json:"pause_path" doc:"the crid-pause binary of the built-in infra (image.sandbox_image empty); empty means crid-pause beside the crid binary"`
+	// DefaultHandler and Handlers are what a RuntimeClass's handler names.
+	DefaultHandler string             `toml:"default_handler" json:"default_handler" doc:"the runtime handler of pods that name none (kubelet sends none without a RuntimeClass); one of runtime.handlers"`
+	Handlers       map[string]Handler `toml:"handlers" json:"handlers" doc:"runtime handlers, one table each ([runtime.handlers.NAME]): what a RuntimeClass's handler field names; all run containers through runc's libcontainer, with the options of their table"`
 }
+
+// Handler is one runtime handler. Every handler runs containers through
+// runc's libcontainer; a handler's table holds what differs for its pods.
+type Handler struct {
+	Infra string `toml:"infra" json:"infra" doc:"pause process for this handler's pods: \"when-needed\", \"always\", or empty for runtime.infra"`
+}
+
+// DefaultHandlerName is the handler crid always has unless configured
+// otherwise: runc through libcontainer, with the global options.
+const DefaultHandlerName = "runc"
 
 // Default returns the configuration used when neither file nor flags say otherwise.
 func Default() Config {
@@ -126,10 +140,12 @@ func Default() Config {
 			CNIBinDirs: []string{"/opt/cni/bin"},
 		},
 		Runtime: Runtime{
-			CgroupDriver: "cgroupfs",
-			CgroupParent: "",
-			Infra:        "when-needed",
-			PodShmSize:   64 << 20,
+			CgroupDriver:   "cgroupfs",
+			CgroupParent:   "",
+			Infra:          "when-needed",
+			PodShmSize:     64 << 20,
+			DefaultHandler: DefaultHandlerName,
+			Handlers:       map[string]Handler{DefaultHandlerName: {}},
 		},
 		Stream: Stream{
 			Address:     "127.0.0.1:0",
@@ -291,6 +307,9 @@ func (c *Config) Validate() error {
 			return err
 		}
 	}
+	if err := c.Runtime.validateHandlers(); err != nil {
+		return err
+	}
 	if c.Runtime.PodShmSize < 4096 {
 		return fmt.Errorf("config: runtime.pod_shm_size: %d is below one page", c.Runtime.PodShmSize)
 	}
@@ -342,6 +361,60 @@ func (n *NRI) validate() error {
 		return fmt.Errorf("config: nri.plugin_request_timeout: must be positive, got %s", n.PluginRequestTimeout)
 	}
 	return nil
+}
+
+// validateHandlers checks the handler names (a RuntimeClass's handler is
+// a DNS label), their options and the default.
+func (r *Runtime) validateHandlers() error {
+	if len(r.Handlers) == 0 {
+		return errors.New("config: runtime.handlers: at least one handler is required")
+	}
+	for name, h := range r.Handlers {
+		if !validHandlerName(name) {
+			return fmt.Errorf("config: runtime.handlers: %q is not a handler name (a lowercase DNS label of at most 63 characters, as a RuntimeClass's handler)", name)
+		}
+		switch h.Infra {
+		case "", "when-needed", "always":
+		default:
+			return fmt.Errorf("config: runtime.handlers.%s.infra: %q is not one of \"when-needed\", \"always\" or empty", name, h.Infra)
+		}
+	}
+	if _, ok := r.Handlers[r.DefaultHandler]; !ok {
+		return fmt.Errorf("config: runtime.default_handler: %q is not one of runtime.handlers (%s)", r.DefaultHandler, strings.Join(r.HandlerNames(), ", "))
+	}
+	return nil
+}
+
+// HandlerNames lists the configured handlers in order.
+func (r *Runtime) HandlerNames() []string {
+	names := make([]string, 0, len(r.Handlers))
+	for n := range r.Handlers {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// HandlerInfra is the infra mode of a handler's pods.
+func (r *Runtime) HandlerInfra(name string) string {
+	if h, ok := r.Handlers[name]; ok && h.Infra != "" {
+		return h.Infra
+	}
+	return r.Infra
+}
+
+// validHandlerName is an RFC 1123 label: what the API server accepts in a
+// RuntimeClass's handler.
+func validHandlerName(s string) bool {
+	if s == "" || len(s) > 63 || s[0] == '-' || s[len(s)-1] == '-' {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 // validSliceName follows systemd's rules for slice unit names: "a-b.slice"

@@ -36,7 +36,7 @@ func TestRenderedDefaultsRoundTrip(t *testing.T) {
 	// Every leaf option is written out with a comment above it.
 	for _, key := range []string{"socket", "root_dir", "run_dir", "shutdown_timeout", "registries_conf",
 		"sandbox_image", "pull_progress_timeout", "max_concurrent_downloads", "max_concurrent_downloads_total",
-		"max_layers", "max_layer_bytes", "max_layer_files", "cni_conf_dir", "cni_bin_dirs", "cgroup_driver", "cgroup_parent", "infra", "pod_shm_size", "monitor_path", "address"} {
+		"max_layers", "max_layer_bytes", "max_layer_files", "cni_conf_dir", "cni_bin_dirs", "cgroup_driver", "cgroup_parent", "infra", "pod_shm_size", "monitor_path", "address", "default_handler"} {
 		i := strings.Index(string(out), "\n"+key+" = ")
 		if i < 0 {
 			t.Fatalf("option %s missing from rendered defaults:\n%s", key, out)
@@ -66,6 +66,9 @@ func TestRenderCoversEveryField(t *testing.T) {
 			}
 			if f.Tag.Get("doc") == "" {
 				t.Errorf("field %s has no doc tag", f.Name)
+			}
+			if f.Type.Kind() == reflect.Map && f.Type.Elem().Kind() == reflect.Struct {
+				walk(f.Type.Elem())
 			}
 		}
 	}
@@ -176,6 +179,12 @@ func TestValidate(t *testing.T) {
 		{"nri.plugin_registration_timeout", func(c *Config) { c.NRI.PluginRegistrationTimeout = 0 }},
 		{"nri.plugin_request_timeout", func(c *Config) { c.NRI.PluginRequestTimeout = -1 }},
 		{"nri.cdi_spec_dirs[1]", func(c *Config) { c.NRI.CDISpecDirs = []string{"/etc/cdi", "cdi"} }},
+		{"runtime.default_handler", func(c *Config) { c.Runtime.DefaultHandler = "kata" }},
+		{"runtime.handlers", func(c *Config) { c.Runtime.Handlers = nil }},
+		{"runtime.handlers", func(c *Config) { c.Runtime.Handlers["Test_Handler"] = Handler{} }},
+		{"runtime.handlers", func(c *Config) { c.Runtime.Handlers["-x"] = Handler{} }},
+		{"runtime.handlers", func(c *Config) { c.Runtime.Handlers[strings.Repeat("h", 64)] = Handler{} }},
+		{"runtime.handlers.test-handler.infra", func(c *Config) { c.Runtime.Handlers["test-handler"] = Handler{Infra: "never"} }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.key, func(t *testing.T) {
@@ -270,5 +279,46 @@ func TestRegistriesConfPresence(t *testing.T) {
 				t.Fatalf("Validate: %v, want an error naming %s", err, tc.wantKey)
 			}
 		})
+	}
+}
+
+// Handlers come from tables of their own; runc, the default, stays beside
+// them; each handler's infra mode falls back to runtime.infra.
+func TestHandlers(t *testing.T) {
+	cfg, err := Load(writeFile(t, "[runtime]\ninfra = \"when-needed\"\n[runtime.handlers.test-handler]\ninfra = \"always\"\n[runtime.handlers.plain]\n"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.Runtime.HandlerNames(); !reflect.DeepEqual(got, []string{"plain", "runc", "test-handler"}) {
+		t.Fatalf("handlers %q", got)
+	}
+	for name, want := range map[string]string{"runc": "when-needed", "plain": "when-needed", "test-handler": "always", "unknown": "when-needed"} {
+		if got := cfg.Runtime.HandlerInfra(name); got != want {
+			t.Errorf("HandlerInfra(%q) = %q, want %q", name, got, want)
+		}
+	}
+	if cfg.Runtime.DefaultHandler != "runc" {
+		t.Errorf("default handler %q", cfg.Runtime.DefaultHandler)
+	}
+	// A rendered config with handlers loads back the same.
+	out, err := Render(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := Load(writeFile(t, string(out)), false)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if !reflect.DeepEqual(back.Runtime.Handlers, cfg.Runtime.Handlers) {
+		t.Errorf("round trip: %+v, want %+v", back.Runtime.Handlers, cfg.Runtime.Handlers)
+	}
+	// Default() hands out a fresh map each time.
+	d := Default()
+	d.Runtime.Handlers["x"] = Handler{}
+	if _, ok := Default().Runtime.Handlers["x"]; ok {
+		t.Error("Default() shares its handlers map")
 	}
 }

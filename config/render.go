@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"reflect"
+	"sort"
 
 	"github.com/BurntSushi/toml"
 )
@@ -22,7 +23,7 @@ func Render(cfg Config) ([]byte, error) {
 
 func renderStruct(buf *bytes.Buffer, v reflect.Value, table string) error {
 	t := v.Type()
-	var tables []int
+	var tables, maps []int
 	for i := range t.NumField() {
 		f := t.Field(i)
 		key := f.Tag.Get("toml")
@@ -30,11 +31,30 @@ func renderStruct(buf *bytes.Buffer, v reflect.Value, table string) error {
 			tables = append(tables, i)
 			continue
 		}
+		if f.Type.Kind() == reflect.Map && f.Type.Elem().Kind() == reflect.Struct {
+			maps = append(maps, i)
+			continue
+		}
 		val, err := tomlValue(v.Field(i).Interface())
 		if err != nil {
 			return fmt.Errorf("render %s%s: %w", table, key, err)
 		}
 		fmt.Fprintf(buf, "\n# %s\n%s = %s\n", f.Tag.Get("doc"), key, val)
+	}
+	// A map of structs is one table per entry, [table.field.key], after
+	// the table's own keys.
+	for _, i := range maps {
+		f := t.Field(i)
+		name := table + f.Tag.Get("toml")
+		fmt.Fprintf(buf, "\n# %s\n", f.Tag.Get("doc"))
+		keys := v.Field(i).MapKeys()
+		sort.Slice(keys, func(a, b int) bool { return keys[a].String() < keys[b].String() })
+		for _, k := range keys {
+			fmt.Fprintf(buf, "[%s.%s]\n", name, k.String())
+			if err := renderStruct(buf, v.Field(i).MapIndex(k), name+"."+k.String()+"."); err != nil {
+				return err
+			}
+		}
 	}
 	for _, i := range tables {
 		name := table + t.Field(i).Tag.Get("toml")

@@ -16,7 +16,6 @@ import (
 	"github.com/crid-dev/crid/cgroupmgr"
 	"github.com/crid-dev/crid/cni"
 	"github.com/crid-dev/crid/oci/specgen"
-	"github.com/crid-dev/crid/podsandbox"
 )
 
 // kubeAPIVersion is the version of the kubelet runtime API crid speaks, as
@@ -52,7 +51,9 @@ func (s *runtimeService) Status(_ context.Context, req *runtime.StatusRequest) (
 		// mount_options of specgen.MountOptions (KEP-5855).
 		Features: &runtime.RuntimeFeatures{SupplementalGroupsPolicy: true, MountOptions: true, UserNamespacesHostNetwork: s.opts.UsernsSupport == nil},
 	}
-	for _, h := range podsandbox.Handlers() {
+	// "" is what kubelet sends for pods without a RuntimeClass: the
+	// default handler, listed first as containerd and CRI-O do.
+	for _, h := range append([]string{""}, s.opts.Config.Runtime.HandlerNames()...) {
 		resp.RuntimeHandlers = append(resp.RuntimeHandlers, &runtime.RuntimeHandler{
 			Name:     h,
 			Features: &runtime.RuntimeHandlerFeatures{RecursiveReadOnlyMounts: true, UserNamespaces: s.opts.UsernsSupport == nil},

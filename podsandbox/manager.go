@@ -49,8 +49,11 @@ type Options struct {
 	// Infra runs infra processes; nil means pods never get one.
 	Infra Infra
 	// InfraAlways gives every pod an infra process, not only those that
-	// share a PID namespace.
+	// share a PID namespace; it applies to Handlers' default only.
 	InfraAlways bool
+	// Handlers are the runtime handlers pods may name, "" standing for the
+	// default handler; nil means "" and "runc", with InfraAlways.
+	Handlers map[string]Handler
 	// Containers stops and removes a pod's containers with it.
 	Containers PodContainers
 	// Events, when set, gets the pods' lifecycle events (created and
@@ -69,6 +72,13 @@ type Options struct {
 	// UserNamespacesHostNetwork is set when a pod in a user namespace of
 	// its own may use the node's network (KEP-5607).
 	UserNamespacesHostNetwork bool
+}
+
+// Handler is what differs between the runtime handlers pods name (a
+// RuntimeClass's handler); all run containers the same way.
+type Handler struct {
+	// InfraAlways gives each of the handler's pods an infra process.
+	InfraAlways bool
 }
 
 // PodContainers are the containers of pods, as the sandbox manager needs

@@ -65,6 +65,34 @@ func TestValidate(t *testing.T) {
 	}
 }
 
+// Configured handlers are accepted, others refused naming the configured
+// ones; each handler's pods get an infra process as its options say.
+func TestHandlers(t *testing.T) {
+	m := testManager(t)
+	m.opts.Infra = &PauseRunner{}
+	m.opts.Handlers = map[string]Handler{"": {}, "runc": {}, "test-handler": {InfraAlways: true}}
+	if got := m.Handlers(); strings.Join(got, ",") != ",runc,test-handler" {
+		t.Errorf("Handlers() = %q", got)
+	}
+	cfg := &runtime.PodSandboxConfig{Metadata: &runtime.PodSandboxMetadata{Name: "p", Namespace: "n", Uid: "u"}}
+	for _, h := range []string{"", "runc", "test-handler"} {
+		if err := m.validate(cfg, h); err != nil {
+			t.Errorf("handler %q: %v", h, err)
+		}
+	}
+	err := m.validate(cfg, "kata")
+	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), `"kata"`) || !strings.Contains(err.Error(), "test-handler") {
+		t.Errorf("unknown handler: %v; want ErrInvalid naming it and the configured ones", err)
+	}
+	podPid := &runtime.PodSandboxConfig{Linux: &runtime.LinuxPodSandboxConfig{SecurityContext: &runtime.LinuxSandboxSecurityContext{
+		NamespaceOptions: &runtime.NamespaceOption{Pid: runtime.NamespaceMode_CONTAINER}}}}
+	for h, want := range map[string]bool{"": false, "runc": false, "test-handler": true} {
+		if got := m.needsInfra(&Sandbox{Config: podPid, RuntimeHandler: h}); got != want {
+			t.Errorf("needsInfra for handler %q = %v, want %v", h, got, want)
+		}
+	}
+}
+
 func TestResolvePrefixes(t *testing.T) {
 	m := testManager(t)
 	for _, id := range []string{"abc123", "abd456", "ffff00"} {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
@@ -19,12 +20,28 @@ import (
 	"github.com/crid-dev/crid/panicguard"
 )
 
-// knownHandlers are the runtime handlers crid serves: the default one and
-// its name.
-var knownHandlers = map[string]bool{"": true, "runc": true}
+// Handlers lists the runtime handlers pods may name: "" (the default)
+// first, then the others in order.
+func (m *Manager) Handlers() []string {
+	if m.opts.Handlers == nil {
+		return []string{"", "runc"}
+	}
+	names := make([]string, 0, len(m.opts.Handlers))
+	for n := range m.opts.Handlers {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
 
-// Handlers lists the runtime handlers crid serves, for Status.
-func Handlers() []string { return []string{"", "runc"} }
+// handler returns the options of a runtime handler, and whether it is one.
+func (m *Manager) handler(name string) (Handler, bool) {
+	if m.opts.Handlers == nil {
+		return Handler{InfraAlways: m.opts.InfraAlways}, name == "" || name == "runc"
+	}
+	h, ok := m.opts.Handlers[name]
+	return h, ok
+}
 
 // Run creates a pod sandbox and returns its ID. A request with the
 // metadata of an existing pod fails with ErrAlreadyExists, unless that pod
@@ -246,7 +263,8 @@ func (m *Manager) create(ctx context.Context, sb *Sandbox) error {
 }
 
 func (m *Manager) needsInfra(sb *Sandbox) bool {
-	return m.opts.Infra != nil && (m.opts.InfraAlways || sb.PidMode() == runtime.NamespaceMode_POD)
+	h, _ := m.handler(sb.RuntimeHandler)
+	return m.opts.Infra != nil && (h.InfraAlways || sb.PidMode() == runtime.NamespaceMode_POD)
 }
 
 func (m *Manager) setupNetwork(ctx context.Context, sb *Sandbox) error {
@@ -278,8 +296,8 @@ func (m *Manager) attachment(sb *Sandbox) cni.Attachment {
 // validate checks what only the sandbox manager can: handler, cgroup
 // parent, sysctls. Nothing has been created when it fails.
 func (m *Manager) validate(cfg *runtime.PodSandboxConfig, handler string) error {
-	if !knownHandlers[handler] {
-		return fmt.Errorf("%w: runtime_handler %q is not one of %q", ErrInvalid, handler, Handlers())
+	if _, ok := m.handler(handler); !ok {
+		return fmt.Errorf("%w: runtime_handler %q is not configured (crid's runtime.handlers: %q)", ErrInvalid, handler, m.Handlers())
 	}
 	if p := cfg.GetLinux().GetCgroupParent(); p != "" {
 		if err := m.opts.Cgroups.ValidateParent(p); err != nil {

@@ -162,7 +162,7 @@ func serve(cfg config.Config) error {
 		Cgroups:             cgroups,
 		DefaultCgroupParent: cfg.Runtime.CgroupParent,
 		ShmSize:             cfg.Runtime.PodShmSize,
-		InfraAlways:         cfg.Runtime.Infra == "always",
+		Handlers:            sandboxHandlers(cfg.Runtime),
 		Containers:          ctrs,
 		Events:              bus,
 		Infra: &podsandbox.PauseRunner{
@@ -357,4 +357,15 @@ func printCrictlHint(w io.Writer, socket string) {
 	ep := "unix://" + socket
 	fmt.Fprintf(w, "crid is listening. Talk to it with:\n  crictl --runtime-endpoint %s --image-endpoint %s version\n  crictl --runtime-endpoint %s --image-endpoint %s info\n",
 		ep, ep, ep, ep)
+}
+
+// sandboxHandlers maps the configured runtime handlers, and "" (what
+// kubelet sends without a RuntimeClass) to the default one.
+func sandboxHandlers(rt config.Runtime) map[string]podsandbox.Handler {
+	hs := map[string]podsandbox.Handler{}
+	for _, name := range rt.HandlerNames() {
+		hs[name] = podsandbox.Handler{InfraAlways: rt.HandlerInfra(name) == "always"}
+	}
+	hs[""] = hs[rt.DefaultHandler]
+	return hs
 }
