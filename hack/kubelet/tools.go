@@ -6,10 +6,12 @@
 // version. test/vm/build.sh builds kubelet from here for the VM test bed;
 // test/cluster/build.sh builds the control plane (etcd, kube-apiserver,
 // kube-controller-manager, kube-scheduler), kubelet, kubectl, the node e2e
-// suite (test/e2e_node) and agnhost for make cluster-test and make node-e2e.
+// suite (test/e2e_node) with the ginkgo CLI that runs it in parallel, and
+// agnhost, for make cluster-test and make node-e2e.
 package kubelet
 
 import (
+	_ "github.com/onsi/ginkgo/v2/ginkgo"
 	_ "go.etcd.io/etcd/server/v3"
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"

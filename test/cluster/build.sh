@@ -8,6 +8,7 @@
 #   agnhost                  (k8s.io/kubernetes/test/images/agnhost; agnhost-files/:
 #                            porter's localhost.crt/.key, which its image adds)
 #   e2e_node.test            (go test -c k8s.io/kubernetes/test/e2e_node)
+#   ginkgo                   (github.com/onsi/ginkgo/v2/ginkgo, the version e2e_node uses)
 #
 #   test/cluster/build.sh [all|cluster|node-e2e]   (default all)
 #
@@ -75,6 +76,8 @@ all | cluster)
 	;;&
 all | node-e2e)
 	build kubelet k8s.io/kubernetes/cmd/kubelet
+	# ginkgo's CLI runs the suite's specs in parallel processes.
+	build ginkgo github.com/onsi/ginkgo/v2/ginkgo "-s -w"
 	if fresh "$bin/e2e_node.test"; then
 		log "e2e_node.test is up to date"
 	else
