@@ -3,7 +3,8 @@
 //
 // Usage:
 //
-//	junitcheck [-expected-pass FILE] [-cannot-pass FILE] [-allowed-focus RE] [-list] REPORT.xml...
+//	junitcheck [-expected-pass FILE] [-cannot-pass FILE] [-list]
+//	           [-name critest] [-allowed-focus RE] [-allowed-skip RE] REPORT.xml...
 //
 // The last line it prints is always
 //
@@ -30,7 +31,10 @@
 // focused on exactly RE (ginkgo's -ginkgo.focus) is accepted; the specs the
 // focus left out are counted apart, and every spec it ran must pass (a
 // short second pass, such as the websocket streaming run of run.sh, is
-// checked without the lists, which name the whole suite).
+// checked without the lists, which name the whole suite). Given lists too,
+// as the node e2e suite's [NodeConformance] run (test/nodee2e) is, the
+// focused specs answer to the lists instead, and -name names that suite in
+// the summary line.
 //
 // The exit status is 0 when every check holds, 1 when one does not, 2 on a
 // usage or input error.
@@ -60,7 +64,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	cannotPath := fs.String("cannot-pass", "", "file of `spec | reason` lines for specs that cannot pass yet")
 	list := fs.Bool("list", false, "also print every spec with its status")
 	allowedSkip := fs.String("allowed-skip", "benchmark", "the only ginkgo skip filter the report may carry (critest sets it itself)")
-	allowedFocus := fs.String("allowed-focus", "", "a ginkgo focus the report may carry: the specs it ran must all pass, the others are counted apart")
+	allowedFocus := fs.String("allowed-focus", "", "a ginkgo focus the report may carry: the others are counted apart; the specs it ran must all pass unless lists are given")
+	name := fs.String("name", "critest", "the suite's name in the summary line")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -79,10 +84,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		suites = append(suites, s...)
 	}
-	res := analyze(suites, *allowedSkip, *allowedFocus)
+	withLists := *expectedPath != "" || *cannotPath != ""
+	res := analyze(suites, *allowedSkip, *allowedFocus, withLists)
 
 	var lists *Lists
-	if *expectedPath != "" || *cannotPath != "" {
+	if withLists {
 		var err error
 		lists, err = loadLists(*expectedPath, *cannotPath)
 		if err != nil {
@@ -109,11 +115,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "hint: %s\n", h)
 	}
 	if res.Filtered > 0 {
-		fmt.Fprintf(stdout, "junitcheck: %d specs not run, removed by critest's own %q filter (not counted)\n", res.Filtered, *allowedSkip)
+		fmt.Fprintf(stdout, "junitcheck: %d specs not run, removed by the run's own skip filter %q (not counted)\n", res.Filtered, *allowedSkip)
 	}
 	if res.Unfocused > 0 || (*allowedFocus != "" && res.Passed+res.Failed+res.Skipped > 0) {
-		fmt.Fprintf(stdout, "junitcheck: focus %q: %d specs run, all must pass; %d not run, left out by the focus (not counted)\n",
-			*allowedFocus, res.Passed+res.Failed+res.Skipped, res.Unfocused)
+		rule := "all must pass"
+		if withLists {
+			rule = "the lists say which must pass"
+		}
+		fmt.Fprintf(stdout, "junitcheck: focus %q: %d specs run, %s; %d not run, left out by the focus (not counted)\n",
+			*allowedFocus, res.Passed+res.Failed+res.Skipped, rule, res.Unfocused)
 	}
 	if len(problems) > 0 {
 		fmt.Fprintf(stdout, "junitcheck: %d error(s):\n", len(problems))
@@ -127,7 +137,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if nri, other := res.split(nriPrefix); nri.total() > 0 {
 		fmt.Fprintf(stdout, "junitcheck: NRI specs (critest -nri-socket): %s; the other specs: %s\n", nri, other)
 	}
-	fmt.Fprintf(stdout, "critest: %d passed, %d failed, %d skipped\n", res.Passed, res.Failed, res.Skipped)
+	fmt.Fprintf(stdout, "%s: %d passed, %d failed, %d skipped\n", *name, res.Passed, res.Failed, res.Skipped)
 	if len(problems) > 0 {
 		return 1
 	}
@@ -295,7 +305,7 @@ func worse(a, b Status) Status {
 	return a
 }
 
-func analyze(suites []junitSuite, allowedSkip, allowedFocus string) Result {
+func analyze(suites []junitSuite, allowedSkip, allowedFocus string, withLists bool) Result {
 	var res Result
 	var filter, focus *regexp.Regexp
 	byName := map[string]*Spec{}
@@ -385,7 +395,7 @@ func analyze(suites []junitSuite, allowedSkip, allowedFocus string) Result {
 	if allowedFocus != "" && focus == nil {
 		res.Problems = append(res.Problems, fmt.Sprintf("-allowed-focus %q given, but the report was not run with that focus", allowedFocus))
 	}
-	if focus != nil {
+	if focus != nil && !withLists {
 		for _, sp := range res.Specs {
 			if sp.Status != Passed {
 				res.Problems = append(res.Problems, fmt.Sprintf("focused spec %q did not pass: %s", sp.Name, sp.Detail))

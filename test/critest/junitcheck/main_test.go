@@ -63,7 +63,7 @@ func TestCountsAndSummaryLine(t *testing.T) {
 	if got, want := lastLine(out), "critest: 2 passed, 2 failed, 1 skipped"; got != want {
 		t.Errorf("summary line = %q, want %q", got, want)
 	}
-	if !strings.Contains(out, "junitcheck: 1 specs not run, removed by critest's own \"benchmark\" filter") {
+	if !strings.Contains(out, "junitcheck: 1 specs not run, removed by the run's own skip filter \"benchmark\"") {
 		t.Errorf("filtered benchmark spec not reported:\n%s", out)
 	}
 }
@@ -356,5 +356,41 @@ func TestFocusedSpecMustPass(t *testing.T) {
 	code, out := runCheck(t, "-allowed-focus", "Streaming", p)
 	if code != 1 || !strings.Contains(out, "should support attach [Conformance]\" did not pass") {
 		t.Errorf("exit %d, want 1 naming the failed spec; output:\n%s", code, out)
+	}
+}
+
+// The node e2e suite runs with a focus and a skip filter of its own and
+// ratchet lists: the specs the filters remove are counted apart, the focused
+// ones answer to the lists (a listed failure is no error), and the summary
+// line carries the suite's name. Without lists every focused spec must pass.
+func TestDeclaredFocusWithLists(t *testing.T) {
+	dir := t.TempDir()
+	expected := filepath.Join(dir, "expected-pass.txt")
+	cannot := filepath.Join(dir, "cannot-pass.txt")
+	if err := os.WriteFile(expected, []byte("[sig-node] Pods should be submitted and removed [NodeConformance]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cannot, []byte("[sig-node] Probing container should restart [NodeConformance] | cannot apply: test\n"+
+		"[sig-node] AppArmor should enforce [NodeConformance] | cannot apply: no AppArmor\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"-name", "node-e2e", "-allowed-focus", `\[NodeConformance\]`, "-allowed-skip", `\[Serial\]|\[Slow\]`}
+	code, out := runCheck(t, append(args, "-expected-pass", expected, "-cannot-pass", cannot, "testdata/nodee2e.xml")...)
+	if code != 0 {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	if got := lastLine(out); got != "node-e2e: 1 passed, 1 failed, 1 skipped" {
+		t.Errorf("summary line = %q", got)
+	}
+	if !strings.Contains(out, "the lists say which must pass; 1 not run, left out by the focus") ||
+		!strings.Contains(out, "1 specs not run, removed by the run's own skip filter") {
+		t.Errorf("filtered specs not reported:\n%s", out)
+	}
+	if code, out = runCheck(t, append(args, "testdata/nodee2e.xml")...); code != 1 || !strings.Contains(out, "did not pass") {
+		t.Errorf("exit %d without lists, want the failed focused spec reported:\n%s", code, out)
+	}
+	code, out = runCheck(t, "-name", "node-e2e", "-allowed-focus", `\[Conformance\]`, "-allowed-skip", `\[Serial\]|\[Slow\]`, "testdata/nodee2e.xml")
+	if code != 1 {
+		t.Errorf("exit %d with a foreign focus:\n%s", code, out)
 	}
 }
