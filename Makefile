@@ -116,6 +116,11 @@ k8s-tools:
 cluster-test: build tools
 	bash test/cluster/run.sh
 
+# Kubernetes' node conformance suite ([NodeConformance] of test/e2e_node,
+# v1.37.2) against a private crid, with its ratchet (test/nodee2e/run.sh).
+node-e2e: build tools
+	bash test/nodee2e/run.sh
+
 $(BIN)/staticcheck-$(STATICCHECK_VERSION):
 	mkdir -p $(BIN)
 	GOBIN=$(BIN) CGO_ENABLED=0 $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)

@@ -50,109 +50,21 @@ service_range="10.0.0.0/24"
 node="crid-cluster-node"
 export PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
 
-log() { printf 'cluster-test: %s\n' "$*" >&2; }
-die() {
-	log "error: $*"
-	exit 2
-}
+LOG_PREFIX=cluster-test
+OUT="$out"
+# shellcheck source=test/cluster/lib.sh
+. "$root/test/cluster/lib.sh"
 [[ $EUID -eq 0 ]] || die "must run as root"
 
 # --- state for teardown ---------------------------------------------------
 tmp=""
 cleaned=0
-leftovers=0
-declare -A pids=()       # component -> pid
-guard_rules=()           # iptables rules added, as the arguments that delete them
-declare -A saved_sysctl=()
 chains_before=""
 bridge_preexisted=0
 logs_dir_preexisted=1
 started_registry=0
 cgroup_root="/crid-cluster-$$"
-
-# free_port FROM: the first TCP port from FROM on that nothing listens on.
-free_port() {
-	local p
-	for ((p = $1; p < $1 + 1000; p++)); do
-		if [[ -z "$(ss -Hltn "sport = :$p")" ]]; then
-			echo "$p"
-			return 0
-		fi
-	done
-	die "no free port from $1"
-}
-
-# start NAME CMD...: run a component in the background, logging to $out/NAME.log.
-start() {
-	local name="$1"
-	shift
-	"$@" >"$out/$name.log" 2>&1 </dev/null &
-	pids[$name]=$!
-	log "started $name (pid ${pids[$name]}, log $out/$name.log)"
-}
-
-# stop NAME: SIGTERM, then SIGKILL after 20 s.
-stop() {
-	local name="$1" pid="${pids[$1]:-}"
-	[[ -n "$pid" ]] || return 0
-	if kill -0 "$pid" 2>/dev/null; then
-		kill -TERM "$pid" 2>/dev/null
-		for _ in $(seq 1 200); do
-			kill -0 "$pid" 2>/dev/null || break
-			sleep 0.1
-		done
-		if kill -0 "$pid" 2>/dev/null; then
-			log "$name did not exit within 20s of SIGTERM: SIGKILL"
-			kill -KILL "$pid" 2>/dev/null
-		fi
-	fi
-	wait "$pid" 2>/dev/null || true
-	unset "pids[$name]"
-}
-
-alive() { kill -0 "${pids[$1]}" 2>/dev/null; }
-
-# wait_until SECONDS WHAT COMMAND...: poll COMMAND every half second.
-wait_until() {
-	local secs="$1" what="$2" i
-	shift 2
-	for ((i = 0; i < secs * 2; i++)); do
-		"$@" >/dev/null 2>&1 && return 0
-		sleep 0.5
-	done
-	die "$what did not happen within ${secs}s"
-}
-
-# pids_under DIR: processes whose root, cwd, executable or command line
-# names a path under DIR (containers, monitor, helpers of this run).
-pids_under() {
-	local dir="$1" re
-	re="[${dir:0:1}]$(printf '%s' "${dir:1}" | sed 's/[].[\*^$]/\\&/g')"
-	{
-		find /proc/[0-9]*/ -maxdepth 1 \( -name root -o -name cwd -o -name exe \) -lname "$dir*" 2>/dev/null
-		grep -l -a -e "$re" /proc/[0-9]*/cmdline 2>/dev/null
-	} | cut -d/ -f3 | sort -un | grep -vx -e "$$" -e "$BASHPID" || true
-}
-
-mounts_under() {
-	awk -v d="$1" '$5 == d || index($5, d "/") == 1 { print $5 }' /proc/self/mountinfo |
-		awk '{ print length($0) " " $0 }' | sort -rn | cut -d' ' -f2-
-}
-
-cgroup_dirs() {
-	local h
-	for h in /sys/fs/cgroup/*/; do
-		[[ -d "$h${cgroup_root#/}" ]] && echo "$h${cgroup_root#/}"
-	done
-	return 0
-}
-
-iptables_chains() {
-	local t
-	for t in filter nat mangle; do
-		iptables -t "$t" -S 2>/dev/null | awk -v t="$t" '$1 == "-N" { print t, $2 }'
-	done
-}
+guard_tag="crid-cluster-$$"
 
 kubectl() { "$kbin/kubectl" --kubeconfig "$tmp/pki/admin.kubeconfig" "$@"; }
 crictl() { "$crictl_bin" --runtime-endpoint "unix://$tmp/crid.sock" --image-endpoint "unix://$tmp/crid.sock" --timeout 30s "$@"; }
@@ -164,73 +76,27 @@ teardown() {
 	trap '' INT TERM HUP
 	set +e
 	log "tearing down"
-	if [[ -n "${pids[kube-apiserver]:-}" ]] && alive kube-apiserver; then
-		# Workflow namespaces the tests did not delete: delete them while
-		# kubelet still runs, so pods end the way users end them.
+	if alive kube-apiserver; then
+		# Workflow namespaces the tests did not delete: deleted while
+		# kubelet still runs, so that pods end the way users end them.
 		kubectl delete namespace -l crid-cluster-test --wait=true --timeout=90s >/dev/null 2>&1
 	fi
 	stop kubelet
-	if [[ -n "${pids[crid]:-}" ]] && alive crid; then
-		# Whatever kubelet left: removed through crid, which undoes its own
+	if alive crid; then
+		# Whatever kubelet left, removed through crid, which undoes its own
 		# mounts, namespaces, CNI leases and cgroups.
 		crictl rmp --force --all >/dev/null 2>&1
 	fi
+	local c
 	for c in kube-scheduler kube-controller-manager kube-apiserver etcd auth-registry crid; do
 		stop "$c"
 	done
-	if [[ -n "$tmp" ]]; then
-		local left
-		left="$(pids_under "$tmp" | tr '\n' ' ')"
-		if [[ -n "${left// /}" ]]; then
-			log "ending processes left under $tmp: $left"
-			# shellcheck disable=SC2086
-			kill -KILL $left 2>/dev/null
-			sleep 0.5
-		fi
-	fi
-	local d procs
-	for d in $(cgroup_dirs); do
-		procs="$(find "$d" -name cgroup.procs -exec cat {} + 2>/dev/null | sort -un | tr '\n' ' ')"
-		if [[ -n "${procs// /}" ]]; then
-			log "ending processes left in $d: $procs"
-			# shellcheck disable=SC2086
-			kill -KILL $procs 2>/dev/null
-			sleep 0.5
-		fi
-		find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null
-	done
-	if [[ -n "$tmp" && -d "$tmp" ]]; then
-		local m
-		while read -r m; do
-			[[ -n "$m" ]] || continue
-			umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || log "warning: cannot unmount $m"
-		done < <(mounts_under "$tmp")
-	fi
-	local r
-	for r in "${guard_rules[@]}"; do
-		# shellcheck disable=SC2086
-		iptables $r 2>/dev/null || log "warning: cannot undo iptables $r"
-	done
-	# Chains kubelet made (KUBE-KUBELET-CANARY, KUBE-IPTABLES-HINT, ...):
-	# those that did not exist before this run.
-	if [[ -n "$chains_before" ]]; then
-		local t ch
-		while read -r t ch; do
-			[[ "$ch" == KUBE-* ]] || continue
-			grep -qx "$t $ch" <<<"$chains_before" && continue
-			iptables -t "$t" -S | awk -v c="$ch" '$1 == "-A" && $0 ~ ("-j " c "( |$)") { sub(/^-A/, "-D"); print }' |
-				while read -r rule; do
-					# shellcheck disable=SC2086
-					iptables -t "$t" $rule 2>/dev/null
-				done
-			iptables -t "$t" -F "$ch" 2>/dev/null
-			iptables -t "$t" -X "$ch" 2>/dev/null || log "warning: cannot delete chain $t/$ch"
-		done < <(iptables_chains)
-	fi
-	local k
-	for k in "${!saved_sysctl[@]}"; do
-		sysctl -q -w "$k=${saved_sysctl[$k]}" >/dev/null || log "warning: cannot restore $k"
-	done
+	[[ -n "$tmp" ]] && kill_under "$tmp"
+	remove_cgroup "$cgroup_root"
+	[[ -n "$tmp" && -d "$tmp" ]] && unmount_under "$tmp"
+	unguard
+	[[ -n "$chains_before" ]] && remove_new_kube_chains "$chains_before"
+	restore_kubelet_sysctls
 	if [[ $bridge_preexisted -eq 0 ]] && ip link show "$bridge" >/dev/null 2>&1; then
 		ip link del "$bridge"
 	fi
@@ -245,27 +111,19 @@ teardown() {
 		bash hack/registry.sh stop >/dev/null 2>&1 || log "warning: hack/registry.sh stop failed"
 	fi
 	# What is left is a bug of this script or of crid: say so and fail.
-	check_left() {
-		if [[ -n "$2" ]]; then
-			log "LEFT BEHIND: $1: $2"
-			leftovers=1
-		fi
-	}
 	if [[ -n "$tmp" ]]; then
 		check_left "processes" "$(pids_under "$tmp" | tr '\n' ' ')"
 		check_left "mounts" "$(mounts_under "$tmp" | tr '\n' ' ')"
 		check_left "temp dir" "$([[ -e "$tmp" ]] && echo "$tmp")"
 		check_left "container log links" "$(find /var/log/containers -maxdepth 1 -lname "$tmp/*" 2>/dev/null | tr '\n' ' ')"
 	fi
-	check_left "cgroups" "$(cgroup_dirs | tr '\n' ' ')"
+	check_left "cgroups" "$(cgroup_dirs "$cgroup_root" | tr '\n' ' ')"
 	check_left "bridge" "$([[ $bridge_preexisted -eq 0 ]] && ip -br link show "$bridge" 2>/dev/null)"
-	check_left "iptables guard rules" "$(iptables -S INPUT | grep -F "crid-cluster-$$"; iptables -t mangle -S PREROUTING | grep -F "crid-cluster-$$" || true)"
+	check_left "iptables guard rules" "$(guards_left "$guard_tag")"
 	if [[ -n "$chains_before" ]]; then
-		check_left "iptables chains" "$(iptables_chains | grep -vxF "$chains_before" | grep ' KUBE-' | tr '\n' ' ' || true)"
+		check_left "iptables chains" "$(iptables_chains | grep -vxF "$chains_before" | grep ' KUBE-' | tr '\n' ' ')"
 	fi
-	for k in "${!saved_sysctl[@]}"; do
-		[[ "$(sysctl -n "$k")" == "${saved_sysctl[$k]}" ]] || check_left "sysctl" "$k=$(sysctl -n "$k"), was ${saved_sysctl[$k]}"
-	done
+	check_left "sysctls" "$(changed_sysctls | tr '\n' ' ')"
 	[[ $leftovers -eq 0 ]] && log "teardown complete: nothing left"
 	set -e
 }
@@ -317,21 +175,10 @@ chains_before="$(iptables_chains)"
 [[ -n "$chains_before" ]] || chains_before="none"
 [[ -e "/sys/class/net/$bridge" ]] && die "bridge $bridge exists: another cluster test runs (or one leaked it)"
 [[ -d /var/log/containers ]] || logs_dir_preexisted=0
-# kubelet sets these at start (setupKernelTunables); restored at the end.
-for k in vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops kernel.keys.root_maxkeys kernel.keys.root_maxbytes; do
-	saved_sysctl[$k]="$(sysctl -n "$k")"
-done
-# kubelet listens on the node's address: only this machine may reach it.
-rule="! -i lo -p tcp --dport $kubelet_port -m comment --comment crid-cluster-$$ -j DROP"
-# shellcheck disable=SC2086
-iptables -I INPUT $rule
-guard_rules+=("-D INPUT $rule")
-# The workflow's hostPort (DNAT before INPUT): dropped in mangle when it
-# does not come from this machine.
-rule="! -i lo -p tcp --dport $host_port -m comment --comment crid-cluster-$$ -j DROP"
-# shellcheck disable=SC2086
-iptables -t mangle -I PREROUTING $rule
-guard_rules+=("-t mangle -D PREROUTING $rule")
+save_kubelet_sysctls
+# kubelet listens on the node's address, and the workflow's hostPort is
+# DNATed from it: only this machine may reach either.
+guard_port "$guard_tag" "$kubelet_port" "$host_port"
 # kubelet's cgroup root, in every hierarchy (kubelet checks it exists).
 for h in /sys/fs/cgroup/*/; do
 	[[ -e "$h/cgroup.procs" ]] && mkdir -p "$h${cgroup_root#/}"
@@ -366,29 +213,7 @@ mkdir -p "$tmp/net.d" "$tmp/crid-root" "$tmp/crid-run"
 	cat "$testbed/registries.conf"
 	printf '\n# written by test/cluster/run.sh: the basic-auth registry\n[[registry]]\nlocation = "127.0.0.1:%s"\ninsecure = true\n' "$auth_port"
 } >"$tmp/registries.conf"
-cat >"$tmp/net.d/10-crid-cluster.conflist" <<EOF
-{
-  "cniVersion": "1.0.0",
-  "name": "crid-cluster",
-  "plugins": [
-    {
-      "type": "bridge",
-      "bridge": "$bridge",
-      "isGateway": true,
-      "ipMasq": false,
-      "hairpinMode": true,
-      "ipam": {
-        "type": "host-local",
-        "dataDir": "$tmp/cni-ipam",
-        "ranges": [[{ "subnet": "$subnet" }]],
-        "routes": [{ "dst": "0.0.0.0/0" }]
-      }
-    },
-    { "type": "portmap", "capabilities": { "portMappings": true } },
-    { "type": "loopback" }
-  ]
-}
-EOF
+write_cni_conflist "$tmp/net.d/10-crid-cluster.conflist" crid-cluster "$bridge" "$subnet" "$tmp/cni-ipam"
 cni_bin_dirs='"/opt/cni/bin"'
 [[ -d "$root/_output/cni/bin" ]] && cni_bin_dirs="\"$root/_output/cni/bin\", $cni_bin_dirs"
 cat >"$tmp/crid.toml" <<EOF
