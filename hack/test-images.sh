@@ -115,8 +115,8 @@ case " $* " in
 		die "-kubernetes needs $kbin/agnhost and agnhost-files/: run test/cluster/build.sh"
 	compile "$csrc/pause.c" "$stage/bin/pause-3.10.2" -DVERSION='"3.10.2"'
 	cp "$kbin/agnhost" "$stage/bin/agnhost.tmp" && mv -f "$stage/bin/agnhost.tmp" "$stage/bin/agnhost"
-	mkdir -p "$stage/agnhost"
-	cp "$kbin/agnhost-files/localhost.crt" "$kbin/agnhost-files/localhost.key" "$stage/agnhost/"
+	rm -rf "$stage/agnhost"
+	cp -r "$kbin/agnhost-files" "$stage/agnhost"
 	command -v curl >/dev/null || die "curl not found: apt-get install curl"
 	croot="$tmp/curl-root"
 	mkdir -p "$croot/usr/bin"

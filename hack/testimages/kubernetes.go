@@ -81,22 +81,58 @@ func KubernetesCatalog(st Stage) ([]Repo, error) {
 		Note: agnhostNote,
 	})
 
+	// kitten and nautilus: agnhost's test-webserver serving a picture (the
+	// specs that update a container's image swap one for the other).
+	agnhostImage := repos[len(repos)-1].Image
+	for _, pic := range []struct{ name, file string }{{"kitten", "kitten.jpg"}, {"nautilus", "nautilus.jpg"}} {
+		html := NewTree()
+		html.File(pic.file, 0o644, c.agnhostAsset(pic.name+"/"+pic.file))
+		html.File("data.json", 0o644, c.agnhostAsset(pic.name+"/data.json"))
+		cfg := agnhostImage.Config
+		cfg.Cmd = []string{"test-webserver"}
+		cfg.Labels = map[string]string{labelStandsIn: standsIn(pic.name)}
+		layers := append(append([]LayerSpec(nil), agnhostImage.Layers...),
+			LayerSpec{Tree: html, CreatedBy: "COPY html/" + pic.file + " html/data.json /"})
+		add(Repo{
+			Name: "e2e-test-images/" + pic.name, Hosts: []string{hostK8s}, Tags: []string{"1.8"},
+			Image: &Image{Layers: layers, Config: cfg, List: true},
+			Note:  "agnhost test-webserver with /" + pic.file,
+		})
+	}
+
 	maintainer := "NGINX Docker Maintainers <docker-maint@nginx.com>"
-	add(Repo{
-		Name: "e2e-test-images/nginx", Hosts: []string{hostK8s}, Tags: []string{"1.27.0-2"},
-		Image: &Image{
-			Layers: []LayerSpec{base, c.nginxLayer()},
-			Config: ImageConfig{
-				Env:          []string{pathEnv, "NGINX_VERSION=1.27.0"},
-				Cmd:          []string{"nginx", "-g", "daemon off;"},
-				ExposedPorts: map[string]struct{}{"80/tcp": {}},
-				StopSignal:   "SIGQUIT",
-				Labels:       map[string]string{"maintainer": maintainer, labelStandsIn: standsIn("nginx")},
+	for _, v := range []struct{ tag, version string }{{"1.27.0-2", "1.27.0"}, {"1.28.0-2", "1.28.0"}} {
+		add(Repo{
+			Name: "e2e-test-images/nginx", Hosts: []string{hostK8s}, Tags: []string{v.tag},
+			Image: &Image{
+				Layers: []LayerSpec{base, c.nginxLayer()},
+				Config: ImageConfig{
+					Env:          []string{pathEnv, "NGINX_VERSION=" + v.version},
+					Cmd:          []string{"nginx", "-g", "daemon off;"},
+					ExposedPorts: map[string]struct{}{"80/tcp": {}},
+					StopSignal:   "SIGQUIT",
+					Labels:       map[string]string{"maintainer": maintainer, labelStandsIn: standsIn("nginx")},
+				},
+				List: true,
 			},
-			List: true,
-		},
-		Note: "nginx look-alike on :80",
-	})
+			Note: "nginx look-alike on :80 (nginx and nginx-new)",
+		})
+	}
+
+	// glibc-dns-testing (debian with dnsutils upstream): the specs run
+	// `hostname -f`, which the glibc-linked busybox resolves through glibc.
+	// ipc-utils (alpine with util-linux upstream): the specs run `ipcs -m`,
+	// which the busybox root's stand-in answers.
+	for _, r := range []struct{ name, tag, note string }{
+		{"glibc-dns-testing", "2.1.1", "busybox root on glibc (hostname -f through glibc's resolver)"},
+		{"ipc-utils", "1.4", "busybox root with the ipcs stand-in"},
+	} {
+		add(Repo{
+			Name: "e2e-test-images/" + r.name, Hosts: []string{hostK8s}, Tags: []string{r.tag},
+			Image: &Image{Layers: []LayerSpec{base}, Config: config(standsIn(r.name)), List: true},
+			Note:  r.note,
+		})
+	}
 
 	// nonewprivs: as 1.3 in the critest catalog.
 	nnp := NewTree()

@@ -6,7 +6,8 @@
 #
 #   etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl
 #   agnhost                  (k8s.io/kubernetes/test/images/agnhost; agnhost-files/:
-#                            porter's localhost.crt/.key, which its image adds)
+#                            porter's localhost.crt/.key, which its image adds,
+#                            and the html/ of kitten and nautilus, built on it)
 #   e2e_node.test            (go test -c k8s.io/kubernetes/test/e2e_node)
 #   ginkgo                   (github.com/onsi/ginkgo/v2/ginkgo, the version e2e_node uses)
 #
@@ -69,10 +70,13 @@ all | cluster)
 	done
 	build agnhost k8s.io/kubernetes/test/images/agnhost "-s -w"
 	# The files agnhost's Dockerfile adds beside the binary (porter's TLS
-	# pair), for hack/test-images.sh -kubernetes.
-	kdir="$(go list -m -f '{{.Dir}}' k8s.io/kubernetes)"
-	mkdir -p "$bin/agnhost-files"
-	install -m 0644 "$kdir/test/images/agnhost/porter/localhost.crt" "$kdir/test/images/agnhost/porter/localhost.key" "$bin/agnhost-files/"
+	# pair) and those of the images built on agnhost (kitten, nautilus),
+	# for hack/test-images.sh -kubernetes.
+	kdir="$(go list -m -f '{{.Dir}}' k8s.io/kubernetes)/test/images"
+	mkdir -p "$bin/agnhost-files/kitten" "$bin/agnhost-files/nautilus"
+	install -m 0644 "$kdir/agnhost/porter/localhost.crt" "$kdir/agnhost/porter/localhost.key" "$bin/agnhost-files/"
+	install -m 0644 "$kdir/kitten/html/kitten.jpg" "$kdir/kitten/html/data.json" "$bin/agnhost-files/kitten/"
+	install -m 0644 "$kdir/nautilus/html/nautilus.jpg" "$kdir/nautilus/html/data.json" "$bin/agnhost-files/nautilus/"
 	;;&
 all | node-e2e)
 	build kubelet k8s.io/kubernetes/cmd/kubelet
