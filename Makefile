@@ -2,7 +2,9 @@
 SHELL := /bin/bash
 GO ?= go
 BIN := $(CURDIR)/_output/bin
-VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# A semantic version, as kubelet parses the runtime's (it shows anything
+# else as crid://Unknown): the release tag, else 0.0.0-<commit>.
+VERSION := $(shell git describe --tags --match 'v[0-9]*' --dirty 2>/dev/null || echo 0.0.0-$$(git describe --always --dirty 2>/dev/null || echo dev))
 COMMIT := $(shell git rev-parse HEAD 2>/dev/null)
 # containers_image_openpgp keeps containers/image off gpgme (cgo);
 # seccomp enables libcontainer's seccomp through libseccomp.

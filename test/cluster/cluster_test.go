@@ -59,7 +59,7 @@ func readEnv(path string) (map[string]string, error) {
 			m[k] = v
 		}
 	}
-	for _, k := range []string{"KUBECTL", "KUBECONFIG", "NODE", "CGROUP_ROOT", "CRID_SOCKET", "CRICTL", "HOST_DIR", "AUTH_REGISTRY", "AUTH_USER", "AUTH_PASS",
+	for _, k := range []string{"KUBECTL", "KUBECONFIG", "NODE", "CGROUP_ROOT", "CRID_SOCKET", "CRICTL", "CRICTL_CONFIG", "HOST_DIR", "AUTH_REGISTRY", "AUTH_USER", "AUTH_PASS",
 		"NODE_IP", "HOST_PORT", "KUBELET_ROOT", "CNI_IPAM", "BRIDGE", "CRID_ROOT", "CRID_RUN", "POD_LOGS"} {
 		if m[k] == "" {
 			return nil, fmt.Errorf("%s: %s is not set", path, k)
@@ -143,8 +143,7 @@ func crictl(t *testing.T, args ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	sock := "unix://" + env["CRID_SOCKET"]
-	r, err := run(exec.CommandContext(ctx, env["CRICTL"], append([]string{"--runtime-endpoint", sock, "--image-endpoint", sock}, args...)...), nil)
+	r, err := run(exec.CommandContext(ctx, env["CRICTL"], append([]string{"--config", env["CRICTL_CONFIG"]}, args...)...), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -67,7 +67,7 @@ cgroup_root="/crid-cluster-$$"
 guard_tag="crid-cluster-$$"
 
 kubectl() { "$kbin/kubectl" --kubeconfig "$tmp/pki/admin.kubeconfig" "$@"; }
-crictl() { "$crictl_bin" --runtime-endpoint "unix://$tmp/crid.sock" --image-endpoint "unix://$tmp/crid.sock" --timeout 30s "$@"; }
+crictl() { "$crictl_bin" --config "$tmp/crictl.yaml" --timeout 30s "$@"; }
 
 # teardown: undo everything, deepest first; safe to call twice.
 teardown() {
@@ -233,6 +233,7 @@ cni_bin_dirs = [$cni_bin_dirs]
 cgroup_driver = "cgroupfs"
 cgroup_parent = "$cgroup_root/crid"
 EOF
+printf 'runtime-endpoint: unix://%s\nimage-endpoint: unix://%s\n' "$tmp/crid.sock" "$tmp/crid.sock" >"$tmp/crictl.yaml"
 start crid "$crid_bin" --config "$tmp/crid.toml" -v=2
 wait_until 30 "crid's socket" test -S "$tmp/crid.sock"
 
@@ -339,6 +340,7 @@ CRID_SOCKET=$tmp/crid.sock
 CRID_ROOT=$tmp/crid-root
 CRID_RUN=$tmp/crid-run
 CRICTL=$crictl_bin
+CRICTL_CONFIG=$tmp/crictl.yaml
 POD_LOGS=$tmp/pod-logs
 HOST_DIR=$tmp/host
 REGISTRY=$registry

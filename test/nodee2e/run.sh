@@ -75,7 +75,7 @@ host_dirs=(/var/lib/kubelet /var/log/pods /var/log/containers)
 declare -A host_dir_preexisted=()
 keys_before=""
 
-crictl() { "$crictl_bin" --runtime-endpoint "unix://$tmp/crid.sock" --image-endpoint "unix://$tmp/crid.sock" --timeout 60s "$@"; }
+crictl() { "$crictl_bin" --config "$tmp/crictl.yaml" --timeout 60s "$@"; }
 
 teardown() {
 	[[ $cleaned -eq 1 ]] && return 0
@@ -210,6 +210,7 @@ cgroup_parent = "$cgroup_parent"
 # node e2e jobs configure one.
 [runtime.handlers.test-handler]
 EOF
+printf 'runtime-endpoint: unix://%s\nimage-endpoint: unix://%s\n' "$tmp/crid.sock" "$tmp/crid.sock" >"$tmp/crictl.yaml"
 start crid "$crid_bin" --config "$tmp/crid.toml" -v=2
 wait_until 30 "crid's socket" test -S "$tmp/crid.sock"
 
