@@ -219,16 +219,17 @@ spec:
     resources:
       limits: {memory: 32Mi}
 `, busybox))
-	var c *ContainerStatus
-	waitFor(t, 2*time.Minute, "the hog's end", func() (bool, error) {
-		c = getPod(t, ns, "hog").container("main")
-		return c != nil && c.State.Terminated != nil, nil
+	var p *Pod
+	waitFor(t, 2*time.Minute, "the hog's pod Failed", func() (bool, error) {
+		p = getPod(t, ns, "hog")
+		if p.Status.Phase == "Succeeded" {
+			return false, fmt.Errorf("the hog's pod succeeded")
+		}
+		return p.Status.Phase == "Failed", nil
 	})
-	if c.State.Terminated.Reason != "OOMKilled" || c.State.Terminated.ExitCode != 137 {
-		t.Errorf("terminated %+v, want reason OOMKilled, exit code 137", c.State.Terminated)
-	}
-	if phase := getPod(t, ns, "hog").Status.Phase; phase != "Failed" {
-		t.Errorf("pod phase %s, want Failed", phase)
+	c := p.container("main")
+	if c == nil || c.State.Terminated == nil || c.State.Terminated.Reason != "OOMKilled" || c.State.Terminated.ExitCode != 137 {
+		t.Errorf("container %+v, want terminated with reason OOMKilled, exit code 137", c)
 	}
 }
 

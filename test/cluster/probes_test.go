@@ -9,6 +9,7 @@ import (
 
 // Liveness and readiness probes of every kind (exec, HTTP, TCP, gRPC)
 // pass on healthy containers: the pod becomes Ready with no restart.
+// (netexec's /healthz answers 200 once its UDP server runs.)
 func TestProbesPass(t *testing.T) {
 	ns := namespace(t)
 	apply(t, ns, fmt.Sprintf(`apiVersion: v1
@@ -20,7 +21,7 @@ spec:
   containers:
   - name: http
     image: %[1]s
-    args: ["netexec", "--http-port=8080", "--udp-port=-1"]
+    args: ["netexec", "--http-port=8080", "--udp-port=8081"]
     livenessProbe:
       httpGet: {path: /healthz, port: 8080}
       periodSeconds: 2
@@ -29,12 +30,12 @@ spec:
       periodSeconds: 1
   - name: tcp
     image: %[1]s
-    args: ["netexec", "--http-port=8081", "--udp-port=-1"]
+    args: ["netexec", "--http-port=8083", "--udp-port=-1"]
     livenessProbe:
-      tcpSocket: {port: 8081}
+      tcpSocket: {port: 8083}
       periodSeconds: 2
     readinessProbe:
-      tcpSocket: {port: 8081}
+      tcpSocket: {port: 8083}
       periodSeconds: 1
   - name: grpc
     image: %[1]s
@@ -73,7 +74,10 @@ spec:
 
 // A failing liveness probe restarts the container, counted in its status;
 // a failing readiness probe keeps the pod out of Ready without restarts.
-// Failing exec, HTTP and gRPC probes each show their kind's failure.
+// Exec, HTTP and gRPC liveness probes and an HTTP readiness probe fail,
+// each with its kind's message. agnhost's liveness server answers
+// /healthz with 200 for 10 s, then 500; grpc-health-checking turns
+// NOT_SERVING after 3 s.
 func TestProbesFail(t *testing.T) {
 	ns := namespace(t)
 	apply(t, ns, fmt.Sprintf(`apiVersion: v1
@@ -97,48 +101,78 @@ spec:
       grpc: {port: 5000}
       periodSeconds: 1
       failureThreshold: 1
+  - name: http-live
+    image: %[1]s
+    args: ["liveness"]
+    livenessProbe:
+      httpGet: {path: /healthz, port: 8080}
+      periodSeconds: 1
+      failureThreshold: 1
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: unready
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
   - name: http-ready
     image: %[1]s
-    args: ["netexec", "--http-port=8080", "--udp-port=-1"]
+    args: ["liveness"]
     readinessProbe:
-      httpGet: {path: /no-such-page, port: 8080}
+      httpGet: {path: /healthz, port: 8080}
       periodSeconds: 1
+      failureThreshold: 1
 `, agnhost, busybox))
+	live := []string{"exec-live", "grpc-live", "http-live"}
 	var p *Pod
-	waitFor(t, 4*time.Minute, "two restarts of each liveness-probed container", func() (bool, error) {
+	waitFor(t, 5*time.Minute, "two restarts of each liveness-probed container", func() (bool, error) {
 		p = getPod(t, ns, "unhealthy")
-		for _, name := range []string{"exec-live", "grpc-live"} {
+		for _, name := range live {
 			if c := p.container(name); c == nil || c.RestartCount < 2 {
 				return false, nil
 			}
 		}
 		return true, nil
 	})
-	for _, name := range []string{"exec-live", "grpc-live"} {
-		c := p.container(name)
-		if c.LastState.Terminated == nil || c.LastState.Terminated.ExitCode != 137 {
-			t.Errorf("%s: last state %+v, want killed (exit code 137)", name, c.LastState.Terminated)
+	for _, name := range live {
+		if c := p.container(name); c.LastState.Terminated == nil {
+			t.Errorf("%s: no last state after %d restarts", name, c.RestartCount)
 		}
 	}
-	c := p.container("http-ready")
-	if c == nil || c.Ready || c.RestartCount != 0 || c.State.Running == nil {
-		t.Errorf("http-ready: %+v; want running, not ready, never restarted", c)
+	// sh as PID 1 ignores SIGTERM: the probe's kill ends in SIGKILL.
+	if c := p.container("exec-live"); c.LastState.Terminated != nil && c.LastState.Terminated.ExitCode != 137 {
+		t.Errorf("exec-live: last state %+v, want exit code 137", c.LastState.Terminated)
 	}
-	if ready := kubectl(t, "-n", ns, "get", "pod", "unhealthy", "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`); ready != "False" {
-		t.Errorf("pod Ready = %q with a failing readiness probe", ready)
-	}
-	events := kubectl(t, "-n", ns, "get", "events", "--field-selector", "involvedObject.name=unhealthy,reason=Unhealthy",
+	unhealthy := kubectl(t, "-n", ns, "get", "events", "--field-selector", "involvedObject.name=unhealthy,reason=Unhealthy",
 		"-o", "custom-columns=MSG:.message", "--no-headers")
-	for _, want := range []string{"Liveness probe failed", "Readiness probe failed: HTTP probe failed with statuscode: 404"} {
-		if !strings.Contains(events, want) {
-			t.Errorf("no %q event; Unhealthy events:\n%s", want, events)
+	for _, want := range []string{
+		"Liveness probe failed: cat: can't open '/tmp/alive'",
+		`Liveness probe failed: service unhealthy (responded with "NOT_SERVING")`,
+		"Liveness probe failed: HTTP probe failed with statuscode: 500",
+	} {
+		if !strings.Contains(unhealthy, want) {
+			t.Errorf("no %q event; Unhealthy events:\n%s", want, unhealthy)
 		}
 	}
 	killed := kubectl(t, "-n", ns, "get", "events", "--field-selector", "involvedObject.name=unhealthy,reason=Killing",
 		"-o", "custom-columns=MSG:.message", "--no-headers")
-	for _, name := range []string{"exec-live", "grpc-live"} {
+	for _, name := range live {
 		if !strings.Contains(killed, "Container "+name+" failed liveness probe") {
 			t.Errorf("no Killing event for %s's liveness failure:\n%s", name, killed)
 		}
+	}
+
+	waitFor(t, time.Minute, "the readiness probe's failure", func() (bool, error) {
+		ev := kubectl(t, "-n", ns, "get", "events", "--field-selector", "involvedObject.name=unready,reason=Unhealthy",
+			"-o", "custom-columns=MSG:.message", "--no-headers")
+		return strings.Contains(ev, "Readiness probe failed: HTTP probe failed with statuscode: 500"), nil
+	})
+	waitFor(t, 30*time.Second, "the pod out of Ready", func() (bool, error) {
+		return kubectl(t, "-n", ns, "get", "pod", "unready", "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`) == "False", nil
+	})
+	c := getPod(t, ns, "unready").container("http-ready")
+	if c == nil || c.Ready || c.RestartCount != 0 || c.State.Running == nil {
+		t.Errorf("http-ready: %+v; want running, not ready, never restarted", c)
 	}
 }

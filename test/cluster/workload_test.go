@@ -59,7 +59,9 @@ spec:
 	}
 	for i, p := range list.Items {
 		peer := list.Items[1-i]
-		got := strings.TrimSpace(execIn(t, ns, p.Metadata.Name, "", "wget", "-q", "-T", "10", "-O", "-",
+		// curl, as the upstream specs use (Debian's busybox wget segfaults
+		// in these images).
+		got := strings.TrimSpace(execIn(t, ns, p.Metadata.Name, "", "curl", "-sS", "-m", "10",
 			"http://"+net.JoinHostPort(peer.Status.PodIP, "8080")+"/hostname"))
 		if got != peer.Metadata.Name {
 			t.Errorf("%s asked %s (%s) for its hostname: %q", p.Metadata.Name, peer.Metadata.Name, peer.Status.PodIP, got)
