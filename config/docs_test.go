@@ -7,6 +7,7 @@ import (
 	"os"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -37,11 +38,24 @@ func referenceStruct(buf *bytes.Buffer, v reflect.Value, table string) error {
 		title = "[" + strings.TrimSuffix(table, ".") + "]"
 	}
 	fmt.Fprintf(buf, "\n### %s\n\n%s", title, tableStart)
-	var tables []int
+	var tables, mapTables []int
 	for i := range t.NumField() {
 		f := t.Field(i)
 		if f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeFor[Duration]() {
 			tables = append(tables, i)
+			continue
+		}
+		if f.Type.Kind() == reflect.Map && f.Type.Elem().Kind() == reflect.Struct {
+			// A table of named tables ([runtime.handlers.NAME]): one row
+			// for the family, then each default entry's own table.
+			var names []string
+			for _, k := range v.Field(i).MapKeys() {
+				names = append(names, "`"+k.String()+"`")
+			}
+			slices.Sort(names)
+			doc := strings.ReplaceAll(f.Tag.Get("doc"), "|", `\|`)
+			fmt.Fprintf(buf, "| `%s%s.NAME` | %s | %s |\n", table, f.Tag.Get("toml"), strings.Join(names, ", "), doc)
+			mapTables = append(mapTables, i)
 			continue
 		}
 		val, err := tomlValue(v.Field(i).Interface())
@@ -54,6 +68,15 @@ func referenceStruct(buf *bytes.Buffer, v reflect.Value, table string) error {
 	for _, i := range tables {
 		if err := referenceStruct(buf, v.Field(i), table+t.Field(i).Tag.Get("toml")+"."); err != nil {
 			return err
+		}
+	}
+	for _, i := range mapTables {
+		keys := v.Field(i).MapKeys()
+		slices.SortFunc(keys, func(a, b reflect.Value) int { return strings.Compare(a.String(), b.String()) })
+		for _, k := range keys {
+			if err := referenceStruct(buf, v.Field(i).MapIndex(k), table+t.Field(i).Tag.Get("toml")+"."+k.String()+"."); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
