@@ -62,6 +62,7 @@ cleaned=0
 chains_before=""
 bridge_preexisted=0
 logs_dir_preexisted=1
+kubelet_dir_preexisted=1
 started_registry=0
 cgroup_root="/crid-cluster-$$"
 guard_tag="crid-cluster-$$"
@@ -104,6 +105,9 @@ teardown() {
 		find /var/log/containers -maxdepth 1 -type l -lname "$tmp/*" -delete
 		[[ $logs_dir_preexisted -eq 0 ]] && rmdir /var/log/containers 2>/dev/null
 	fi
+	# kubelet makes its device-plugin socket under /var/lib/kubelet whatever
+	# its --root-dir says.
+	[[ $kubelet_dir_preexisted -eq 0 ]] && rm -rf /var/lib/kubelet
 	if [[ -n "$tmp" && -d "$tmp" ]]; then
 		rm -rf "$tmp" 2>/dev/null || { sleep 1; rm -rf "$tmp"; } || log "warning: cannot remove $tmp"
 	fi
@@ -118,6 +122,7 @@ teardown() {
 		check_left "container log links" "$(find /var/log/containers -maxdepth 1 -lname "$tmp/*" 2>/dev/null | tr '\n' ' ')"
 	fi
 	check_left "cgroups" "$(cgroup_dirs "$cgroup_root" | tr '\n' ' ')"
+	check_left "kubelet's directory" "$([[ $kubelet_dir_preexisted -eq 0 && -e /var/lib/kubelet ]] && echo /var/lib/kubelet)"
 	check_left "bridge" "$([[ $bridge_preexisted -eq 0 ]] && ip -br link show "$bridge" 2>/dev/null)"
 	check_left "iptables guard rules" "$(guards_left "$guard_tag")"
 	if [[ -n "$chains_before" ]]; then
@@ -175,6 +180,7 @@ chains_before="$(iptables_chains)"
 [[ -n "$chains_before" ]] || chains_before="none"
 [[ -e "/sys/class/net/$bridge" ]] && die "bridge $bridge exists: another cluster test runs (or one leaked it)"
 [[ -d /var/log/containers ]] || logs_dir_preexisted=0
+[[ -e /var/lib/kubelet ]] || kubelet_dir_preexisted=0
 save_kubelet_sysctls
 # kubelet listens on the node's address, and the workflow's hostPort is
 # DNATed from it: only this machine may reach either.
