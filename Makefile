@@ -15,7 +15,7 @@ export CGO_ENABLED := 1
 # bridge/portmap exec iptables: the daemon needs the sbin dirs on PATH.
 export PATH := /usr/local/sbin:/usr/sbin:/sbin:$(PATH)
 
-.PHONY: all build run deps test unit fuzz e2e critest tools lint clean testbed bench install vm-test cluster-test node-e2e k8s-tools
+.PHONY: all build run deps test unit fuzz e2e critest tools lint clean testbed bench install vm-test cluster-test cluster-test-vm node-e2e k8s-tools
 
 all: build
 
@@ -117,6 +117,12 @@ k8s-tools:
 # runtime, and the kubectl workflow against it (test/cluster/run.sh).
 cluster-test: build tools
 	bash test/cluster/run.sh
+
+# The same cluster test with the node in the VM test bed's systemd guest
+# (cgroup v2, systemd as PID 1, cgroupDriver systemd); the control plane
+# stays on this machine (test/cluster/run.sh, CLUSTER_NODE=vm).
+cluster-test-vm: build tools
+	CLUSTER_NODE=vm bash test/cluster/run.sh
 
 # Kubernetes' node conformance suite ([NodeConformance] of test/e2e_node,
 # v1.37.2) against a private crid, with its ratchet (test/nodee2e/run.sh).

@@ -60,7 +60,7 @@ func readEnv(path string) (map[string]string, error) {
 		}
 	}
 	for _, k := range []string{"KUBECTL", "KUBECONFIG", "NODE", "CGROUP_ROOT", "CRID_SOCKET", "CRICTL", "CRICTL_CONFIG", "HOST_DIR", "AUTH_REGISTRY", "AUTH_USER", "AUTH_PASS",
-		"NODE_IP", "HOST_PORT", "KUBELET_ROOT", "CNI_IPAM", "BRIDGE", "CRID_ROOT", "CRID_RUN", "POD_LOGS"} {
+		"NODE_IP", "HOST_PORT", "KUBELET_ROOT", "CNI_IPAM", "CNI_NETWORK", "BRIDGE", "CRID_ROOT", "CRID_RUN", "POD_LOGS", "CGROUP_DRIVER"} {
 		if m[k] == "" {
 			return nil, fmt.Errorf("%s: %s is not set", path, k)
 		}

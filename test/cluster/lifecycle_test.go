@@ -95,6 +95,33 @@ func cgroupFile(t *testing.T, controller, path, file string) string {
 	return strings.TrimSpace(string(b))
 }
 
+// systemdDriver is true when kubelet and crid use the systemd cgroup driver
+// (the VM guest's run): slices and scopes instead of plain directories.
+func systemdDriver() bool { return env["CGROUP_DRIVER"] == "systemd" }
+
+// podCgroup is the cgroup kubelet makes for a pod of QoS class qos ("" for
+// Guaranteed, "burstable", "besteffort"), relative to the hierarchy root.
+func podCgroup(qos, uid string) string {
+	if !systemdDriver() {
+		return filepath.Join(env["CGROUP_ROOT"], "kubepods", qos, "pod"+uid)
+	}
+	slice := "kubepods"
+	dir := "/kubepods.slice"
+	if qos != "" {
+		slice += "-" + qos
+		dir = filepath.Join(dir, slice+".slice")
+	}
+	return filepath.Join(dir, slice+"-pod"+strings.ReplaceAll(uid, "-", "_")+".slice")
+}
+
+// containerCgroup is crid's cgroup of a container in the pod cgroup podCg.
+func containerCgroup(podCg, id string) string {
+	if systemdDriver() {
+		return filepath.Join(podCg, "crid-"+id+".scope")
+	}
+	return filepath.Join(podCg, id)
+}
+
 // Requests and limits give each pod its QoS class, and the class and the
 // values are in the pod's cgroup files (kubelet's) and its container's
 // (crid's), under kubelet's cgroup root.
@@ -139,24 +166,23 @@ spec:
     image: %[1]s
     command: ["sleep", "3600"]
 `, busybox))
-	root := env["CGROUP_ROOT"]
 	cases := []struct {
-		pod, qos, dir string
-		memory        int64 // bytes; 0: unlimited
-		quota         int64 // cpu quota in µs per 100 ms period; 0: none
-		shares        int64 // v1 cpu.shares
+		pod, qos, class string
+		memory          int64 // bytes; 0: unlimited
+		quota           int64 // cpu quota in µs per 100 ms period; 0: none
+		shares          int64 // v1 cpu.shares
 	}{
-		{"guaranteed", "Guaranteed", "kubepods", 64 << 20, 10000, 102},
-		{"burstable", "Burstable", "kubepods/burstable", 128 << 20, 0, 51},
-		{"besteffort", "BestEffort", "kubepods/besteffort", 0, 0, 2},
+		{"guaranteed", "Guaranteed", "", 64 << 20, 10000, 102},
+		{"burstable", "Burstable", "burstable", 128 << 20, 0, 51},
+		{"besteffort", "BestEffort", "besteffort", 0, 0, 2},
 	}
 	for _, c := range cases {
 		p := waitReady(t, ns, c.pod)
 		if p.Status.QOSClass != c.qos {
 			t.Errorf("%s: QoS class %q, want %q", c.pod, p.Status.QOSClass, c.qos)
 		}
-		podCg := filepath.Join(root, c.dir, "pod"+p.Metadata.UID)
-		ctrCg := filepath.Join(podCg, p.container("main").id())
+		podCg := podCgroup(c.class, p.Metadata.UID)
+		ctrCg := containerCgroup(podCg, p.container("main").id())
 		for _, cg := range []struct{ what, path string }{{"pod", podCg}, {"container", ctrCg}} {
 			if cgroupV2() {
 				mem := cgroupFile(t, "", cg.path, "memory.max")
@@ -196,7 +222,7 @@ spec:
 	}
 	// The BestEffort class's own cgroup gets the minimum share.
 	if !cgroupV2() {
-		if shares := cgroupFile(t, "cpu", filepath.Join(root, "kubepods/besteffort"), "cpu.shares"); shares != "2" {
+		if shares := cgroupFile(t, "cpu", filepath.Join(env["CGROUP_ROOT"], "kubepods/besteffort"), "cpu.shares"); shares != "2" {
 			t.Errorf("kubepods/besteffort cpu.shares = %s, want 2", shares)
 		}
 	}

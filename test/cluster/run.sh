@@ -27,8 +27,19 @@
 #      with the certificates; then checks that nothing is left and fails if
 #      something is.
 #
+# With CLUSTER_NODE=vm (make cluster-test-vm) the node is the VM test bed's
+# systemd guest (cgroup v2, systemd as PID 1, crid.service, kubelet with
+# cgroupDriver systemd): this script runs the control plane and the
+# basic-auth registry on the host as above, then boots the guest
+# (test/vm/run.sh, step `cluster`), where test/vm/guest-cluster.sh starts
+# crid and kubelet, registers the node and runs the same workflow tests;
+# the guest reaches the host's API server and registry through qemu
+# guestfwd rules, and the API server reaches kubelet at the node's address
+# through a hostfwd rule.
+#
 # Needs root. Heavy: run it as `flock -o /tmp/crid-heavy.lock make cluster-test`.
 # Environment:
+#   CLUSTER_NODE=host|vm    where kubelet and crid run (default host)
 #   CLUSTER_RUN=regexp      go test -run for the workflow tests (default all)
 #   CLUSTER_KEEP=1          stop before the teardown until Enter is pressed
 #   CRID_BIN=path           the crid binary (default _output/bin/crid)
@@ -50,7 +61,17 @@ service_range="10.0.0.0/24"
 node="crid-cluster-node"
 export PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
 
+node_mode="${CLUSTER_NODE:-host}"
+case "$node_mode" in
+host) ;;
+vm) out="$root/_output/cluster-vm" ;;
+*)
+	echo "cluster-test: CLUSTER_NODE=$node_mode: want host or vm" >&2
+	exit 2
+	;;
+esac
 LOG_PREFIX=cluster-test
+[[ $node_mode == vm ]] && LOG_PREFIX=cluster-test-vm
 OUT="$out"
 # shellcheck source=test/cluster/lib.sh
 . "$root/test/cluster/lib.sh"
@@ -154,7 +175,12 @@ curl -fsS -m 2 -o /dev/null "http://$registry/v2/" 2>/dev/null || started_regist
 K8S_BIN_DIR="$kbin" bash hack/test-images.sh -kubernetes >"$out/test-images.log" 2>&1 ||
 	{ tail -n 20 "$out/test-images.log" >&2; die "hack/test-images.sh failed"; }
 
-tmp="$(mktemp -d /tmp/crid-cluster.XXXXXX)"
+if [[ $node_mode == vm ]]; then
+	# The guest sees the host's root (read-only), but has a /tmp of its own.
+	tmp="$(mktemp -d "$out/run.XXXXXX")"
+else
+	tmp="$(mktemp -d /tmp/crid-cluster.XXXXXX)"
+fi
 chmod 711 "$tmp"
 go build -o "$tmp/pki-gen" ./test/cluster/pki
 go test -c -o "$tmp/cluster.test" ./test/cluster
@@ -178,17 +204,23 @@ pki="$tmp/pki"
 # --- host changes that teardown undoes ------------------------------------------
 chains_before="$(iptables_chains)"
 [[ -n "$chains_before" ]] || chains_before="none"
-[[ -e "/sys/class/net/$bridge" ]] && die "bridge $bridge exists: another cluster test runs (or one leaked it)"
-[[ -d /var/log/containers ]] || logs_dir_preexisted=0
-[[ -e /var/lib/kubelet ]] || kubelet_dir_preexisted=0
-save_kubelet_sysctls
-# kubelet listens on the node's address, and the workflow's hostPort is
-# DNATed from it: only this machine may reach either.
-guard_port "$guard_tag" "$kubelet_port" "$host_port"
-# kubelet's cgroup root, in every hierarchy (kubelet checks it exists).
-for h in /sys/fs/cgroup/*/; do
-	[[ -e "$h/cgroup.procs" ]] && mkdir -p "$h${cgroup_root#/}"
-done
+if [[ $node_mode == vm ]]; then
+	# qemu listens on the node's address for the guest's kubelet: only this
+	# machine may reach it.
+	guard_port "$guard_tag" "$kubelet_port"
+else
+	[[ -e "/sys/class/net/$bridge" ]] && die "bridge $bridge exists: another cluster test runs (or one leaked it)"
+	[[ -d /var/log/containers ]] || logs_dir_preexisted=0
+	[[ -e /var/lib/kubelet ]] || kubelet_dir_preexisted=0
+	save_kubelet_sysctls
+	# kubelet listens on the node's address, and the workflow's hostPort is
+	# DNATed from it: only this machine may reach either.
+	guard_port "$guard_tag" "$kubelet_port" "$host_port"
+	# kubelet's cgroup root, in every hierarchy (kubelet checks it exists).
+	for h in /sys/fs/cgroup/*/; do
+		[[ -e "$h/cgroup.procs" ]] && mkdir -p "$h${cgroup_root#/}"
+	done
+fi
 
 # --- the auth registry ------------------------------------------------------------
 auth_user="crid"
@@ -213,16 +245,17 @@ proxy:
 EOF
 start auth-registry docker-registry serve "$tmp/auth-registry/config.yml"
 
-# --- crid ---------------------------------------------------------------------------
-mkdir -p "$tmp/net.d" "$tmp/crid-root" "$tmp/crid-run"
-{
-	cat "$testbed/registries.conf"
-	printf '\n# written by test/cluster/run.sh: the basic-auth registry\n[[registry]]\nlocation = "127.0.0.1:%s"\ninsecure = true\n' "$auth_port"
-} >"$tmp/registries.conf"
-write_cni_conflist "$tmp/net.d/10-crid-cluster.conflist" crid-cluster "$bridge" "$subnet" "$tmp/cni-ipam"
-cni_bin_dirs='"/opt/cni/bin"'
-[[ -d "$root/_output/cni/bin" ]] && cni_bin_dirs="\"$root/_output/cni/bin\", $cni_bin_dirs"
-cat >"$tmp/crid.toml" <<EOF
+# --- crid (on the host; the guest node starts its own) -----------------------------
+start_crid() {
+	mkdir -p "$tmp/net.d" "$tmp/crid-root" "$tmp/crid-run"
+	{
+		cat "$testbed/registries.conf"
+		printf '\n# written by test/cluster/run.sh: the basic-auth registry\n[[registry]]\nlocation = "127.0.0.1:%s"\ninsecure = true\n' "$auth_port"
+	} >"$tmp/registries.conf"
+	write_cni_conflist "$tmp/net.d/10-crid-cluster.conflist" crid-cluster "$bridge" "$subnet" "$tmp/cni-ipam"
+	cni_bin_dirs='"/opt/cni/bin"'
+	[[ -d "$root/_output/cni/bin" ]] && cni_bin_dirs="\"$root/_output/cni/bin\", $cni_bin_dirs"
+	cat >"$tmp/crid.toml" <<EOF
 # written by test/cluster/run.sh
 socket = "$tmp/crid.sock"
 root_dir = "$tmp/crid-root"
@@ -239,9 +272,11 @@ cni_bin_dirs = [$cni_bin_dirs]
 cgroup_driver = "cgroupfs"
 cgroup_parent = "$cgroup_root/crid"
 EOF
-printf 'runtime-endpoint: unix://%s\nimage-endpoint: unix://%s\n' "$tmp/crid.sock" "$tmp/crid.sock" >"$tmp/crictl.yaml"
-start crid "$crid_bin" --config "$tmp/crid.toml" -v=2
-wait_until 30 "crid's socket" test -S "$tmp/crid.sock"
+	printf 'runtime-endpoint: unix://%s\nimage-endpoint: unix://%s\n' "$tmp/crid.sock" "$tmp/crid.sock" >"$tmp/crictl.yaml"
+	start crid "$crid_bin" --config "$tmp/crid.toml" -v=2
+	wait_until 30 "crid's socket" test -S "$tmp/crid.sock"
+}
+[[ $node_mode == host ]] && start_crid
 
 # --- control plane ---------------------------------------------------------------------
 start etcd "$kbin/etcd" --name crid-cluster --data-dir "$tmp/etcd" \
@@ -282,6 +317,37 @@ start kube-scheduler "$kbin/kube-scheduler" \
 	--kubeconfig "$pki/scheduler.kubeconfig" \
 	--authentication-kubeconfig "$pki/scheduler.kubeconfig" --authorization-kubeconfig "$pki/scheduler.kubeconfig" \
 	--bind-address 127.0.0.1 --secure-port 0 --leader-elect=false --profiling=false --v=2
+
+# --- the node in the VM guest ---------------------------------------------------------------
+if [[ $node_mode == vm ]]; then
+	cat >"$tmp/vm.env" <<ENV
+KBIN=$kbin
+PKI=$pki
+NODE=$node
+NODE_IP=$node_ip
+API_PORT=$api_port
+AUTH_PORT=$auth_port
+AUTH_USER=$auth_user
+AUTH_PASS=$auth_pass
+KUBELET_PORT=$kubelet_port
+HOST_PORT=$host_port
+CLUSTER_RUN='${CLUSTER_RUN:-}'
+ENV
+	log "booting the systemd guest as the node (test/vm/run.sh, step cluster)"
+	start_tests=$(date +%s)
+	set +e
+	VM_FLAVOURS=systemd VM_STEPS=cluster VM_CLUSTER_DIR="$tmp" VM_TIMEOUT="${VM_TIMEOUT:-5400}" VM_MEMORY="${VM_MEMORY:-4096}" \
+		VM_GUESTFWD_PORTS="$api_port $auth_port" VM_HOSTFWD="tcp:$node_ip:$kubelet_port-:$kubelet_port" \
+		bash test/vm/run.sh
+	test_rc=$?
+	set -e
+	res="$root/_output/vm/results/systemd"
+	for f in cluster-test.log kubelet.log crid.log node.txt guest.log console.log; do
+		[[ -f "$res/$f" ]] && cp "$res/$f" "$out/guest-$f"
+	done
+	log "the guest node: exit $test_rc after $(($(date +%s) - start_tests))s (logs $out/guest-*)"
+	exit "$test_rc"
+fi
 
 # --- kubelet -------------------------------------------------------------------------------
 mkdir -p "$tmp/kubelet" "$tmp/pod-logs"
@@ -356,7 +422,9 @@ AUTH_PASS=$auth_pass
 HOST_PORT=$host_port
 KUBELET_ROOT=$tmp/kubelet
 CNI_IPAM=$tmp/cni-ipam
+CNI_NETWORK=crid-cluster
 BRIDGE=$bridge
+CGROUP_DRIVER=cgroupfs
 EOF
 mkdir -p "$tmp/host"
 start_tests=$(date +%s)

@@ -152,15 +152,20 @@ spec:
 			return nil
 		})
 	}
-	cgroups, _ := filepath.Glob("/sys/fs/cgroup/*" + env["CGROUP_ROOT"] + "/kubepods")
-	cgroups2, _ := filepath.Glob("/sys/fs/cgroup" + env["CGROUP_ROOT"] + "/kubepods")
+	kubepods := "/kubepods"
+	if systemdDriver() {
+		kubepods = "/kubepods.slice"
+	}
+	cgroups, _ := filepath.Glob("/sys/fs/cgroup/*" + env["CGROUP_ROOT"] + kubepods)
+	cgroups2, _ := filepath.Glob("/sys/fs/cgroup" + env["CGROUP_ROOT"] + kubepods)
 	for _, kp := range append(cgroups, cgroups2...) {
 		_ = filepath.WalkDir(kp, func(p string, d fs.DirEntry, err error) error {
 			if err != nil || !d.IsDir() {
 				return nil
 			}
 			for _, id := range ids {
-				if strings.Contains(d.Name(), id) {
+				// systemd slices spell a pod UID with underscores.
+				if strings.Contains(d.Name(), id) || strings.Contains(d.Name(), strings.ReplaceAll(id, "-", "_")) {
 					t.Errorf("cgroup left: %s", p)
 				}
 			}
@@ -169,7 +174,7 @@ spec:
 	}
 	// IP leases of host-local.
 	for _, ip := range ips {
-		if _, err := os.Stat(filepath.Join(env["CNI_IPAM"], "crid-cluster", ip)); err == nil {
+		if _, err := os.Stat(filepath.Join(env["CNI_IPAM"], env["CNI_NETWORK"], ip)); err == nil {
 			t.Errorf("IP lease of %s left", ip)
 		}
 	}

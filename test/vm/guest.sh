@@ -111,6 +111,14 @@ if [[ " $STEPS " == *" kubelet "* && "$flavour" == systemd ]]; then
 	status kubelet "$rc"
 fi
 
+# --- cluster (make cluster-test-vm: the control plane runs on the host) -------------
+if [[ " $STEPS " == *" cluster "* && "$flavour" == systemd ]]; then
+	bash "$REPO/test/vm/guest-cluster.sh"
+	rc=$?
+	log "cluster: exit $rc"
+	status cluster "$rc"
+fi
+
 log "done"
 echo done >>"$res/status"
 sync

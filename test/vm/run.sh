@@ -35,6 +35,10 @@
 #   VM_E2E_RUN=regexp                the e2e tests (default: the cgroup ones)
 #   VM_TIMEOUT=900                   seconds one guest may take
 #   VM_MEMORY=2048                   MiB of guest memory
+# and, set by test/cluster/run.sh for the `cluster` step (make
+# cluster-test-vm; systemd guest only): VM_CLUSTER_DIR (its vm.env, pki and
+# test binary), VM_GUESTFWD_PORTS (host loopback ports the guest reaches at
+# 10.0.2.100), VM_HOSTFWD (qemu hostfwd rules to the guest's kubelet).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -152,7 +156,17 @@ TESTBED=$testbed
 E2E_RUN='$e2e_run'
 E2E_TIMEOUT=20m
 STEPS='$steps'
+CLUSTER_DIR='${VM_CLUSTER_DIR:-}'
 EOF
+	# The cluster step's forwards (test/cluster/run.sh sets them): host
+	# loopback ports the guest reaches at 10.0.2.100, and hostfwd rules.
+	local netdev="user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:5000-cmd:$vmdir/busybox nc 127.0.0.1 5000" p
+	for p in ${VM_GUESTFWD_PORTS:-}; do
+		netdev+=",guestfwd=tcp:10.0.2.100:$p-cmd:$vmdir/busybox nc 127.0.0.1 $p"
+	done
+	for p in ${VM_HOSTFWD:-}; do
+		netdev+=",hostfwd=$p"
+	done
 	local append="console=ttyS0 panic=-1 quiet loglevel=4 rdinit=/init cgroup_no_v1=all"
 	append+=" systemd.unified_cgroup_hierarchy=1 systemd.show_status=0"
 	append+=" crid.flavour=$flavour crid.repo=$root crid.vmdir=$vmdir crid.kver=$kver"
@@ -168,7 +182,7 @@ EOF
 		-kernel "$vmdir/kernel/boot/vmlinuz-$kver" -initrd "$vmdir/initramfs.cpio.gz" -append "$append" \
 		-virtfs "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap" \
 		-virtfs "local,path=$res,mount_tag=results,security_model=passthrough" \
-		-netdev "user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:5000-cmd:$vmdir/busybox nc 127.0.0.1 5000" \
+		-netdev "$netdev" \
 		-device virtio-net-pci,netdev=n0 \
 		-drive "file=$disk,if=virtio,format=raw,cache=unsafe" </dev/null >"$res/qemu.log" 2>&1 &
 	qemu_pid=$!
@@ -187,7 +201,7 @@ summary() {
 		ok=0
 	fi
 	for step in $steps; do
-		[[ $step == kubelet && $flavour != systemd ]] && continue
+		[[ ($step == kubelet || $step == cluster) && $flavour != systemd ]] && continue
 		local rc
 		rc="$(awk -v s="$step" '$1 == s { print $2 }' "$res/status" 2>/dev/null | tail -n 1)"
 		case "$step" in
@@ -202,6 +216,9 @@ summary() {
 			;;
 		kubelet)
 			[[ -f "$res/kubelet-result.txt" ]] && sed 's/^/  /' "$res/kubelet-result.txt"
+			;;
+		cluster)
+			[[ -f "$res/cluster-result.txt" ]] && sed 's/^/  /' "$res/cluster-result.txt"
 			;;
 		esac
 		if [[ -z "$rc" ]]; then
