@@ -51,9 +51,11 @@ install:
 	$(MAKE) build
 	SRC_BIN=$(BIN) DESTDIR=$(DESTDIR) BINDIR=$(BINDIR) bash hack/install.sh
 
-# Everything CI checks: lint, unit tests, end-to-end tests, conformance.
+# Everything CI checks: lint, unit tests, end-to-end tests, conformance,
+# the VM test bed and the cluster test (make node-e2e and make
+# cluster-test-vm run apart: about an hour each on 2 cores).
 # The test bed's registry, started on the way, is stopped at the end.
-test: deps lint unit fuzz e2e critest vm-test
+test: deps lint unit fuzz e2e critest vm-test cluster-test
 	bash hack/registry.sh stop
 
 # The test images and their registry on 127.0.0.1:5000 (unit tests of oci
