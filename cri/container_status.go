@@ -32,6 +32,9 @@ func (s *runtimeService) ContainerStatus(ctx context.Context, req *runtime.Conta
 			return nil, status.Errorf(codes.Internal, "encode container info: %v", err)
 		}
 		resp.Info = map[string]string{"info": string(info)}
+		if msg := containerSELinuxNotApplied(c.Config); msg != "" {
+			resp.Info["selinux"] = msg
+		}
 		// The CRI has no field for a container's ID mappings: they are
 		// its pod's (KEP-127), shown here as kubelet sent them.
 		if sb, err := s.opts.Sandboxes.Get(c.SandboxID); err == nil {

@@ -4,6 +4,9 @@ import (
 	"context"
 
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"k8s.io/klog/v2"
+
+	"github.com/crid-dev/crid/oci/specgen"
 )
 
 // RunPodSandbox creates and starts a pod sandbox.
@@ -12,5 +15,20 @@ func (s *runtimeService) RunPodSandbox(ctx context.Context, req *runtime.RunPodS
 	if err != nil {
 		return nil, toStatus(err)
 	}
+	if msg := podSELinuxNotApplied(req.Config); msg != "" {
+		klog.InfoS("SELinux options not applied", "podSandboxID", id, "pod", req.Config.GetMetadata().GetName(),
+			"namespace", req.Config.GetMetadata().GetNamespace(), "detail", msg)
+	}
 	return &runtime.RunPodSandboxResponse{PodSandboxId: id}, nil
+}
+
+// podSELinuxNotApplied reports a pod's SELinux options, which crid takes
+// and does not apply (specgen.SELinuxNotApplied says why).
+func podSELinuxNotApplied(cfg *runtime.PodSandboxConfig) string {
+	return specgen.SELinuxNotApplied("config.linux.security_context.selinux_options", cfg.GetLinux().GetSecurityContext().GetSelinuxOptions())
+}
+
+// containerSELinuxNotApplied is podSELinuxNotApplied for a container's own.
+func containerSELinuxNotApplied(cfg *runtime.ContainerConfig) string {
+	return specgen.SELinuxNotApplied("config.linux.security_context.selinux_options", cfg.GetLinux().GetSecurityContext().GetSelinuxOptions())
 }

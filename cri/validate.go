@@ -13,7 +13,6 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/crid-dev/crid/oci/specgen"
 )
 
 // requiredFields lists, per request, the fields that must be set: a message
@@ -119,9 +118,6 @@ func validatePodConfig(cfg *runtime.PodSandboxConfig) error {
 		if err := resolvConfWord(s); err != nil {
 			return invalidArgument("config.dns_config.options[%d] %q %v", i, s, err)
 		}
-	}
-	if msg := specgen.SELinuxRefusal("config.linux.security_context.selinux_options", cfg.GetLinux().GetSecurityContext().GetSelinuxOptions()); msg != "" {
-		return invalidArgument("%s", msg)
 	}
 	return validatePortMappings(cfg.GetPortMappings())
 }

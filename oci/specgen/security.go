@@ -57,9 +57,8 @@ func setSecurity(s *specs.Spec, in Input) error {
 		return err
 	}
 	s.Process.ApparmorProfile = in.AppArmorProfile
-	if msg := SELinuxRefusal("linux.security_context.selinux_options", sc.GetSelinuxOptions()); msg != "" {
-		return fmt.Errorf("%w: %s", ErrInvalid, msg)
-	}
+	// SELinux options get no label (see SELinuxNotApplied): the spec keeps
+	// none, and the caller reports them.
 	return nil
 }
 
@@ -276,15 +275,18 @@ func profileName(field, name string) error {
 	return nil
 }
 
-// SELinuxRefusal says why SELinux options are refused, "" when none are
-// set: crid applies no SELinux labels (no node it runs on has SELinux),
-// and a label asked for but not applied would leave the pod believing it
-// is confined. kubelet sends options only when the pod spec sets
-// seLinuxOptions.
-func SELinuxRefusal(field string, o *runtime.SELinuxOption) string {
+// SELinuxNotApplied says which SELinux options were asked and not applied,
+// "" when none are set. crid applies no SELinux labels: the nodes it runs
+// on have no SELinux, where containerd and CRI-O ignore the options too.
+// Refusing them is not an option: kubelet passes a pod's seLinuxOptions
+// whatever the node, and Kubernetes' conformance specs set them (the
+// EmptyDir specs ask level "s0"). So crid runs the pod and reports the
+// options it did not apply, in its log and in the verbose status, rather
+// than dropping them silently.
+func SELinuxNotApplied(field string, o *runtime.SELinuxOption) string {
 	if o.GetUser() == "" && o.GetRole() == "" && o.GetType() == "" && o.GetLevel() == "" {
 		return ""
 	}
-	return fmt.Sprintf("%s: crid does not apply SELinux labels (user %q, role %q, type %q, level %q); remove seLinuxOptions from the pod spec",
+	return fmt.Sprintf("%s (user %q, role %q, type %q, level %q) not applied: SELinux is not enabled on this node",
 		field, o.GetUser(), o.GetRole(), o.GetType(), o.GetLevel())
 }
