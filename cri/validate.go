@@ -12,7 +12,6 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
-
 )
 
 // requiredFields lists, per request, the fields that must be set: a message
