@@ -114,6 +114,7 @@ case " $* " in
 	[[ -x "$kbin/agnhost" && -f "$kbin/agnhost-files/localhost.crt" ]] ||
 		die "-kubernetes needs $kbin/agnhost and agnhost-files/: run test/cluster/build.sh"
 	compile "$csrc/pause.c" "$stage/bin/pause-3.10.2" -DVERSION='"3.10.2"'
+	compile "$csrc/nmeter.c" "$stage/bin/nmeter"
 	cp "$kbin/agnhost" "$stage/bin/agnhost.tmp" && mv -f "$stage/bin/agnhost.tmp" "$stage/bin/agnhost"
 	rm -rf "$stage/agnhost"
 	cp -r "$kbin/agnhost-files" "$stage/agnhost"

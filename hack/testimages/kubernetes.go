@@ -36,10 +36,16 @@ func KubernetesCatalog(st Stage) ([]Repo, error) {
 	add := func(r Repo) { repos = append(repos, r) }
 	standsIn := func(name string) string { return hostK8s + "/e2e-test-images/" + name }
 
+	// Debian's busybox has no nmeter applet, which the node suite's
+	// container lifecycle specs use to stamp log lines with milliseconds:
+	// csrc/nmeter.c does that part.
+	nm := NewTree()
+	nm.File("bin/nmeter", 0o755, c.program("nmeter"))
 	add(Repo{
 		Name: "e2e-test-images/busybox", Hosts: []string{hostK8s}, Tags: []string{"1.37.0-2"},
-		Image: &Image{Layers: []LayerSpec{base}, Config: config(standsIn("busybox")), List: true},
-		Note:  "busybox root",
+		Image: &Image{Layers: []LayerSpec{base, {Tree: nm, CreatedBy: "COPY nmeter (hack/testimages/csrc/nmeter.c: its %Nt time format)"}},
+			Config: config(standsIn("busybox")), List: true},
+		Note: "busybox root, and nmeter's %Nt time format",
 	})
 
 	// agnhost: alpine upstream with bind-tools, curl, netcat, iproute2;

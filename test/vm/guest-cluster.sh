@@ -59,7 +59,7 @@ wait_for 60 api_up || {
 }
 echo "ok: the host's API server answers on 127.0.0.1:$API_PORT" >>"$out"
 # The node's address, which the host forwards to this guest.
-ip link add crid-node type dummy && ip addr add "$NODE_IP/32" dev crid-node && ip link set crid-node up ||
+modprobe dummy 2>/dev/null; ip link add crid-node type dummy && ip addr add "$NODE_IP/32" dev crid-node && ip link set crid-node up ||
 	{
 		fail "cannot give the guest the node address $NODE_IP"
 		finish
