@@ -119,12 +119,15 @@ case " $* " in
 	rm -rf "$stage/agnhost"
 	cp -r "$kbin/agnhost-files" "$stage/agnhost"
 	command -v curl >/dev/null || die "curl not found: apt-get install curl"
+	# agnhost's image (alpine) has curl and bash: the node suite's specs
+	# run both in it. The host's, with what busybox-root lacks of the
+	# libraries they load (glibc itself is already there).
 	croot="$tmp/curl-root"
-	mkdir -p "$croot/usr/bin"
+	mkdir -p "$croot/usr/bin" "$croot/bin"
 	cp "$(command -v curl)" "$croot/usr/bin/curl"
-	# Only what busybox-root lacks: glibc itself is already there.
-	for lib in $(ldd "$(command -v curl)" | awk '$2 == "=>" && $3 ~ /^\// { print $3 }'); do
-		[[ -e "$broot$lib" ]] && continue
+	cp /bin/bash "$croot/bin/bash"
+	for lib in $(ldd "$(command -v curl)" /bin/bash | awk '$2 == "=>" && $3 ~ /^\// { print $3 }' | sort -u); do
+		[[ -e "$broot$lib" || -e "$croot$lib" ]] && continue
 		mkdir -p "$croot$(dirname "$lib")"
 		cp -L "$lib" "$croot$lib"
 	done
