@@ -142,6 +142,7 @@ func (s *runtimeService) CreateContainer(ctx context.Context, req *runtime.Creat
 	if len(img.RepoDigests) > 0 {
 		imageRef = img.RepoDigests[0]
 	}
+	imageName := statusImageName(cfg.GetImage(), img.ID.String(), img.RepoTags)
 	// NRI plugins adjust the spec; synchronization of a plugin that
 	// connects meanwhile waits until the container is listed.
 	unblock := s.opts.NRI.BlockSync()
@@ -159,7 +160,7 @@ func (s *runtimeService) CreateContainer(ctx context.Context, req *runtime.Creat
 		}
 	}
 	err = s.opts.Containers.Create(ctx, oci.CreateParams{
-		ID: id, SandboxID: sb.ID, Config: recorded, ImageID: img.ID.String(), ImageName: cfg.Image.Image, ImageRef: imageRef,
+		ID: id, SandboxID: sb.ID, Config: recorded, ImageID: img.ID.String(), ImageName: imageName, ImageRef: imageRef,
 		LogPath: logPath, Spec: spec, StopSignal: stopSignal, Reservation: res,
 	})
 	if err != nil {
@@ -287,4 +288,20 @@ func (s *runtimeService) StartContainer(ctx context.Context, req *runtime.StartC
 		return nil, toStatus(err)
 	}
 	return &runtime.StartContainerResponse{}, nil
+}
+
+// statusImageName is the image a container's status names: the name the
+// pod spec gave (kubelet sends it as user_specified_image, and the image's
+// ID as image), else the name in image, else, when image is the ID, the
+// image's first tag, as containerd reports. kubelet shows it as the
+// container's image, and the node suite checks it follows an image update.
+func statusImageName(spec *runtime.ImageSpec, id string, repoTags []string) string {
+	if u := spec.GetUserSpecifiedImage(); u != "" {
+		return u
+	}
+	name := spec.GetImage()
+	if (name == id || strings.TrimPrefix(id, "sha256:") == name) && len(repoTags) > 0 {
+		return repoTags[0]
+	}
+	return name
 }

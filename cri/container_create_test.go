@@ -62,3 +62,28 @@ func TestCheckPrivileged(t *testing.T) {
 		t.Errorf("pod without a security context: %v", err)
 	}
 }
+
+// A container's status names the image as the pod spec does (kubelet
+// passes the image's ID as image and the spec's name as
+// user_specified_image), or the image's tag when only its ID was given.
+func TestStatusImageName(t *testing.T) {
+	const id = "sha256:3c5fb9dddc2a71c9532f1bed3fa0b5a2ca45e1ed05ee36f3813fa07baa593fc4"
+	tags := []string{"registry.k8s.io/e2e-test-images/busybox:1.37.0-2"}
+	for _, tc := range []struct {
+		name string
+		spec *runtime.ImageSpec
+		want string
+	}{
+		{"kubelet", &runtime.ImageSpec{Image: id, UserSpecifiedImage: "busybox:1.37"}, "busybox:1.37"},
+		{"crictl by name", &runtime.ImageSpec{Image: "registry.k8s.io/e2e-test-images/busybox:1.37.0-2"}, "registry.k8s.io/e2e-test-images/busybox:1.37.0-2"},
+		{"ID only", &runtime.ImageSpec{Image: id}, tags[0]},
+		{"bare ID only", &runtime.ImageSpec{Image: strings.TrimPrefix(id, "sha256:")}, tags[0]},
+	} {
+		if got := statusImageName(tc.spec, id, tags); got != tc.want {
+			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
+		}
+	}
+	if got := statusImageName(&runtime.ImageSpec{Image: id}, id, nil); got != id {
+		t.Errorf("untagged image: %q, want its ID", got)
+	}
+}
