@@ -154,7 +154,10 @@ func validHostname(h string) bool {
 	if len(h) > 64 {
 		return false
 	}
-	for _, label := range strings.Split(h, ".") {
+	// A fully qualified name may end with the root's dot: kubelet sends
+	// "<pod>.<subdomain>.<namespace>.svc." for setHostnameAsFQDN when its
+	// cluster domain is empty.
+	for _, label := range strings.Split(strings.TrimSuffix(h, "."), ".") {
 		if len(label) == 0 || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
 			return false
 		}
