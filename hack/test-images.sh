@@ -131,6 +131,27 @@ case " $* " in
 		mkdir -p "$croot$(dirname "$lib")"
 		cp -L "$lib" "$croot$lib"
 	done
+	# And netcat-openbsd, as upstream's: the node suite's UDP specs run
+	# `nc -u`, which Debian's busybox nc lacks. From Debian's .debs (never
+	# installed on the host), with the libraries busybox-root lacks.
+	mkdir -p "$tmp/nc"
+	for pkg in netcat-openbsd libbsd0 libmd0; do
+		ncdeb="$(find "$cache" -maxdepth 1 -name "${pkg}_*.deb" | sort | tail -n 1)"
+		if [[ -z "$ncdeb" ]]; then
+			echo "test-images: apt-get download $pkg"
+			(cd "$cache" && apt-get download -q -o APT::Sandbox::User=root "$pkg")
+			ncdeb="$(find "$cache" -maxdepth 1 -name "${pkg}_*.deb" | sort | tail -n 1)"
+			[[ -n "$ncdeb" ]] || die "apt-get download $pkg left no .deb in $cache"
+		fi
+		dpkg-deb -x "$ncdeb" "$tmp/nc"
+	done
+	cp "$tmp/nc/bin/nc.openbsd" "$croot/usr/bin/nc"
+	# Under their sonames, beside busybox-root's glibc.
+	mkdir -p "$croot/lib/x86_64-linux-gnu"
+	for lib in libbsd.so.0 libmd.so.0; do
+		[[ -e "$croot/lib/x86_64-linux-gnu/$lib" ]] ||
+			cp -L "$tmp/nc/usr/lib/x86_64-linux-gnu/$lib" "$croot/lib/x86_64-linux-gnu/$lib"
+	done
 	rm -rf "$stage/curl-root"
 	mv "$croot" "$stage/curl-root"
 	;;

@@ -13,14 +13,15 @@ import (
 // The tags are the exact ones the specs name: KUBE_TEST_REPO_LIST moves
 // whole registries but keeps tags.
 const (
-	agnhostNote = "agnhost (built from k8s.io/kubernetes/test/images/agnhost) on busybox: /agnhost, /agnhost-2, porter's localhost.crt/.key, /uploads, user-defined-in-image 1000 in group-defined-in-image 50000, curl and bash"
+	agnhostNote = "agnhost (built from k8s.io/kubernetes/test/images/agnhost) on busybox: /agnhost, /agnhost-2, porter's localhost.crt/.key, /uploads, user-defined-in-image 1000 in group-defined-in-image 50000, curl, bash, netcat-openbsd"
 )
 
 // The inputs hack/test-images.sh stages for these images, beside Stage's:
 //
 //	bin/agnhost           static agnhost binary (test/cluster/build.sh)
 //	agnhost/localhost.crt, agnhost/localhost.key   porter's TLS pair
-//	curl-root/            /usr/bin/curl and /bin/bash from the host and the libraries they load
+//	curl-root/            /usr/bin/curl and /bin/bash from the host, /usr/bin/nc from
+//	                      Debian's netcat-openbsd, and the libraries they load
 func (s Stage) agnhostFile(name string) string { return filepath.Join(s.Dir, "agnhost", name) }
 func (s Stage) curlRoot() string               { return filepath.Join(s.Dir, "curl-root") }
 
@@ -49,7 +50,8 @@ func KubernetesCatalog(st Stage) ([]Repo, error) {
 	})
 
 	// agnhost: alpine upstream with bind-tools, curl, netcat, iproute2;
-	// here busybox (nc, ip, nslookup) plus the host's curl and bash.
+	// here busybox (ip, nslookup) plus the host's curl and bash and
+	// Debian's netcat-openbsd.
 	curl := NewTree()
 	if _, err := os.Stat(st.curlRoot()); err != nil {
 		c.fail(fmt.Errorf("%w: %w", errNoStage, err))
@@ -72,7 +74,7 @@ func KubernetesCatalog(st Stage) ([]Repo, error) {
 		Name: "e2e-test-images/agnhost", Hosts: []string{hostK8s}, Tags: []string{"2.66.1", "2.55"},
 		Image: &Image{
 			Layers: []LayerSpec{base,
-				{Tree: curl, CreatedBy: "COPY /usr/bin/curl, /bin/bash and their libraries from the host"},
+				{Tree: curl, CreatedBy: "COPY /usr/bin/curl, /bin/bash and their libraries from the host; netcat-openbsd as /usr/bin/nc"},
 				{Tree: ag, CreatedBy: "ADD agnhost, porter/localhost.{crt,key}; ln -s agnhost agnhost-2; adduser -u 1000 user-defined-in-image; addgroup -g 50000 group-defined-in-image"}},
 			Config: ImageConfig{
 				Env:        []string{pathEnv},
