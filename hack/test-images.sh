@@ -119,18 +119,31 @@ case " $* " in
 	rm -rf "$stage/agnhost"
 	cp -r "$kbin/agnhost-files" "$stage/agnhost"
 	command -v curl >/dev/null || die "curl not found: apt-get install curl"
-	# agnhost's image (alpine) has curl and bash: the node suite's specs
-	# run both in it. The host's, with what busybox-root lacks of the
-	# libraries they load (glibc itself is already there).
+	# agnhost's image (alpine) has curl: the host's, with what
+	# busybox-root lacks of the libraries it loads (glibc itself is
+	# already there).
 	croot="$tmp/curl-root"
-	mkdir -p "$croot/usr/bin" "$croot/bin"
+	mkdir -p "$croot/usr/bin"
 	cp "$(command -v curl)" "$croot/usr/bin/curl"
-	cp /bin/bash "$croot/bin/bash"
-	for lib in $(ldd "$(command -v curl)" /bin/bash | awk '$2 == "=>" && $3 ~ /^\// { print $3 }' | sort -u); do
-		[[ -e "$broot$lib" || -e "$croot$lib" ]] && continue
+	for lib in $(ldd "$(command -v curl)" | awk '$2 == "=>" && $3 ~ /^\// { print $3 }'); do
+		[[ -e "$broot$lib" ]] && continue
 		mkdir -p "$croot$(dirname "$lib")"
 		cp -L "$lib" "$croot$lib"
 	done
+	# bash: agnhost's (alpine) has it, and the node suite's probe specs run
+	# /bin/bash there; the e2e busybox image gets it as its sh (see
+	# hack/testimages/kubernetes.go). The host's, with the libraries
+	# busybox-root lacks.
+	shroot="$tmp/bash-root"
+	mkdir -p "$shroot/bin"
+	cp /bin/bash "$shroot/bin/bash"
+	for lib in $(ldd /bin/bash | awk '$2 == "=>" && $3 ~ /^\// { print $3 }'); do
+		[[ -e "$broot$lib" ]] && continue
+		mkdir -p "$shroot$(dirname "$lib")"
+		cp -L "$lib" "$shroot$lib"
+	done
+	rm -rf "$stage/bash-root"
+	mv "$shroot" "$stage/bash-root"
 	# And netcat-openbsd, as upstream's: the node suite's UDP specs run
 	# `nc -u`, which Debian's busybox nc lacks. From Debian's .debs (never
 	# installed on the host), with the libraries busybox-root lacks.

@@ -20,10 +20,12 @@ const (
 //
 //	bin/agnhost           static agnhost binary (test/cluster/build.sh)
 //	agnhost/localhost.crt, agnhost/localhost.key   porter's TLS pair
-//	curl-root/            /usr/bin/curl and /bin/bash from the host, /usr/bin/nc from
-//	                      Debian's netcat-openbsd, and the libraries they load
+//	curl-root/            /usr/bin/curl from the host, /usr/bin/nc from Debian's
+//	                      netcat-openbsd, and the libraries they load
+//	bash-root/            /bin/bash from the host and the libraries it loads
 func (s Stage) agnhostFile(name string) string { return filepath.Join(s.Dir, "agnhost", name) }
 func (s Stage) curlRoot() string               { return filepath.Join(s.Dir, "curl-root") }
+func (s Stage) bashRoot() string               { return filepath.Join(s.Dir, "bash-root") }
 
 // KubernetesCatalog defines the images of Kubernetes' e2e tests that the
 // cluster test and the node conformance suite run, from the inputs in st.
@@ -37,16 +39,29 @@ func KubernetesCatalog(st Stage) ([]Repo, error) {
 	add := func(r Repo) { repos = append(repos, r) }
 	standsIn := func(name string) string { return hostK8s + "/e2e-test-images/" + name }
 
-	// Debian's busybox has no nmeter applet, which the node suite's
-	// container lifecycle specs use to stamp log lines with milliseconds:
-	// csrc/nmeter.c does that part.
+	bash := NewTree()
+	if _, err := os.Stat(st.bashRoot()); err != nil {
+		c.fail(fmt.Errorf("%w: %w", errNoStage, err))
+	} else {
+		bash.AddHostDir(st.bashRoot())
+	}
+	// Debian's busybox 1.35 differs from the image's upstream busybox 1.37
+	// where the node suite looks: it has no nmeter applet, which the
+	// container lifecycle specs stamp log lines with (csrc/nmeter.c does
+	// that part), and its ash drops environment variables whose names are
+	// not shell identifiers, which the [Conformance] ConfigMap and Secret
+	// "consumable via the environment" specs pass (data-1=value-1) to
+	// `sh -c env`: bash passes them on, so it is this image's sh.
 	nm := NewTree()
 	nm.File("bin/nmeter", 0o755, c.program("nmeter"))
+	nm.Symlink("bin/sh", "bash")
 	add(Repo{
 		Name: "e2e-test-images/busybox", Hosts: []string{hostK8s}, Tags: []string{"1.37.0-2"},
-		Image: &Image{Layers: []LayerSpec{base, {Tree: nm, CreatedBy: "COPY nmeter (hack/testimages/csrc/nmeter.c: its %Nt time format)"}},
+		Image: &Image{Layers: []LayerSpec{base,
+			{Tree: bash, CreatedBy: "COPY /bin/bash and its libraries from the host"},
+			{Tree: nm, CreatedBy: "COPY nmeter (hack/testimages/csrc/nmeter.c: its %Nt time format); ln -sf bash /bin/sh"}},
 			Config: config(standsIn("busybox")), List: true},
-		Note: "busybox root, and nmeter's %Nt time format",
+		Note: "busybox root; nmeter's %Nt time format; bash as sh",
 	})
 
 	// agnhost: alpine upstream with bind-tools, curl, netcat, iproute2;
@@ -74,7 +89,8 @@ func KubernetesCatalog(st Stage) ([]Repo, error) {
 		Name: "e2e-test-images/agnhost", Hosts: []string{hostK8s}, Tags: []string{"2.66.1", "2.55"},
 		Image: &Image{
 			Layers: []LayerSpec{base,
-				{Tree: curl, CreatedBy: "COPY /usr/bin/curl, /bin/bash and their libraries from the host; netcat-openbsd as /usr/bin/nc"},
+				{Tree: curl, CreatedBy: "COPY /usr/bin/curl and its libraries from the host; netcat-openbsd as /usr/bin/nc"},
+				{Tree: bash, CreatedBy: "COPY /bin/bash and its libraries from the host"},
 				{Tree: ag, CreatedBy: "ADD agnhost, porter/localhost.{crt,key}; ln -s agnhost agnhost-2; adduser -u 1000 user-defined-in-image; addgroup -g 50000 group-defined-in-image"}},
 			Config: ImageConfig{
 				Env:        []string{pathEnv},
