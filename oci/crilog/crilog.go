@@ -4,7 +4,8 @@
 //	<RFC3339Nano timestamp> <stdout|stderr> <P|F> <content>\n
 //
 // F ends a line; P marks a piece of a line longer than the maximum line size
-// (the rest follows in later entries). Both streams of a container share one
+// (the rest follows in later entries), or the last piece of output that
+// ended without a newline. Both streams of a container share one
 // file, which kubelet rotates by renaming it and asking for a reopen.
 package crilog
 
@@ -357,12 +358,15 @@ func (w *lineWriter) flush(journaled bool) {
 	}
 }
 
-// end writes an unterminated last line as an F entry and tells a normal
-// end (EOF, a closed terminal, a closed file) from a read error.
+// end writes an unterminated last line as a P entry, as conmon does: the
+// output did not end the line, and kubelet adds no newline to a P entry
+// (a container that ran `echo -n DONE` has the termination message
+// "DONE", which a [Conformance] spec checks). It also tells a normal end
+// (EOF, a closed terminal, a closed file) from a read error.
 func (w *lineWriter) end(err error) error {
 	if w.n > 0 {
 		w.ts = w.now().UTC().AppendFormat(w.ts[:0], time.RFC3339Nano)
-		w.out = appendEntry(w.out, w.ts, w.stream, 'F', w.buf[:w.n])
+		w.out = appendEntry(w.out, w.ts, w.stream, 'P', w.buf[:w.n])
 		w.n = 0
 		w.flush(false)
 	}

@@ -101,7 +101,7 @@ func TestCopyLines(t *testing.T) {
 		{"full lines", 16, []string{"a\nbb\n"}, "F:a|F:bb|"},
 		{"line across reads", 16, []string{"hel", "lo\nwor", "ld\n"}, "F:hello|F:world|"},
 		{"empty lines", 16, []string{"\n\nx\n"}, "F:|F:|F:x|"},
-		{"unterminated last line", 16, []string{"a\nbc"}, "F:a|F:bc|"},
+		{"unterminated last line", 16, []string{"a\nbc"}, "F:a|P:bc|"},
 		{"long line split", 4, []string{"abcdefghij\n"}, "P:abcd|P:efgh|F:ij|"},
 		{"exactly max is one entry", 4, []string{"abcd\nefgh\n"}, "F:abcd|F:efgh|"},
 		{"max plus one", 4, []string{"abcde\n"}, "P:abcd|F:e|"},

@@ -57,7 +57,7 @@ func parseLog(b []byte) ([]logEntry, error) {
 // entry written parses, re-encodes to exactly its bytes and starts at a
 // line of its own; P entries are exactly the maximum size and F entries at
 // most that; the contents, P pieces joined and each F ending a line, are
-// the output (an unterminated last line gets its F).
+// the output (an unterminated last line is a last, shorter P entry).
 func FuzzCopy(f *testing.F) {
 	f.Add([]byte(nil), []byte("hello\nworld\n"), []byte{3, 1}, uint16(0), false)
 	f.Add([]byte("2024-05-06T07:08:09.123456789Z stdout F old\n"), []byte("no newline at the end"), []byte{0}, uint16(4), true)
@@ -127,7 +127,7 @@ func FuzzCopy(f *testing.F) {
 				t.Fatalf("entry %d: %s %s, want %s %s", i, e.ts, e.stream, wantTS, stream)
 			}
 			switch {
-			case e.tag == 'P' && len(e.content) != ml:
+			case e.tag == 'P' && len(e.content) != ml && !(i == len(es)-1 && len(e.content) < ml):
 				t.Fatalf("entry %d: partial entry of %d bytes, max line %d", i, len(e.content), ml)
 			case e.tag == 'F' && len(e.content) > ml:
 				t.Fatalf("entry %d: full entry of %d bytes, max line %d", i, len(e.content), ml)
@@ -142,9 +142,6 @@ func FuzzCopy(f *testing.F) {
 			t.Fatalf("entries re-encode to %q, the file holds %q", reenc, written)
 		}
 		want := output
-		if len(output) > 0 && output[len(output)-1] != '\n' {
-			want = append(append([]byte(nil), output...), '\n')
-		}
 		if !bytes.Equal(got, want) {
 			t.Fatalf("log holds %q, the container wrote %q", got, output)
 		}
