@@ -186,7 +186,8 @@ func readCRILog(t *testing.T, path string) []logEntry {
 	return out
 }
 
-// fullLines joins partial entries per stream into the lines the container wrote.
+// fullLines joins partial entries per stream into the lines the container
+// wrote; output that ended without a newline (a last P entry) is a last line.
 func fullLines(entries []logEntry) map[string][]string {
 	lines := map[string][]string{}
 	partial := map[string]string{}
@@ -195,6 +196,11 @@ func fullLines(entries []logEntry) map[string][]string {
 		if e.tag == "F" {
 			lines[e.stream] = append(lines[e.stream], partial[e.stream])
 			partial[e.stream] = ""
+		}
+	}
+	for stream, rest := range partial {
+		if rest != "" {
+			lines[stream] = append(lines[stream], rest)
 		}
 	}
 	return lines
