@@ -75,6 +75,9 @@ func KubernetesCatalog(st Stage) ([]Repo, error) {
 	}
 	ag := NewTree()
 	ag.File("agnhost", 0o755, c.program("agnhost"))
+	// Upstream's busybox has nmeter; the container lifecycle specs that
+	// switch a container's image to agnhost stamp its log lines with it.
+	ag.File("usr/local/bin/nmeter", 0o755, c.program("nmeter"))
 	ag.Symlink("agnhost-2", "agnhost")
 	ag.File("localhost.crt", 0o644, c.agnhostAsset("localhost.crt"))
 	ag.File("localhost.key", 0o644, c.agnhostAsset("localhost.key"))
