@@ -52,8 +52,8 @@ install:
 	SRC_BIN=$(BIN) DESTDIR=$(DESTDIR) BINDIR=$(BINDIR) bash hack/install.sh
 
 # Everything CI checks: lint, unit tests, end-to-end tests, conformance,
-# the VM test bed and the cluster test (make node-e2e and make
-# cluster-test-vm run apart: about an hour each on 2 cores).
+# the VM test bed and the cluster test (make node-e2e, about an hour on
+# 2 cores, and make cluster-test-vm run apart).
 # The test bed's registry, started on the way, is stopped at the end.
 test: deps lint unit fuzz e2e critest vm-test cluster-test
 	bash hack/registry.sh stop
