@@ -34,8 +34,13 @@
 # (test/vm/run.sh, step `cluster`), where test/vm/guest-cluster.sh starts
 # crid and kubelet, registers the node and runs the same workflow tests;
 # the guest reaches the host's API server and registry through qemu
-# guestfwd rules, and the API server reaches kubelet at the node's address
-# through a hostfwd rule.
+# guestfwd rules, and the API server reaches kubelet through a hostfwd
+# rule on 127.0.0.1: it dials the node by its name (address type
+# Hostname), which a private /etc/hosts, bound in the API server's own
+# mount namespace, maps to 127.0.0.1. (A hostfwd on the node's address does
+# not do: slirp keeps a non-loopback client's address as the source of the
+# forwarded connection, and the guest, holding that address itself, drops
+# it as martian.)
 #
 # Needs root. Heavy: run it as `flock -o /tmp/crid-heavy.lock make cluster-test`.
 # Environment:
@@ -205,9 +210,8 @@ pki="$tmp/pki"
 chains_before="$(iptables_chains)"
 [[ -n "$chains_before" ]] || chains_before="none"
 if [[ $node_mode == vm ]]; then
-	# qemu listens on the node's address for the guest's kubelet: only this
-	# machine may reach it.
-	guard_port "$guard_tag" "$kubelet_port"
+	# qemu listens on 127.0.0.1 for the guest's kubelet: nothing to guard.
+	:
 else
 	[[ -e "/sys/class/net/$bridge" ]] && die "bridge $bridge exists: another cluster test runs (or one leaked it)"
 	[[ -d /var/log/containers ]] || logs_dir_preexisted=0
@@ -291,14 +295,25 @@ etcd_health() {
 }
 wait_until 30 "etcd health" etcd_health
 
-start kube-apiserver "$kbin/kube-apiserver" \
+apiserver=("$kbin/kube-apiserver")
+kubelet_address_types=InternalIP
+if [[ $node_mode == vm ]]; then
+	{
+		cat /etc/hosts
+		printf '127.0.0.1\t%s\n' "$node"
+	} >"$tmp/hosts"
+	# shellcheck disable=SC2016
+	apiserver=(unshare -m --propagation private sh -c 'mount --bind "$0" /etc/hosts && exec "$@"' "$tmp/hosts" "$kbin/kube-apiserver")
+	kubelet_address_types=Hostname
+fi
+start kube-apiserver "${apiserver[@]}" \
 	--bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
 	--etcd-servers "https://127.0.0.1:$etcd_port" \
 	--etcd-cafile "$pki/ca.crt" --etcd-certfile "$pki/apiserver-etcd-client.crt" --etcd-keyfile "$pki/apiserver-etcd-client.key" \
 	--tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
 	--client-ca-file "$pki/ca.crt" \
 	--kubelet-client-certificate "$pki/apiserver-kubelet-client.crt" --kubelet-client-key "$pki/apiserver-kubelet-client.key" \
-	--kubelet-certificate-authority "$pki/ca.crt" --kubelet-preferred-address-types InternalIP \
+	--kubelet-certificate-authority "$pki/ca.crt" --kubelet-preferred-address-types "$kubelet_address_types" \
 	--service-account-issuer https://kubernetes.default.svc.cluster.local \
 	--service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
 	--service-cluster-ip-range "$service_range" \
@@ -324,7 +339,7 @@ if [[ $node_mode == vm ]]; then
 KBIN=$kbin
 PKI=$pki
 NODE=$node
-NODE_IP=$node_ip
+NODE_IP=10.0.2.15
 API_PORT=$api_port
 AUTH_PORT=$auth_port
 AUTH_USER=$auth_user
@@ -337,7 +352,7 @@ ENV
 	start_tests=$(date +%s)
 	set +e
 	VM_FLAVOURS=systemd VM_STEPS=cluster VM_CLUSTER_DIR="$tmp" VM_TIMEOUT="${VM_TIMEOUT:-5400}" VM_MEMORY="${VM_MEMORY:-4096}" \
-		VM_GUESTFWD_PORTS="$api_port $auth_port" VM_HOSTFWD="tcp:$node_ip:$kubelet_port-:$kubelet_port" \
+		VM_GUESTFWD_PORTS="$api_port $auth_port" VM_HOSTFWD="tcp:127.0.0.1:$kubelet_port-:$kubelet_port" \
 		bash test/vm/run.sh
 	test_rc=$?
 	set -e

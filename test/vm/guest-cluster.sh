@@ -9,9 +9,10 @@
 #     loopback; guestfwd rules carry 10.0.2.100:PORT there, and a busybox nc
 #     per port listens on the guest's own PORT, so that the kubeconfigs'
 #     https://127.0.0.1:PORT work unchanged;
-#   - the API server reaches kubelet at the node's address: the host's
-#     NODE_IP, which the guest also holds (on a dummy link), with a hostfwd
-#     rule carrying NODE_IP:KUBELET_PORT on the host to the guest.
+#   - the API server reaches kubelet by the node's name, which its own
+#     /etc/hosts maps to 127.0.0.1, where a hostfwd rule carries
+#     KUBELET_PORT to the guest; the node's address (NODE_IP) is the
+#     guest's own 10.0.2.15.
 # Reads $CLUSTER_DIR/vm.env (written by test/cluster/run.sh); writes
 # /vm-results/cluster-result.txt, cluster-test.log, kubelet.log.
 set -uo pipefail
@@ -58,12 +59,6 @@ wait_for 60 api_up || {
 	finish
 }
 echo "ok: the host's API server answers on 127.0.0.1:$API_PORT" >>"$out"
-# The node's address, which the host forwards to this guest.
-modprobe dummy 2>/dev/null; ip link add crid-node type dummy && ip addr add "$NODE_IP/32" dev crid-node && ip link set crid-node up ||
-	{
-		fail "cannot give the guest the node address $NODE_IP"
-		finish
-	}
 
 # --- crid and kubelet ---------------------------------------------------------------
 bash "$REPO/test/vm/guest-crid.sh" systemd || {
