@@ -48,7 +48,11 @@ func TestRuntimeHandlersFromConfig(t *testing.T) {
 		handler string
 		infra   bool
 	}{{"", false}, {"runc", false}, {"other", false}, {"test-handler", true}} {
-		cfg := podConfig("h-" + tc.handler)
+		name := "h-" + tc.handler // a host name too: no trailing '-'
+		if tc.handler == "" {
+			name = "h-default"
+		}
+		cfg := podConfig(name)
 		resp, err := n.runtime().RunPodSandbox(ctx, &runtime.RunPodSandboxRequest{Config: cfg, RuntimeHandler: tc.handler})
 		if err != nil {
 			t.Fatalf("RunPodSandbox with handler %q: %v\n%s", tc.handler, err, n.log)
