@@ -26,17 +26,27 @@ func TestShouldTrim(t *testing.T) {
 }
 
 // heapFree must see the pages a GC frees and FreeOSMemory returns, or the
-// idle check would never (or always) trim.
+// idle check would never (or always) trim. The package's other tests run
+// beside this one and free heap of their own at any moment, so the return
+// is checked on the best of a few FreeOSMemory calls, and as "most of what
+// was freed is gone" (a CI run saw 2.8 MB left of 8.3 MB).
 func TestHeapFree(t *testing.T) {
 	garbage(8 << 20)
 	runtime.GC()
 	freed := heapFree()
-	debug.FreeOSMemory()
-	after := heapFree()
-	if freed <= trimSlack || after > trimSlack {
-		t.Fatalf("heap free: %d kB after dropping 8 MB and a GC (want > %d kB), %d kB after FreeOSMemory (want <= %d kB)",
-			freed>>10, trimSlack>>10, after>>10, trimSlack>>10)
+	if freed <= trimSlack {
+		t.Fatalf("heap free: %d kB after dropping 8 MB and a GC, want > %d kB", freed>>10, trimSlack>>10)
 	}
+	bound := max(trimSlack, freed/4)
+	after := freed
+	for range 5 {
+		debug.FreeOSMemory()
+		if after = heapFree(); after <= bound {
+			return
+		}
+	}
+	t.Fatalf("heap free: %d kB after dropping 8 MB and a GC, still %d kB after FreeOSMemory (want <= %d kB)",
+		freed>>10, after>>10, bound>>10)
 }
 
 // sink keeps garbage's allocations on the heap.
