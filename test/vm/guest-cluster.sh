@@ -113,11 +113,12 @@ if [[ "$got" == "$want" ]] && grep -qF "$want" "$res/node.txt"; then
 else
 	fail "the node's container runtime is '$got', want '$want'"
 fi
-driver="$(kubectl get --raw "/api/v1/nodes/$NODE/proxy/configz" 2>/dev/null | grep -o '"cgroupDriver":"[a-z]*"')"
-if [[ "$driver" == '"cgroupDriver":"systemd"' ]]; then
-	echo "ok: kubelet's cgroupDriver is systemd (read through the API server's node proxy)" >>"$out"
+# kubelet's cgroup driver shows in what it made: QoS slices, not a
+# kubepods directory.
+if [[ -d /sys/fs/cgroup/kubepods.slice && ! -e /sys/fs/cgroup/kubepods ]]; then
+	echo "ok: kubelet's pods live under kubepods.slice (cgroupDriver systemd)" >>"$out"
 else
-	fail "kubelet's configz through the API server: '$driver', want cgroupDriver systemd"
+	fail "no kubepods.slice under /sys/fs/cgroup: kubelet is not on the systemd cgroup driver"
 fi
 
 # --- the workflow ---------------------------------------------------------------------
