@@ -175,7 +175,7 @@ func (s *runtimeService) CreateContainer(ctx context.Context, req *runtime.Creat
 	created = true
 	unblock()
 	s.nri.postCreate(ctx, id, nriUpdates)
-	if msg := containerSELinuxNotApplied(cfg); msg != "" {
+	if msg := selinuxNotApplied(cfg.GetLinux().GetSecurityContext().GetSelinuxOptions()); msg != "" {
 		klog.InfoS("SELinux options not applied", "containerID", id, "container", cfg.GetMetadata().GetName(), "detail", msg)
 	}
 	return &runtime.CreateContainerResponse{ContainerId: id}, nil

@@ -32,7 +32,7 @@ func (s *runtimeService) ContainerStatus(ctx context.Context, req *runtime.Conta
 			return nil, status.Errorf(codes.Internal, "encode container info: %v", err)
 		}
 		resp.Info = map[string]string{"info": string(info)}
-		if msg := containerSELinuxNotApplied(c.Config); msg != "" {
+		if msg := selinuxNotApplied(c.Config.GetLinux().GetSecurityContext().GetSelinuxOptions()); msg != "" {
 			resp.Info["selinux"] = msg
 		}
 		// The CRI has no field for a container's ID mappings: they are

@@ -15,20 +15,16 @@ func (s *runtimeService) RunPodSandbox(ctx context.Context, req *runtime.RunPodS
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	if msg := podSELinuxNotApplied(req.Config); msg != "" {
+	if msg := selinuxNotApplied(req.Config.GetLinux().GetSecurityContext().GetSelinuxOptions()); msg != "" {
 		klog.InfoS("SELinux options not applied", "podSandboxID", id, "pod", req.Config.GetMetadata().GetName(),
 			"namespace", req.Config.GetMetadata().GetNamespace(), "detail", msg)
 	}
 	return &runtime.RunPodSandboxResponse{PodSandboxId: id}, nil
 }
 
-// podSELinuxNotApplied reports a pod's SELinux options, which crid takes
-// and does not apply (specgen.SELinuxNotApplied says why).
-func podSELinuxNotApplied(cfg *runtime.PodSandboxConfig) string {
-	return specgen.SELinuxNotApplied("config.linux.security_context.selinux_options", cfg.GetLinux().GetSecurityContext().GetSelinuxOptions())
-}
-
-// containerSELinuxNotApplied is podSELinuxNotApplied for a container's own.
-func containerSELinuxNotApplied(cfg *runtime.ContainerConfig) string {
-	return specgen.SELinuxNotApplied("config.linux.security_context.selinux_options", cfg.GetLinux().GetSecurityContext().GetSelinuxOptions())
+// selinuxNotApplied reports a pod's or a container's SELinux options
+// (the field has the same path in both requests), which crid takes and
+// does not apply (specgen.SELinuxNotApplied says why).
+func selinuxNotApplied(o *runtime.SELinuxOption) string {
+	return specgen.SELinuxNotApplied("config.linux.security_context.selinux_options", o)
 }

@@ -25,7 +25,7 @@ func (s *runtimeService) PodSandboxStatus(_ context.Context, req *runtime.PodSan
 			return nil, status.Errorf(codes.Internal, "encode sandbox info: %v", err)
 		}
 		resp.Info = map[string]string{"info": string(info)}
-		if msg := podSELinuxNotApplied(sb.Config); msg != "" {
+		if msg := selinuxNotApplied(sb.Config.GetLinux().GetSecurityContext().GetSelinuxOptions()); msg != "" {
 			resp.Info["selinux"] = msg
 		}
 	}

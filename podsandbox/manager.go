@@ -48,11 +48,8 @@ type Options struct {
 	ShmSize int64
 	// Infra runs infra processes; nil means pods never get one.
 	Infra Infra
-	// InfraAlways gives every pod an infra process, not only those that
-	// share a PID namespace; it applies to Handlers' default only.
-	InfraAlways bool
 	// Handlers are the runtime handlers pods may name, "" standing for the
-	// default handler; nil means "" and "runc", with InfraAlways.
+	// default handler; nil means "" and "runc", with no options.
 	Handlers map[string]Handler
 	// Containers stops and removes a pod's containers with it.
 	Containers PodContainers

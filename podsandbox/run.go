@@ -37,7 +37,7 @@ func (m *Manager) Handlers() []string {
 // handler returns the options of a runtime handler, and whether it is one.
 func (m *Manager) handler(name string) (Handler, bool) {
 	if m.opts.Handlers == nil {
-		return Handler{InfraAlways: m.opts.InfraAlways}, name == "" || name == "runc"
+		return Handler{}, name == "" || name == "runc"
 	}
 	h, ok := m.opts.Handlers[name]
 	return h, ok
