@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -36,7 +37,14 @@ func dial(endpoint string, rpcTimeout, pullTimeout time.Duration) (*client, erro
 	}
 	conn, err := grpc.NewClient(target,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16<<20)))
+		// kubelet's limit on a reply.
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(kubeletMaxRecv)),
+		// Reconnect soon after a daemon restart instead of gRPC's
+		// default backoff (1 s, growing to 2 min).
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 20 * time.Millisecond, Multiplier: 1.6, MaxDelay: 500 * time.Millisecond},
+			MinConnectTimeout: 5 * time.Second,
+		}))
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", endpoint, err)
 	}
@@ -44,6 +52,30 @@ func dial(endpoint string, rpcTimeout, pullTimeout time.Duration) (*client, erro
 		conn: conn, rt: runtime.NewRuntimeServiceClient(conn), img: runtime.NewImageServiceClient(conn),
 		rpcTimeout: rpcTimeout, pullTimeout: pullTimeout,
 	}, nil
+}
+
+// kubeletMaxRecv is the largest reply kubelet's CRI client accepts.
+const kubeletMaxRecv = 16 << 20
+
+// dialFast is a connection that retries every 10 ms, to time a daemon
+// coming back.
+func dialFast(endpoint string, rpcTimeout time.Duration) (*client, error) {
+	target := endpoint
+	if !strings.HasPrefix(target, "unix://") {
+		target = "unix://" + target
+	}
+	conn, err := grpc.NewClient(target,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(kubeletMaxRecv)),
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 10 * time.Millisecond, Multiplier: 1, MaxDelay: 10 * time.Millisecond},
+			MinConnectTimeout: time.Second,
+		}))
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", endpoint, err)
+	}
+	return &client{conn: conn, rt: runtime.NewRuntimeServiceClient(conn), img: runtime.NewImageServiceClient(conn),
+		rpcTimeout: rpcTimeout, pullTimeout: rpcTimeout}, nil
 }
 
 func (c *client) Close() error { return c.conn.Close() }
@@ -100,13 +132,21 @@ func (s shape) String() string {
 	return n + ", " + p
 }
 
+// benchNamespace is the Kubernetes namespace of every benchmark pod.
+const benchNamespace = "crid-bench"
+
 // kubeletShape is what kubelet sends for an ordinary pod.
 var kubeletShape = shape{pid: runtime.NamespaceMode_CONTAINER}
 
 // pod is one pod the benchmark created, with what it got back.
 type pod struct {
-	name, uid   string
-	shape       shape
+	name, uid string
+	shape     shape
+	// command is the container's; nil means sleep 3600.
+	command []string
+	// ctlMount mounts the benchmark's control dir read-only at /bench-ctl
+	// (the sweep's containers look there for the switch to start logging).
+	ctlMount    bool
 	sandboxID   string
 	sandboxCfg  *runtime.PodSandboxConfig
 	containerID string
@@ -192,10 +232,21 @@ func (b *bench) sandboxConfig(p *pod) (*runtime.PodSandboxConfig, error) {
 		hostname = "" // kubelet names only pods with their own UTS namespace
 	}
 	return &runtime.PodSandboxConfig{
-		Metadata:     &runtime.PodSandboxMetadata{Name: p.name, Namespace: "crid-bench", Uid: p.uid},
+		Metadata:     &runtime.PodSandboxMetadata{Name: p.name, Namespace: benchNamespace, Uid: p.uid},
 		Hostname:     hostname,
 		LogDirectory: logDir,
-		Labels:       map[string]string{"crid-bench": b.runID},
+		// What kubelet labels and annotates a pod with, so that list
+		// replies have kubelet's size per item.
+		Labels: map[string]string{
+			"crid-bench":                  b.runID,
+			"io.kubernetes.pod.name":      p.name,
+			"io.kubernetes.pod.namespace": benchNamespace,
+			"io.kubernetes.pod.uid":       p.uid,
+		},
+		Annotations: map[string]string{
+			"kubernetes.io/config.seen":   "2026-01-01T00:00:00.000000000Z",
+			"kubernetes.io/config.source": "api",
+		},
 		Linux: &runtime.LinuxPodSandboxConfig{
 			CgroupParent:    b.o.cgroupParent,
 			SecurityContext: &runtime.LinuxSandboxSecurityContext{NamespaceOptions: ns},
@@ -208,12 +259,34 @@ func (b *bench) containerConfig(p *pod) *runtime.ContainerConfig {
 	if p.shape.hostNetwork {
 		ns.Network = runtime.NamespaceMode_NODE
 	}
+	cmd := p.command
+	if cmd == nil {
+		cmd = []string{"sleep", "3600"}
+	}
+	var mounts []*runtime.Mount
+	if p.ctlMount {
+		mounts = append(mounts, &runtime.Mount{ContainerPath: "/bench-ctl", HostPath: b.ctlDir(), Readonly: true})
+	}
 	return &runtime.ContainerConfig{
 		Metadata: &runtime.ContainerMetadata{Name: "sleep"},
 		Image:    &runtime.ImageSpec{Image: b.o.image},
-		Command:  []string{"sleep", "3600"},
+		Command:  cmd,
 		LogPath:  "sleep_0.log",
-		Labels:   map[string]string{"crid-bench": b.runID},
+		Mounts:   mounts,
+		Labels: map[string]string{
+			"crid-bench":                   b.runID,
+			"io.kubernetes.container.name": "sleep",
+			"io.kubernetes.pod.name":       p.name,
+			"io.kubernetes.pod.namespace":  benchNamespace,
+			"io.kubernetes.pod.uid":        p.uid,
+		},
+		Annotations: map[string]string{
+			"io.kubernetes.container.hash":                     "5d3f2c1a",
+			"io.kubernetes.container.restartCount":             "0",
+			"io.kubernetes.container.terminationMessagePath":   "/dev/termination-log",
+			"io.kubernetes.container.terminationMessagePolicy": "File",
+			"io.kubernetes.pod.terminationGracePeriod":         "30",
+		},
 		Linux: &runtime.LinuxContainerConfig{
 			// kubelet's BestEffort pod.
 			Resources:       &runtime.LinuxContainerResources{CpuShares: 2, OomScoreAdj: 1000},
@@ -242,6 +315,14 @@ func (b *bench) runSandbox(ctx context.Context, p *pod) error {
 
 // runContainer is CreateContainer + StartContainer in p's sandbox.
 func (b *bench) runContainer(ctx context.Context, p *pod) error {
+	if err := b.createContainer(ctx, p); err != nil {
+		return err
+	}
+	return b.startContainer(ctx, p)
+}
+
+// createContainer is CreateContainer in p's sandbox.
+func (b *bench) createContainer(ctx context.Context, p *pod) error {
 	resp, err := timed(b, ctx, b.c.rpcTimeout, "CreateContainer", b.c.rt.CreateContainer, &runtime.CreateContainerRequest{
 		PodSandboxId: p.sandboxID, Config: b.containerConfig(p), SandboxConfig: p.sandboxCfg,
 	})
@@ -252,6 +333,11 @@ func (b *bench) runContainer(ctx context.Context, p *pod) error {
 	b.mu.Lock()
 	b.containers[p.containerID] = true
 	b.mu.Unlock()
+	return nil
+}
+
+// startContainer is StartContainer of p's container.
+func (b *bench) startContainer(ctx context.Context, p *pod) error {
 	if _, err := timed(b, ctx, b.c.rpcTimeout, "StartContainer", b.c.rt.StartContainer, &runtime.StartContainerRequest{ContainerId: p.containerID}); err != nil {
 		return fmt.Errorf("StartContainer in %s: %w", p.name, err)
 	}
@@ -358,7 +444,11 @@ func (b *bench) ensureImage(ctx context.Context, ref string) error {
 // daemon whose state is private to the benchmark.
 func removeEverything(ctx context.Context, c *client, stopTimeout int64) error {
 	var errs []error
-	cs, err := call(ctx, c.rpcTimeout, c.rt.ListContainers, &runtime.ListContainersRequest{})
+	// Without kubelet's reply limit: there may be many dead containers.
+	big := grpc.MaxCallRecvMsgSize(unbounded)
+	lctx, cancel := context.WithTimeout(ctx, c.rpcTimeout)
+	defer cancel()
+	cs, err := c.rt.ListContainers(lctx, &runtime.ListContainersRequest{}, big)
 	if err != nil && !isUnimplemented(err) {
 		errs = append(errs, fmt.Errorf("ListContainers: %w", err))
 	}
@@ -370,7 +460,7 @@ func removeEverything(ctx context.Context, c *client, stopTimeout int64) error {
 			errs = append(errs, fmt.Errorf("RemoveContainer %s: %w", ctr.Id, err))
 		}
 	}
-	sbs, err := call(ctx, c.rpcTimeout, c.rt.ListPodSandbox, &runtime.ListPodSandboxRequest{})
+	sbs, err := c.rt.ListPodSandbox(lctx, &runtime.ListPodSandboxRequest{}, big)
 	if err != nil && !isUnimplemented(err) {
 		errs = append(errs, fmt.Errorf("ListPodSandbox: %w", err))
 	}

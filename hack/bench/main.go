@@ -39,6 +39,7 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -79,7 +80,7 @@ func usage() {
 	fmt.Fprintln(os.Stderr, "usage: crid-bench run|report|image|wait|cleanup [flags]  (crid-bench <cmd> -h for flags; see hack/bench/run.sh)")
 }
 
-var allPhases = []string{"pull", "memory", "seq", "concurrent"}
+var allPhases = []string{"pull", "memory", "seq", "concurrent", "floor", "sweep", "dead"}
 
 // options are the flags of `run`.
 type options struct {
@@ -110,6 +111,26 @@ type options struct {
 	netName      string
 	ipamDir      string
 	checkFlags   bool
+	// The sweep.
+	levels         []int
+	more           int
+	samples        int
+	logLines       int
+	logPoll        time.Duration
+	cpuWindow      time.Duration
+	maxPods        int
+	restartCmd     string
+	restartTimeout time.Duration
+	// Dead containers.
+	dead    int
+	maxDead int
+	// Floors.
+	floors          bool
+	floorIterations int
+	floorHelper     string
+	rootfs          string
+	conflist        string
+	cniBinDirs      []string
 }
 
 func (o *options) has(phase string) bool { return slices.Contains(o.phases, phase) }
@@ -144,9 +165,39 @@ func parseRunFlags(args []string) (*options, error) {
 	fs.StringVar(&o.netName, "net-name", "", "CNI network name (leak check)")
 	fs.StringVar(&o.ipamDir, "ipam-dir", "", "host-local dataDir of the network (leak check)")
 	fs.BoolVar(&o.checkFlags, "check-flags", false, "only check the flags (run.sh does before starting any runtime)")
+	var levels, cniBinDirs string
+	fs.StringVar(&levels, "levels", "10,100,500,1000", "sweep: comma-separated numbers of running pods")
+	fs.IntVar(&o.more, "more", 20, "sweep: pods started one after the other at each level, on each network")
+	fs.IntVar(&o.samples, "samples", 30, "calls of each list/status RPC at each level (and of ContainerStatus among the dead)")
+	fs.IntVar(&o.logLines, "log-lines", 10, "sweep: lines per second each container writes while logging")
+	fs.DurationVar(&o.logPoll, "log-poll", 10*time.Second, "sweep: how often an idle container looks for the switch to start logging (whole seconds)")
+	fs.DurationVar(&o.cpuWindow, "cpu-window", 10*time.Second, "sweep: window over which CPU use is read")
+	fs.IntVar(&o.maxPods, "max-pods", 0, "sweep: skip levels above this (0: none), to bound a slow runtime")
+	fs.StringVar(&o.restartCmd, "restart-cmd", "", "sweep: command that starts the daemon again after a kill -9 and prints its pid (run.sh writes one)")
+	fs.DurationVar(&o.restartTimeout, "restart-timeout", 2*time.Minute, "sweep: give up on a restarted daemon's statuses after this")
+	fs.IntVar(&o.dead, "dead", 20000, "dead: exited containers (and their stopped pods)")
+	fs.IntVar(&o.maxDead, "max-dead", 0, "dead: at most this many (0: no bound), to bound a slow runtime")
+	fs.BoolVar(&o.floors, "floors", true, "measure the floors (CNI, libcontainer, pulls): properties of the machine, measured once, in crid's run")
+	fs.IntVar(&o.floorIterations, "floor-iterations", 20, "floor: iterations of the CNI and container floors")
+	fs.StringVar(&o.floorHelper, "floor-helper", "", "floor: the crid-bench-floor binary (default: beside crid-bench)")
+	fs.StringVar(&o.rootfs, "rootfs", "", "floor: read-only tree with bin/busybox (the test bed's busybox-root)")
+	fs.StringVar(&o.conflist, "conflist", "", "floor: the runtime's CNI conflist")
+	fs.StringVar(&cniBinDirs, "cni-bin-dirs", "/opt/cni/bin", "floor: CNI plugin dirs, comma-separated")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
+	for _, f := range strings.Split(levels, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("-levels: %q is not a number of pods", f)
+		}
+		o.levels = append(o.levels, n)
+	}
+	slices.Sort(o.levels)
+	o.cniBinDirs = strings.Split(cniBinDirs, ",")
 	for _, p := range strings.Split(phases, ",") {
 		p = strings.TrimSpace(p)
 		if p == "" {
@@ -166,6 +217,12 @@ func parseRunFlags(args []string) (*options, error) {
 		return nil, errors.New("-log-dir is required")
 	case o.pods < 1 || o.concurrency < 1 || o.concurrentPods < 1 || o.memPods < 1:
 		return nil, errors.New("-pods, -concurrency, -concurrent-pods and -mem-pods must be at least 1")
+	case o.has("sweep") && (len(o.levels) == 0 || o.more < 1 || o.samples < 1 || o.logLines < 1):
+		return nil, errors.New("the sweep needs -levels, and -more, -samples and -log-lines of at least 1")
+	case o.has("sweep") && o.daemonPid <= 0:
+		return nil, errors.New("the sweep needs -daemon-pid")
+	case o.has("dead") && o.dead < 1:
+		return nil, errors.New("-dead must be at least 1")
 	}
 	return o, nil
 }
@@ -191,6 +248,7 @@ func cmdRun(args []string) error {
 	res := &Result{Runtime: o.runtimeName, Started: time.Now(), Params: Params{
 		Pods: o.pods, Concurrency: o.concurrency, ConcurrentPods: o.concurrentPods, MemPods: o.memPods,
 		Phases: o.phases, Image: o.image, StopTimeout: o.stopTimeout,
+		Levels: o.levels, MaxPods: o.maxPods, Dead: o.dead, MaxDead: o.maxDead,
 	}}
 	if res.Version, err = c.waitReady(ctx, 30*time.Second, nil); err != nil {
 		return fmt.Errorf("%s at %s: %w", o.runtimeName, o.endpoint, err)
@@ -202,7 +260,7 @@ func cmdRun(args []string) error {
 	// daemonGone notes, once, that the daemon died: later phases are skipped.
 	gone := false
 	daemonGone := func() bool {
-		if !gone && o.daemonPid > 0 && syscall.Kill(o.daemonPid, 0) != nil {
+		if !gone && o.daemonPid > 0 && !processRunning(o.daemonPid) {
 			gone = true
 			res.Notes = append(res.Notes, fmt.Sprintf("the daemon (pid %d) exited during the run; later phases skipped", o.daemonPid))
 			b.logf("the daemon (pid %d) exited", o.daemonPid)
@@ -213,14 +271,23 @@ func cmdRun(args []string) error {
 		if !o.has(name) || ctx.Err() != nil || daemonGone() {
 			return
 		}
-		pctx, cancel := context.WithTimeout(ctx, o.phaseTimeout)
+		// The sweep bounds each level by -phase-timeout itself; the dead
+		// phase grows with -dead.
+		bound := o.phaseTimeout
+		switch name {
+		case "sweep":
+			bound *= time.Duration(len(o.levels) + 1)
+		case "dead":
+			bound += time.Duration(o.dead) * 200 * time.Millisecond
+		}
+		pctx, cancel := context.WithTimeout(ctx, bound)
 		defer cancel()
 		start := time.Now()
 		fn(pctx)
 		b.logf("phase %s done in %.1f s", name, time.Since(start).Seconds())
 	}
 	phase("pull", func(ctx context.Context) { res.Pull = b.pullPhase(ctx) })
-	if o.has("memory") || o.has("seq") || o.has("concurrent") {
+	if o.has("memory") || o.has("seq") || o.has("concurrent") || o.has("sweep") || o.has("dead") {
 		for _, ref := range []string{o.image, o.pauseImage} {
 			if err := b.ensureImage(ctx, ref); err != nil {
 				res.Notes = append(res.Notes, fmt.Sprintf("pre-pull: %v", err))
@@ -238,6 +305,11 @@ func cmdRun(args []string) error {
 		}
 	})
 	phase("concurrent", func(ctx context.Context) { res.Concurrent = b.concurrentPhase(ctx) })
+	if o.floors {
+		phase("floor", func(ctx context.Context) { res.Floor = b.floorPhase(ctx) })
+	}
+	phase("sweep", func(ctx context.Context) { res.Sweep = b.sweepPhase(ctx) })
+	phase("dead", func(ctx context.Context) { res.Dead = b.deadPhase(ctx) })
 	if ctx.Err() != nil {
 		res.Notes = append(res.Notes, "interrupted")
 	}
@@ -259,6 +331,7 @@ func cmdRun(args []string) error {
 
 func cmdReport(args []string) error {
 	fs := flag.NewFlagSet("report", flag.ContinueOnError)
+	plotPath := fs.String("plot", "", "also draw the sweep's latency and memory against running pods into this PNG")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -273,7 +346,20 @@ func cmdReport(args []string) error {
 		}
 		results = append(results, r)
 	}
-	return printReport(os.Stdout, results)
+	if err := printReport(os.Stdout, results); err != nil {
+		return err
+	}
+	if *plotPath == "" {
+		return nil
+	}
+	drawn, err := writePlot(*plotPath, results)
+	if err != nil {
+		return err
+	}
+	if drawn {
+		fmt.Printf("\nplot: %s\n", *plotPath)
+	}
+	return nil
 }
 
 func cmdImage(args []string) error {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"sort"
 	"time"
 
@@ -48,13 +49,57 @@ func (b *bench) pullPhase(ctx context.Context) *PullResult {
 		}
 	}
 	sort.Strings(res.Twice)
+	files := b.pullOne(ctx, reg, proxy, benchRepoFiles, seen, map[string]int{})
+	res.Files = &files
+	res.Both = b.pullConcurrent(ctx, proxy, benchRepoFirst, benchRepoFiles)
+	if b.o.floors && b.o.workDir != "" {
+		scratch := filepath.Join(b.o.workDir, "pull-floor")
+		res.FirstFloor = pullFloor(ctx, reg, scratch, benchRepoFirst)
+		res.FilesFloor = pullFloor(ctx, reg, scratch, benchRepoFiles)
+		res.BothFloor = pullFloor(ctx, reg, scratch, benchRepoFirst, benchRepoFiles)
+		b.logf("pull floors: %.2f s, %.2f s (%d files), both at once %.2f s",
+			res.FirstFloor.Seconds, res.FilesFloor.Seconds, res.FilesFloor.Files, res.BothFloor.Seconds)
+	}
+	return res
+}
+
+// pullConcurrent removes the images of repos and pulls them all at once.
+func (b *bench) pullConcurrent(ctx context.Context, proxy *countingProxy, repos ...string) *ConcurrentPull {
+	res := &ConcurrentPull{Outcome: ok(), Seconds: make([]float64, len(repos))}
+	refs := make([]string, len(repos))
+	for i, repo := range repos {
+		refs[i] = b.o.proxyListen + "/" + repo + ":" + imageTag(repo)
+		spec := &runtime.ImageSpec{Image: refs[i]}
+		if _, err := call(ctx, b.c.rpcTimeout, b.c.img.RemoveImage, &runtime.RemoveImageRequest{Image: spec}); err != nil {
+			res.Outcome = outcomeOf(fmt.Errorf("RemoveImage %s before the concurrent pull: %w", refs[i], err))
+			return res
+		}
+	}
+	res.Refs = refs
+	proxy.take()
+	start := time.Now()
+	errs := parallel(ctx, len(refs), len(refs), func(ctx context.Context, i int) error {
+		t := time.Now()
+		_, err := call(ctx, b.c.pullTimeout, b.c.img.PullImage, &runtime.PullImageRequest{Image: &runtime.ImageSpec{Image: refs[i]}})
+		res.Seconds[i] = time.Since(t).Seconds()
+		return err
+	})
+	res.WallSeconds = time.Since(start).Seconds()
+	bytes, _ := proxy.take()
+	for _, n := range bytes {
+		res.BytesFetched += n
+	}
+	if n, err := countErrors(errs); n > 0 {
+		res.Outcome = outcomeOf(err)
+	}
+	b.logf("pull of %d images at once: %.2f s, %.1f MB fetched", len(refs), res.WallSeconds, float64(res.BytesFetched)/1e6)
 	return res
 }
 
 func (b *bench) pullOne(ctx context.Context, reg *registry, proxy *countingProxy, repo string, seen map[string]bool, fetched map[string]int) PullOne {
-	ref := b.o.proxyListen + "/" + repo + ":" + benchImageTag
+	ref := b.o.proxyListen + "/" + repo + ":" + imageTag(repo)
 	one := PullOne{Outcome: ok(), Ref: ref}
-	m, err := reg.getManifest(ctx, repo, benchImageTag)
+	m, err := reg.getManifest(ctx, repo, imageTag(repo))
 	if err != nil {
 		one.Outcome = Outcome{State: stateFailed, Err: fmt.Sprintf("bench image (crid-bench image): %v", err)}
 		return one

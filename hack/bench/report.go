@@ -162,6 +162,10 @@ func printReport(w io.Writer, results []*Result) error {
 	if ran(func(r *Result) bool { return r.Concurrent != nil }) {
 		t.concurrentRows()
 	}
+	t.floorRows()
+	if ran(func(r *Result) bool { return r.Dead != nil }) {
+		t.deadRows()
+	}
 
 	t.section("Run")
 	t.row("wall time of the run", func(r *Result) cell { return num("%.0f s", r.WallSeconds) }, nil)
@@ -188,6 +192,10 @@ func printReport(w io.Writer, results []*Result) error {
 	fmt.Fprintln(w, "A figure marked \"sandboxes only\" was measured without containers, which the runtime did not support.")
 	for i, n := range t.notes {
 		fmt.Fprintf(w, "[%d] %s\n", i+1, n)
+	}
+	if ran(func(r *Result) bool { return r.Sweep != nil }) {
+		fmt.Fprintln(w)
+		return printSweep(w, results)
 	}
 	return nil
 }
@@ -246,6 +254,7 @@ func (t *table) pullRows() {
 		}
 		return num("%.0f", float64(len(r.Pull.Twice)))
 	}, nil)
+	t.pullScaleRows()
 }
 
 func (t *table) memoryRows() {

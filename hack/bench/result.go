@@ -27,6 +27,9 @@ type Result struct {
 	Seq        []*SeqResult      `json:"seq,omitempty"`
 	Memory     *MemResult        `json:"memory,omitempty"`
 	Concurrent *ConcurrentResult `json:"concurrent,omitempty"`
+	Floor      *FloorResult      `json:"floor,omitempty"`
+	Sweep      *SweepResult      `json:"sweep,omitempty"`
+	Dead       *DeadResult       `json:"dead,omitempty"`
 	FinalLeaks *LeakReport       `json:"final_leaks,omitempty"`
 	Notes      []string          `json:"notes,omitempty"`
 }
@@ -40,6 +43,10 @@ type Params struct {
 	Phases         []string `json:"phases"`
 	Image          string   `json:"image"`
 	StopTimeout    int64    `json:"stop_timeout"`
+	Levels         []int    `json:"levels,omitempty"`
+	MaxPods        int      `json:"max_pods,omitempty"`
+	Dead           int      `json:"dead,omitempty"`
+	MaxDead        int      `json:"max_dead,omitempty"`
 }
 
 // Outcome says whether a measured step could run at all.
@@ -186,6 +193,23 @@ type PullResult struct {
 	Second PullOne `json:"second"`
 	// Twice lists blobs fetched more than once over both pulls.
 	Twice []string `json:"twice,omitempty"`
+	// Files is the many-files image; Both the first and the many-files
+	// images removed and pulled at once.
+	Files *PullOne        `json:"files,omitempty"`
+	Both  *ConcurrentPull `json:"both,omitempty"`
+	// The floors of the first image, the many-files one, and both at once.
+	FirstFloor PullFloor `json:"first_floor"`
+	FilesFloor PullFloor `json:"files_floor"`
+	BothFloor  PullFloor `json:"both_floor"`
+}
+
+// ConcurrentPull is several images pulled at once.
+type ConcurrentPull struct {
+	Outcome
+	Refs         []string  `json:"refs"`
+	Seconds      []float64 `json:"seconds"` // each pull's own time
+	WallSeconds  float64   `json:"wall_seconds"`
+	BytesFetched int64     `json:"bytes_fetched"`
 }
 
 // PullOne is one image pulled through the counting proxy.

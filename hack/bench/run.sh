@@ -7,16 +7,30 @@
 # (only the PID it started), and finally prints one table with both runtimes
 # and design.md's targets.
 #
-#   hack/bench/run.sh [-runtimes=crid,containerd] [crid-bench run flags]
+#   hack/bench/run.sh [-runtimes=crid,containerd] [-containerd-max-pods=N]
+#                     [-containerd-max-dead=N] [-smoke] [crid-bench run flags]
 #
-# crid-bench run flags, e.g.: -phases=pull,memory,seq,concurrent -pods=50
-# -concurrency=10 -concurrent-pods=100 -mem-pods=50 (`crid-bench run -h`).
+# crid-bench run flags, e.g.: -phases=pull,memory,seq,concurrent,floor,sweep,dead
+# -pods=50 -concurrency=10 -concurrent-pods=100 -mem-pods=50
+# -levels=10,100,500,1000 -dead=20000 (`crid-bench run -h`).
+# containerd is bounded so that it finishes in the time allowed: sweep
+# levels above -containerd-max-pods (default 100) and dead containers past
+# -containerd-max-dead (default 1000) are not measured on it; the report
+# says so. The floors (CNI, libcontainer, pulls) are measured once, in
+# crid's run. -smoke is `make bench-smoke`: crid only, one level of 10 pods,
+# a few dead containers, the floors, small samples; it checks that the
+# report and the plot are produced (no timing is checked).
 # Environment: CRID_SANDBOX_IMAGE runs crid's pod infra from that image
 # (e.g. registry.k8s.io/pause:3.10, through the test bed's mirror) instead
 # of the built-in crid-pause (the default, as crid's own);
 # BENCH_KEEP=1 keeps the temp dir (daemon logs, configs);
-# BENCH_TIMEOUT bounds each runtime's measurement (default 30m);
-# REGISTRY_ADDR is the local registry (default 127.0.0.1:5000).
+# BENCH_TIMEOUT bounds each runtime's measurement (default 150m);
+# REGISTRY_ADDR is the local registry (default 127.0.0.1:5000);
+# CRID_TESTBED_DIR the test bed (default _output/testbed).
+#
+# For 1,000 pods the run raises fs.inotify.max_user_instances to 8192 if it
+# is lower, and puts it back at the end. A Linux bridge takes at most 1,024
+# ports: the largest level plus -more must stay below that.
 #
 # The two networks are bridge + host-local + portmap + loopback, as crid's
 # default, on their own bridges and subnets: crid-bench0 10.77.0.0/16 (crid)
@@ -31,6 +45,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 bin="$root/_output/bin"
 outdir="$root/_output/bench"
 registry="${REGISTRY_ADDR:-127.0.0.1:5000}"
+testbed="${CRID_TESTBED_DIR:-$root/_output/testbed}"
 export PATH="/usr/local/sbin:/usr/sbin:/sbin:$PATH"
 
 die() {
@@ -40,10 +55,19 @@ die() {
 log() { echo "bench: $*" >&2; }
 
 runtimes=crid,containerd
+ctrd_max_pods=100
+ctrd_max_dead=1000
+smoke=0
 pass=()
 while (($#)); do
 	case "$1" in
 	-runtimes=* | --runtimes=*) runtimes="${1#*=}" ;;
+	-containerd-max-pods=*) ctrd_max_pods="${1#*=}" ;;
+	-containerd-max-dead=*) ctrd_max_dead="${1#*=}" ;;
+	-smoke)
+		smoke=1
+		runtimes=crid
+		;;
 	-runtimes | --runtimes)
 		(($# > 1)) || die "$1 needs a value"
 		runtimes="$2"
@@ -57,6 +81,17 @@ while (($#)); do
 	esac
 	shift
 done
+if ((smoke)); then
+	# Flags given after -smoke still win (the last one counts).
+	pass=(-phases=floor,sweep,dead -levels=10 -more=2 -samples=3 -cpu-window=1s -log-poll=1s
+		-floor-iterations=2 -dead=20 -concurrency=5 "${pass[@]}")
+fi
+# The phases asked for (crid-bench's default: all of them).
+phases=pull,memory,seq,concurrent,floor,sweep,dead
+for a in "${pass[@]}"; do
+	case "$a" in -phases=* | --phases=*) phases="${a#*=}" ;; esac
+done
+has_phase() { [[ ",$phases," == *",$1,"* ]]; }
 IFS=, read -r -a rts <<<"$runtimes"
 for rt in "${rts[@]}"; do
 	case "$rt" in
@@ -105,6 +140,10 @@ fi
 if [[ " ${rts[*]} " == *" crid "* ]]; then
 	[[ -x "$bin/crid" ]] || die "$bin/crid missing: make build"
 fi
+if has_phase pull && ! command -v pigz >/dev/null; then
+	log "apt-get install -y pigz (the pull floor)"
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pigz >/dev/null
+fi
 
 registry_was_up=0
 curl -fsS -o /dev/null --max-time 2 "http://$registry/v2/" 2>/dev/null && registry_was_up=1
@@ -118,6 +157,7 @@ run_containerd_existed=0
 run_netns_existed=0
 [[ -e /run/netns ]] && run_netns_existed=1
 declare -A daemon_pid=()
+inotify_before=""
 
 # --- cleanup, on every path ---------------------------------------------------
 
@@ -160,6 +200,11 @@ stop_ours() {
 stop_runtime() {
 	local rt="$1" pid="${daemon_pid[$1]:-}" sock i
 	[[ -n $pid ]] || return 0
+	# A daemon the sweep killed and started again wrote its pid here.
+	if [[ -s "$work/$rt/daemon.pid" ]]; then
+		wait "$pid" 2>/dev/null || true # the killed one, a zombie of ours
+		pid="$(cat "$work/$rt/daemon.pid")"
+	fi
 	sock="$work/$rt/$rt.sock"
 	if kill -0 "$pid" 2>/dev/null; then
 		timeout 200 "$bench" cleanup -endpoint "$sock" -timeout 180s || log "$rt: removing its pods failed"
@@ -227,6 +272,9 @@ cleanup() {
 		[[ -d $d ]] && find "$d" -depth -type d -exec rmdir {} + 2>/dev/null
 	done
 	((run_containerd_existed)) || rm -rf /run/containerd
+	if [[ -n $inotify_before ]]; then
+		sysctl -qw fs.inotify.max_user_instances="$inotify_before" || log "could not restore fs.inotify.max_user_instances=$inotify_before"
+	fi
 	if ((!registry_was_up)); then
 		bash "$root/hack/registry.sh" stop >/dev/null
 	fi
@@ -245,16 +293,26 @@ trap 'exit 143' TERM
 
 # --- build, images, proxy port ------------------------------------------------
 
-log "building crid-bench"
-(cd "$root" && go build -o "$bin/crid-bench" ./hack/bench)
+log "building crid-bench and crid-bench-floor"
+(cd "$root" && go build -o "$bin/crid-bench" ./hack/bench && go build -o "$bin/crid-bench-floor" ./hack/bench/floorhelper)
 bench="$bin/crid-bench"
 
 # The test images (busybox, pause) and the local registry; the bench images.
-REGISTRY_ADDR="$registry" bash "$root/hack/test-images.sh" >/dev/null ||
+REGISTRY_ADDR="$registry" CRID_TESTBED_DIR="$testbed" bash "$root/hack/test-images.sh" >/dev/null ||
 	die "hack/test-images.sh failed"
 "$bench" run -check-flags -runtime check -endpoint none -daemon-pid 1 -log-dir none "${pass[@]}" ||
 	die "bad crid-bench run flags: ${pass[*]}"
-"$bench" image -registry "$registry"
+if has_phase pull; then
+	"$bench" image -registry "$registry"
+fi
+
+# 1,000 pods' runtimes and plugins may want more inotify instances than
+# Debian's 128; raised for the run, restored by cleanup.
+cur="$(sysctl -n fs.inotify.max_user_instances)"
+if ((cur < 8192)); then
+	inotify_before="$cur"
+	sysctl -qw fs.inotify.max_user_instances=8192
+fi
 
 # A free port for the counting proxy the runtimes pull the bench images through.
 port=5099
@@ -298,7 +356,7 @@ EOF
 start_crid() {
 	local dir="$1"
 	{
-		cat "${CRID_TESTBED_DIR:-$root/_output/testbed}/registries.conf"
+		cat "$testbed/registries.conf"
 		printf '\n# crid-bench: the counting proxy in front of the local registry.\n[[registry]]\nlocation = "%s"\ninsecure = true\n' "$proxy"
 	} >"$dir/registries.conf"
 	cat >"$dir/crid.toml" <<EOF
@@ -322,8 +380,28 @@ cgroup_parent = "$cgroot/crid"
 EOF
 	# setsid: a ^C reaches this script (which removes the pods through the
 	# socket), not the daemon.
+	write_restart "$dir" "$bin/crid" --config "$dir/crid.toml"
 	CRID_BENCH_RUN="$dir" setsid "$bin/crid" --config "$dir/crid.toml" >"$dir/daemon.log" 2>&1 </dev/null &
 	daemon_pid[crid]=$!
+}
+
+# write_restart writes $dir/restart.sh: what the sweep runs after it
+# killed the daemon with SIGKILL. It starts the daemon as this script did,
+# writes its pid to $dir/daemon.pid (stop_runtime reads it) and prints it.
+write_restart() {
+	local dir="$1"
+	shift
+	{
+		echo '#!/usr/bin/env bash'
+		echo '# Generated by hack/bench/run.sh: start the daemon again, print its pid.'
+		printf 'export PATH=%q\n' "$PATH"
+		printf 'CRID_BENCH_RUN=%q setsid' "$dir"
+		printf ' %q' "$@"
+		printf ' >>%q 2>&1 </dev/null &\n' "$dir/daemon.log"
+		printf 'echo $! >%q\n' "$dir/daemon.pid"
+		echo 'echo $!'
+	} >"$dir/restart.sh"
+	chmod 755 "$dir/restart.sh"
 }
 
 start_containerd() {
@@ -377,6 +455,7 @@ state = "$dir/state"
     [plugins."io.containerd.grpc.v1.cri".registry.mirrors."$proxy"]
       endpoint = ["http://$proxy"]
 EOF
+	write_restart "$dir" "$(command -v containerd)" --config "$dir/config.toml"
 	CRID_BENCH_RUN="$dir" setsid containerd --config "$dir/config.toml" >"$dir/daemon.log" 2>&1 </dev/null &
 	daemon_pid[containerd]=$!
 }
@@ -398,15 +477,22 @@ for rt in "${rts[@]}"; do
 		continue
 	fi
 	log "$rt: $version"
-	if ! timeout --foreground -k 60s -s INT "${BENCH_TIMEOUT:-30m}" "$bench" run -runtime "$rt" -endpoint "$sock" -daemon-pid "$pid" \
+	bound=()
+	if [[ $rt == containerd ]]; then
+		bound=(-max-pods="$ctrd_max_pods" -max-dead="$ctrd_max_dead" -floors=false)
+	fi
+	if ! timeout --foreground -k 60s -s INT "${BENCH_TIMEOUT:-150m}" "$bench" run -runtime "$rt" -endpoint "$sock" -daemon-pid "$pid" \
 		-out "$work/results/$rt.json" -work-dir "$dir" -marker "$dir" -log-dir "$dir/logs" \
 		-cgroup-parent "$cgroot/$rt" -bridge "${net_bridge[$rt]}" -net-name "${net_name[$rt]}" -ipam-dir "$dir/ipam" \
-		-registry "$registry" -proxy "$proxy" "${pass[@]}"; then
+		-registry "$registry" -proxy "$proxy" -restart-cmd "$dir/restart.sh" \
+		-conflist "$dir/net.d/10-bench.conflist" -rootfs "$testbed/stage/busybox-root" \
+		"${bound[@]}" "${pass[@]}"; then
 		log "$rt: crid-bench run failed; last lines of $dir/daemon.log:"
 		tail -n 20 "$dir/daemon.log" >&2
 		failed+=("$rt")
 	fi
 	stop_runtime "$rt"
+	pid="$(cat "$dir/daemon.pid" 2>/dev/null || echo "$pid")"
 	if grep -qiE 'panic|fatal' "$dir/daemon.log"; then
 		log "$rt: its log mentions a panic or fatal error: $(grep -iE -m 3 'panic|fatal' "$dir/daemon.log")"
 	fi
@@ -423,7 +509,21 @@ for f in "${results[@]}"; do
 	cp "$f" "$outdir/$stamp-$(basename "$f")"
 done
 echo
-"$bench" report "${results[@]}" | tee "$outdir/$stamp-report.txt"
+"$bench" report -plot "$outdir/$stamp-sweep.png" "${results[@]}" | tee "$outdir/$stamp-report.txt"
 echo
-log "make bench took $(($(date +%s) - started)) s; report and JSON in $outdir/$stamp-*"
+log "make bench took $(($(date +%s) - started)) s; report, plot and JSON in $outdir/$stamp-*"
 ((${#failed[@]} == 0)) || die "not measured completely: ${failed[*]}"
+if ((smoke)); then
+	# The smoke run checks that the bench still runs end to end and
+	# reports, never how fast anything was.
+	report="$outdir/$stamp-report.txt"
+	for want in 'kill -9: every ContainerStatus right' 'ListContainers p50 / p99' \
+		'pod start, pod network (ms): netns + CNI ADD + container' 'StreamContainers: p50'; do
+		grep -qF -- "$want" "$report" || die "smoke: the report has no line \"$want\""
+	done
+	grep -E '^ *kill -9: every ContainerStatus right' "$report" | grep -qE '[0-9]+\.[0-9]+' ||
+		die "smoke: the restart was not measured: $(grep -F 'kill -9' "$report")"
+	[[ "$(head -c 8 "$outdir/$stamp-sweep.png" 2>/dev/null | od -An -tx1 | tr -d ' \n')" == 89504e470d0a1a0a ]] ||
+		die "smoke: no PNG plot at $outdir/$stamp-sweep.png"
+	log "smoke: report and plot produced"
+fi
