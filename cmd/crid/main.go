@@ -39,6 +39,7 @@ func run(args []string) int {
 	}
 	fs, load := configFlags("crid")
 	showVersion := fs.Bool("version", false, "print the version of crid and of the libraries it was built with, and exit")
+	pprofSocket := fs.String("debug-pprof-socket", "", "debug: serve Go's CPU, heap, mutex and block profiles on this unix socket (off when empty)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -51,6 +52,14 @@ func run(args []string) int {
 		return 2
 	}
 	defer klog.Flush()
+	if *pprofSocket != "" {
+		stop, err := startPprof(*pprofSocket)
+		if err != nil {
+			klog.ErrorS(err, "crid failed")
+			return 1
+		}
+		defer stop()
+	}
 	if err := serve(cfg); err != nil {
 		klog.ErrorS(err, "crid failed")
 		return 1

@@ -121,6 +121,8 @@ type options struct {
 	maxPods        int
 	restartCmd     string
 	restartTimeout time.Duration
+	pprofSocket    string
+	profileDir     string
 	// Dead containers.
 	dead    int
 	maxDead int
@@ -175,6 +177,8 @@ func parseRunFlags(args []string) (*options, error) {
 	fs.IntVar(&o.maxPods, "max-pods", 0, "sweep: skip levels above this (0: none), to bound a slow runtime")
 	fs.StringVar(&o.restartCmd, "restart-cmd", "", "sweep: command that starts the daemon again after a kill -9 and prints its pid (run.sh writes one)")
 	fs.DurationVar(&o.restartTimeout, "restart-timeout", 2*time.Minute, "sweep: give up on a restarted daemon's statuses after this")
+	fs.StringVar(&o.pprofSocket, "pprof-socket", "", "sweep: the daemon's Go profiles socket (crid --debug-pprof-socket): profile each level")
+	fs.StringVar(&o.profileDir, "profile-dir", "", "sweep: where the profiles go")
 	fs.IntVar(&o.dead, "dead", 20000, "dead: exited containers (and their stopped pods)")
 	fs.IntVar(&o.maxDead, "max-dead", 0, "dead: at most this many (0: no bound), to bound a slow runtime")
 	fs.BoolVar(&o.floors, "floors", true, "measure the floors (CNI, libcontainer, pulls): properties of the machine, measured once, in crid's run")

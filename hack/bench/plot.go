@@ -116,6 +116,7 @@ func writePlot(path string, results []*Result) (bool, error) {
 	if !drawn {
 		return false, nil
 	}
+	mem.Y.Min = 0
 	const w, h = 12 * vg.Inch, 5 * vg.Inch
 	img := vgimg.New(w, h)
 	dc := draw.New(img)

@@ -177,8 +177,18 @@ func printReport(w io.Writer, results []*Result) error {
 	}
 
 	p := results[0].Params
-	fmt.Fprintf(w, "crid-bench: %d pods per sequential shape, %d pods at concurrency %d, %d pods for memory; image %s; StopContainer timeout %d s\n\n",
-		p.Pods, p.ConcurrentPods, p.Concurrency, p.MemPods, p.Image, p.StopTimeout)
+	var params []string
+	if ran(func(r *Result) bool { return len(r.Seq) > 0 }) {
+		params = append(params, fmt.Sprintf("%d pods per sequential shape", p.Pods))
+	}
+	if ran(func(r *Result) bool { return r.Concurrent != nil }) {
+		params = append(params, fmt.Sprintf("%d pods at concurrency %d", p.ConcurrentPods, p.Concurrency))
+	}
+	if ran(func(r *Result) bool { return r.Memory != nil }) {
+		params = append(params, fmt.Sprintf("%d pods for memory", p.MemPods))
+	}
+	params = append(params, "image "+p.Image, fmt.Sprintf("StopContainer timeout %d s", p.StopTimeout))
+	fmt.Fprintf(w, "crid-bench: %s\n\n", strings.Join(params, ", "))
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	for _, row := range t.rows {
 		fmt.Fprintln(tw, strings.Join(row, "\t"))

@@ -380,8 +380,9 @@ cgroup_parent = "$cgroot/crid"
 EOF
 	# setsid: a ^C reaches this script (which removes the pods through the
 	# socket), not the daemon.
-	write_restart "$dir" "$bin/crid" --config "$dir/crid.toml"
-	CRID_BENCH_RUN="$dir" setsid "$bin/crid" --config "$dir/crid.toml" >"$dir/daemon.log" 2>&1 </dev/null &
+	# Go profiles on a private socket: the sweep profiles each level.
+	write_restart "$dir" "$bin/crid" --config "$dir/crid.toml" --debug-pprof-socket "$dir/pprof.sock"
+	CRID_BENCH_RUN="$dir" setsid "$bin/crid" --config "$dir/crid.toml" --debug-pprof-socket "$dir/pprof.sock" >"$dir/daemon.log" 2>&1 </dev/null &
 	daemon_pid[crid]=$!
 }
 
@@ -480,6 +481,8 @@ for rt in "${rts[@]}"; do
 	bound=()
 	if [[ $rt == containerd ]]; then
 		bound=(-max-pods="$ctrd_max_pods" -max-dead="$ctrd_max_dead" -floors=false)
+	else
+		bound=(-pprof-socket "$dir/pprof.sock" -profile-dir "$dir/profiles")
 	fi
 	if ! timeout --foreground -k 60s -s INT "${BENCH_TIMEOUT:-150m}" "$bench" run -runtime "$rt" -endpoint "$sock" -daemon-pid "$pid" \
 		-out "$work/results/$rt.json" -work-dir "$dir" -marker "$dir" -log-dir "$dir/logs" \
@@ -507,6 +510,12 @@ mkdir -p "$outdir"
 stamp="$(date +%Y%m%d-%H%M%S)"
 for f in "${results[@]}"; do
 	cp "$f" "$outdir/$stamp-$(basename "$f")"
+done
+for rt in "${rts[@]}"; do
+	if [[ -d "$work/$rt/profiles" ]]; then
+		cp -r "$work/$rt/profiles" "$outdir/$stamp-$rt-profiles"
+		log "$rt: Go profiles of each level in $outdir/$stamp-$rt-profiles (go tool pprof -top $bin/$rt FILE)"
+	fi
 done
 echo
 "$bench" report -plot "$outdir/$stamp-sweep.png" "${results[@]}" | tee "$outdir/$stamp-report.txt"

@@ -264,6 +264,7 @@ func (b *bench) measureLevel(ctx context.Context, lv *LevelResult, running []*po
 		d := lv.RPCs[name]
 		b.logf("sweep %d: %s p50 %.1f ms p99 %.1f ms (%s), %d items, %d bytes", lv.Pods, name, d.P50, d.P99, d.State, d.Items, d.Bytes)
 	}
+	b.profileLevel(ctx, lv.Pods, running)
 	var more []*pod
 	lv.StartPod, more = b.startMore(ctx, lv.Pods, kubeletShape)
 	var moreHost []*pod
