@@ -383,6 +383,7 @@ func sweepMetrics() []sweepMetric {
 			return distCell(lv.StartHost.Pod, true)
 		}, nil},
 		{"pod teardown, one by one p50 / p99 (ms)", func(lv *LevelResult) string { return distCell(lv.PodTeardown, true) }, nil},
+		{"  host network", func(lv *LevelResult) string { return distCell(lv.HostTeardown, true) }, nil},
 	}
 	for _, name := range sweepRPCs {
 		ms = append(ms, sweepMetric{name + " p50 / p99 (ms)", func(lv *LevelResult) string {

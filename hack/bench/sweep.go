@@ -47,9 +47,11 @@ type LevelResult struct {
 	// top of the level, on the pod network and on the host's.
 	StartPod  *StartDists `json:"start_pod,omitempty"`
 	StartHost *StartDists `json:"start_host,omitempty"`
-	// PodTeardown is the sequential teardown of those pods, per pod
-	// (StopContainer + RemoveContainer + StopPodSandbox + RemovePodSandbox).
-	PodTeardown Dist `json:"pod_teardown"`
+	// PodTeardown and HostTeardown are the sequential teardowns of those
+	// pods, per pod (StopContainer + RemoveContainer + StopPodSandbox +
+	// RemovePodSandbox).
+	PodTeardown  Dist `json:"pod_teardown"`
+	HostTeardown Dist `json:"host_teardown"`
 	// RPCs are kubelet's relist and stats calls by name.
 	RPCs    map[string]RPCDist `json:"rpcs,omitempty"`
 	Idle    *LoadSample        `json:"idle,omitempty"`
@@ -269,9 +271,10 @@ func (b *bench) measureLevel(ctx context.Context, lv *LevelResult, running []*po
 	lv.StartPod, more = b.startMore(ctx, lv.Pods, kubeletShape)
 	var moreHost []*pod
 	lv.StartHost, moreHost = b.startMore(ctx, lv.Pods, shape{hostNetwork: true, pid: runtime.NamespaceMode_CONTAINER})
-	lv.PodTeardown = b.teardownEach(ctx, append(more, moreHost...))
-	b.logf("sweep %d: pod start p50 %.0f ms (host network %.0f ms), teardown p50 %.0f ms", lv.Pods,
-		lv.StartPod.Pod.P50, lv.StartHost.Pod.P50, lv.PodTeardown.P50)
+	lv.PodTeardown = b.teardownEach(ctx, more)
+	lv.HostTeardown = b.teardownEach(ctx, moreHost)
+	b.logf("sweep %d: pod start p50 %.0f ms (host network %.0f ms), teardown p50 %.0f ms (host network %.0f ms)", lv.Pods,
+		lv.StartPod.Pod.P50, lv.StartHost.Pod.P50, lv.PodTeardown.P50, lv.HostTeardown.P50)
 	if err := b.setLogging(ctx, true); err != nil {
 		lv.Logging = &LoadSample{Outcome: outcomeOf(err)}
 	} else {
