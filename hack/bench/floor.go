@@ -73,55 +73,13 @@ func (b *bench) floorPhase(ctx context.Context) *FloorResult {
 		return res
 	}
 	defer os.RemoveAll(dir)
-	list, err := libcni.NetworkConfFromFile(b.o.conflist)
+	ct, keep, release, err := b.cniFloor(ctx, dir, b.o.floorIterations, true)
+	defer release()
 	if err != nil {
-		res.Outcome = outcomeOf(fmt.Errorf("conflist: %w", err))
+		res.Outcome = outcomeOf(err)
 		return res
 	}
-	cni := libcni.NewCNIConfigWithCacheDir(b.o.cniBinDirs, filepath.Join(dir, "cni-cache"), nil)
-	var netnsT, addT, delT, unpinT []time.Duration
-	var keep string // one attached namespace the containers join
-	for i := range b.o.floorIterations {
-		if ctx.Err() != nil {
-			break
-		}
-		path := filepath.Join(dir, fmt.Sprintf("netns-%d", i))
-		t0 := time.Now()
-		if err := pinNewNetns(path); err != nil {
-			res.Outcome = outcomeOf(err)
-			return res
-		}
-		t1 := time.Now()
-		rt := floorRuntimeConf(path, i)
-		if _, err := cni.AddNetworkList(ctx, list, rt); err != nil {
-			_ = cni.DelNetworkList(context.WithoutCancel(ctx), list, rt)
-			_ = unpin(path)
-			res.Outcome = outcomeOf(fmt.Errorf("CNI ADD: %w", err))
-			return res
-		}
-		t2 := time.Now()
-		netnsT, addT = append(netnsT, t1.Sub(t0)), append(addT, t2.Sub(t1))
-		if i == 0 {
-			keep = path
-			defer func() {
-				_ = cni.DelNetworkList(context.WithoutCancel(ctx), list, rt)
-				_ = unpin(path)
-			}()
-			continue
-		}
-		t3 := time.Now()
-		if err := cni.DelNetworkList(context.WithoutCancel(ctx), list, rt); err != nil {
-			_ = unpin(path)
-			res.Outcome = outcomeOf(fmt.Errorf("CNI DEL: %w", err))
-			return res
-		}
-		t4 := time.Now()
-		if err := unpin(path); err != nil {
-			res.Outcome = outcomeOf(err)
-			return res
-		}
-		delT, unpinT = append(delT, t4.Sub(t3)), append(unpinT, time.Since(t4))
-	}
+	netnsT, addT, delT, unpinT := ct.netns, ct.add, ct.del, ct.unpin
 	res.Netns, res.CNIAdd, res.CNIDel, res.Unpin = newDist(ok(), netnsT), newDist(ok(), addT), newDist(ok(), delT), newDist(ok(), unpinT)
 	b.logf("floor: netns p50 %.1f ms, CNI ADD p50 %.1f ms, DEL p50 %.1f ms", res.Netns.P50, res.CNIAdd.P50, res.CNIDel.P50)
 
@@ -142,6 +100,63 @@ func (b *bench) floorPhase(ctx context.Context) *FloorResult {
 	b.logf("floor: container start p50 %.1f ms (mount %.1f, create %.1f, exec %.1f), stop p50 %.1f ms",
 		res.ContainerUp.P50, res.Mount.P50, res.Create.P50, res.Exec.P50, res.ContainerDown.P50)
 	return res
+}
+
+// cniTimes are the floor's CNI samples.
+type cniTimes struct{ netns, add, del, unpin []time.Duration }
+
+// cniFloor creates n network namespaces one after the other, each with the
+// runtime's conflist's ADD through libcni (as cnitool does), and removes
+// them (DEL, unpin), timing each step. With keepFirst the first one stays
+// attached until release, for containers to join; keep is its path.
+func (b *bench) cniFloor(ctx context.Context, dir string, n int, keepFirst bool) (ct cniTimes, keep string, release func(), err error) {
+	release = func() {}
+	list, err := libcni.NetworkConfFromFile(b.o.conflist)
+	if err != nil {
+		return ct, "", release, fmt.Errorf("conflist: %w", err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return ct, "", release, fmt.Errorf("floor dir: %w", err)
+	}
+	cni := libcni.NewCNIConfigWithCacheDir(b.o.cniBinDirs, filepath.Join(dir, "cni-cache"), nil)
+	for i := range n {
+		if ctx.Err() != nil {
+			break
+		}
+		path := filepath.Join(dir, fmt.Sprintf("netns-%d", i))
+		t0 := time.Now()
+		if err := pinNewNetns(path); err != nil {
+			return ct, keep, release, err
+		}
+		t1 := time.Now()
+		rt := floorRuntimeConf(path, i)
+		if _, err := cni.AddNetworkList(ctx, list, rt); err != nil {
+			_ = cni.DelNetworkList(context.WithoutCancel(ctx), list, rt)
+			_ = unpin(path)
+			return ct, keep, release, fmt.Errorf("CNI ADD: %w", err)
+		}
+		t2 := time.Now()
+		ct.netns, ct.add = append(ct.netns, t1.Sub(t0)), append(ct.add, t2.Sub(t1))
+		if i == 0 && keepFirst {
+			keep = path
+			release = func() {
+				_ = cni.DelNetworkList(context.WithoutCancel(ctx), list, rt)
+				_ = unpin(path)
+			}
+			continue
+		}
+		t3 := time.Now()
+		if err := cni.DelNetworkList(context.WithoutCancel(ctx), list, rt); err != nil {
+			_ = unpin(path)
+			return ct, keep, release, fmt.Errorf("CNI DEL: %w", err)
+		}
+		t4 := time.Now()
+		if err := unpin(path); err != nil {
+			return ct, keep, release, err
+		}
+		ct.del, ct.unpin = append(ct.del, t4.Sub(t3)), append(ct.unpin, time.Since(t4))
+	}
+	return ct, keep, release, nil
 }
 
 func msDur(ms float64) time.Duration { return time.Duration(ms * float64(time.Millisecond)) }

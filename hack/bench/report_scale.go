@@ -364,6 +364,7 @@ func sweepMetrics() []sweepMetric {
 			}
 			return distCell(lv.StartPod.Sandbox, true)
 		}, nil},
+		{"    the conflist alone: CNI ADD (floor)", func(lv *LevelResult) string { return distCell(lv.CNIAdd, true) }, nil},
 		{"  CreateContainer", func(lv *LevelResult) string {
 			if lv.StartPod == nil {
 				return "-"
@@ -384,6 +385,7 @@ func sweepMetrics() []sweepMetric {
 		}, nil},
 		{"pod teardown, one by one p50 / p99 (ms)", func(lv *LevelResult) string { return distCell(lv.PodTeardown, true) }, nil},
 		{"  host network", func(lv *LevelResult) string { return distCell(lv.HostTeardown, true) }, nil},
+		{"  the conflist alone: CNI DEL (floor)", func(lv *LevelResult) string { return distCell(lv.CNIDel, true) }, nil},
 	}
 	for _, name := range sweepRPCs {
 		ms = append(ms, sweepMetric{name + " p50 / p99 (ms)", func(lv *LevelResult) string {

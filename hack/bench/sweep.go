@@ -52,6 +52,11 @@ type LevelResult struct {
 	// RemovePodSandbox).
 	PodTeardown  Dist `json:"pod_teardown"`
 	HostTeardown Dist `json:"host_teardown"`
+	// CNIAdd and CNIDel are the conflist alone at this level (the floor
+	// phase's CNI part, a few times): what the plugins cost with this many
+	// pods on the bridge and in iptables.
+	CNIAdd Dist `json:"cni_add"`
+	CNIDel Dist `json:"cni_del"`
 	// RPCs are kubelet's relist and stats calls by name.
 	RPCs    map[string]RPCDist `json:"rpcs,omitempty"`
 	Idle    *LoadSample        `json:"idle,omitempty"`
@@ -275,6 +280,17 @@ func (b *bench) measureLevel(ctx context.Context, lv *LevelResult, running []*po
 	lv.HostTeardown = b.teardownEach(ctx, moreHost)
 	b.logf("sweep %d: pod start p50 %.0f ms (host network %.0f ms), teardown p50 %.0f ms (host network %.0f ms)", lv.Pods,
 		lv.StartPod.Pod.P50, lv.StartHost.Pod.P50, lv.PodTeardown.P50, lv.HostTeardown.P50)
+	if b.o.floors && b.o.conflist != "" && b.o.workDir != "" {
+		dir := filepath.Join(b.o.workDir, "floor-level")
+		ct, _, _, err := b.cniFloor(ctx, dir, 5, false)
+		_ = os.RemoveAll(dir)
+		if err != nil {
+			lv.CNIAdd = Dist{Outcome: outcomeOf(err)}
+		} else {
+			lv.CNIAdd, lv.CNIDel = newDist(ok(), ct.add), newDist(ok(), ct.del)
+			b.logf("sweep %d: the conflist alone: ADD p50 %.0f ms, DEL p50 %.0f ms", lv.Pods, lv.CNIAdd.P50, lv.CNIDel.P50)
+		}
+	}
 	if err := b.setLogging(ctx, true); err != nil {
 		lv.Logging = &LoadSample{Outcome: outcomeOf(err)}
 	} else {
