@@ -232,9 +232,22 @@ func parseRunFlags(args []string) (*options, error) {
 }
 
 // signalContext is cancelled on SIGINT/SIGTERM so that teardowns still run
-// with a fresh, bounded context.
+// with a fresh, bounded context. The signal is logged: a run cut short
+// says why.
 func signalContext() (context.Context, context.CancelFunc) {
-	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, cancel := context.WithCancel(context.Background())
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		select {
+		case s := <-sigs:
+			fmt.Fprintf(os.Stderr, "crid-bench: got %v at %s: stopping (what was started is still removed)\n", s, time.Now().Format("15:04:05"))
+			cancel()
+		case <-ctx.Done():
+		}
+		signal.Stop(sigs)
+	}()
+	return ctx, cancel
 }
 
 func cmdRun(args []string) error {

@@ -184,12 +184,14 @@ stop_ours() {
 	for i in 1 2 3; do
 		mapfile -t pids < <(our_pids "${1:-}")
 		((${#pids[@]})) || return 0
+		# kill fails when one of them has just exited: never fatal.
 		if ((i < 3)); then
 			log "stopping what outlives ${1:-the run} (monitor, shims, pods): ${pids[*]}"
-			kill -TERM "${pids[@]}" 2>/dev/null
+			kill -TERM "${pids[@]}" 2>/dev/null || true
 			sleep 1
 		else
-			kill -KILL "${pids[@]}" 2>/dev/null
+			log "SIGKILL to what ignored SIGTERM (a container's init ignores it): ${pids[*]}"
+			kill -KILL "${pids[@]}" 2>/dev/null || true
 			sleep 0.5
 		fi
 	done
@@ -463,6 +465,7 @@ EOF
 }
 
 failed=()
+stamp="$(date +%Y%m%d-%H%M%S)"
 for rt in "${rts[@]}"; do
 	dir="$work/$rt"
 	mkdir -p "$dir/logs"
@@ -496,7 +499,14 @@ for rt in "${rts[@]}"; do
 		failed+=("$rt")
 	fi
 	stop_runtime "$rt"
-	pid="$(cat "$dir/daemon.pid" 2>/dev/null || echo "$pid")"
+	# Keep what this runtime gave at once: a later failure must not lose it.
+	mkdir -p "$outdir"
+	[[ -s "$work/results/$rt.json" ]] && cp "$work/results/$rt.json" "$outdir/$stamp-$rt.json"
+	gzip -c "$dir/daemon.log" >"$outdir/$stamp-$rt-daemon.log.gz" || true
+	if [[ -d "$dir/profiles" ]]; then
+		cp -r "$dir/profiles" "$outdir/$stamp-$rt-profiles"
+		log "$rt: Go profiles of each level in $outdir/$stamp-$rt-profiles (go tool pprof -top $bin/$rt FILE)"
+	fi
 	if grep -qiE 'panic|fatal' "$dir/daemon.log"; then
 		log "$rt: its log mentions a panic or fatal error: $(grep -iE -m 3 'panic|fatal' "$dir/daemon.log")"
 	fi
@@ -507,17 +517,7 @@ for rt in "${rts[@]}"; do
 	[[ -s "$work/results/$rt.json" ]] && results+=("$work/results/$rt.json")
 done
 ((${#results[@]})) || die "no runtime was measured"
-mkdir -p "$outdir"
-stamp="$(date +%Y%m%d-%H%M%S)"
-for f in "${results[@]}"; do
-	cp "$f" "$outdir/$stamp-$(basename "$f")"
-done
-for rt in "${rts[@]}"; do
-	if [[ -d "$work/$rt/profiles" ]]; then
-		cp -r "$work/$rt/profiles" "$outdir/$stamp-$rt-profiles"
-		log "$rt: Go profiles of each level in $outdir/$stamp-$rt-profiles (go tool pprof -top $bin/$rt FILE)"
-	fi
-done
+
 echo
 "$bench" report -plot "$outdir/$stamp-sweep.png" "${results[@]}" | tee "$outdir/$stamp-report.txt"
 echo
