@@ -116,7 +116,10 @@ func writePlot(path string, results []*Result) (bool, error) {
 	if !drawn {
 		return false, nil
 	}
+	// Room above the lines for the legends.
 	mem.Y.Min = 0
+	mem.Y.Max *= 1.5
+	lat.Y.Max *= 4
 	const w, h = 12 * vg.Inch, 5 * vg.Inch
 	img := vgimg.New(w, h)
 	dc := draw.New(img)
