@@ -29,7 +29,14 @@ func unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, 
 	if err := validateRequest(req); err != nil {
 		return nil, err
 	}
-	return handler(ctx, req)
+	resp, err = handler(ctx, req)
+	if err == nil {
+		err = checkReplySize(info.FullMethod, resp)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return resp, nil
 }
 
 // streamInterceptor guards, logs and measures server-streaming RPCs. Their requests

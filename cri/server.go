@@ -28,6 +28,13 @@ import (
 // Name is the runtime name reported by Version.
 const Name = "crid"
 
+// MaxMsgSize bounds every gRPC message crid sends or receives: 16 MiB, what
+// kubelet's CRI client accepts (k8s.io/cri-client's maxMsgSize, the
+// MaxCallRecvMsgSize it dials with). gRPC's own server defaults are 4 MiB
+// received (a CreateContainer kubelet may send could be refused) and no
+// bound sent (a reply kubelet must refuse would go out whole).
+const MaxMsgSize = 16 << 20
+
 // Options are the daemon's parts the CRI server needs.
 type Options struct {
 	Config     config.Config
@@ -104,6 +111,8 @@ func New(opts Options) (*Server, error) {
 		s.hostCaps = specgen.DefaultCapabilities
 	}
 	s.grpc = grpc.NewServer(
+		grpc.MaxRecvMsgSize(MaxMsgSize),
+		grpc.MaxSendMsgSize(MaxMsgSize),
 		grpc.ChainUnaryInterceptor(unaryInterceptor),
 		grpc.ChainStreamInterceptor(streamInterceptor),
 	)

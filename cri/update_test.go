@@ -88,31 +88,9 @@ func TestMergeResources(t *testing.T) {
 	}
 }
 
-func TestSendBatches(t *testing.T) {
-	for _, n := range []int{0, 1, 100, 101, 2500} {
-		items := make([]int, n)
-		var sizes []int
-		total := 0
-		_ = sendBatches(items, func(b []int) error {
-			sizes = append(sizes, len(b))
-			total += len(b)
-			return nil
-		})
-		if total != n || len(sizes) != (n+streamBatch-1)/streamBatch {
-			t.Errorf("%d items: batches %v", n, sizes)
-		}
-		for _, s := range sizes {
-			if s > streamBatch {
-				t.Errorf("%d items: batch of %d", n, s)
-			}
-		}
-	}
-}
-
-// The unary lists must carry thousands of entries: crid's server has no
-// send limit of its own (gRPC's default is 2 GiB; only the receiving side
-// defaults to 4 MiB, and kubelet raises it to 16 MiB). A 6 MiB reply
-// reaches a client that accepts 16 MiB. It also reports how many pods and
+// The unary lists must carry thousands of entries: crid sends up to
+// MaxMsgSize (16 MiB, what kubelet accepts; gRPC's client default is
+// 4 MiB). A 6 MiB reply reaches a client that accepts 16 MiB. It also reports how many pods and
 // containers, as kubelet labels and annotates them, fit in 16 MiB.
 func TestLargeRepliesAreSent(t *testing.T) {
 	cfg := config.Default()
