@@ -571,35 +571,37 @@ type Filter struct {
 	Selector      map[string]string
 }
 
-// List returns the containers matching f, oldest first.
-func (c *Containers) List(ctx context.Context, f Filter) []*Container {
+// List returns the containers matching f, oldest first, as crid knows
+// them: it asks the monitor nothing. The exit watcher (watchExits) records
+// each exit as the monitor reports it, and Start, Stop and Get record what
+// they see, so the list is as current as those; asking the monitor for the
+// state of every live container on every list cost a round trip each
+// (kubelet relists every second: 1,000 requests a relist at 1,000 running
+// containers, with the list waiting on each in turn).
+func (c *Containers) List(_ context.Context, f Filter) []*Container {
 	c.mu.Lock()
-	var all []*Container
+	var out []*Container
 	for id, ctr := range c.m {
-		if c.busy[id] || (f.ID != "" && !strings.HasPrefix(id, f.ID)) || (f.SandboxID != "" && !strings.HasPrefix(ctr.SandboxID, f.SandboxID)) {
+		if c.busy[id] || (f.ID != "" && !strings.HasPrefix(id, f.ID)) || (f.SandboxID != "" && !strings.HasPrefix(ctr.SandboxID, f.SandboxID)) ||
+			(f.State != "" && ctr.State != f.State) || !hasLabels(ctr.Config.Labels, f.Selector) {
 			continue
 		}
-		all = append(all, ctr)
+		s := *ctr
+		out = append(out, &s)
 	}
 	c.mu.Unlock()
-	var out []*Container
-	for _, ctr := range all {
-		s, _ := c.refresh(ctx, ctr)
-		if f.State != "" && s.State != f.State {
-			continue
-		}
-		match := true
-		for k, v := range f.Selector {
-			if s.Config.Labels[k] != v {
-				match = false
-			}
-		}
-		if match {
-			out = append(out, s)
-		}
-	}
 	sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt < out[j].CreatedAt })
 	return out
+}
+
+// hasLabels reports whether every selector label is among labels.
+func hasLabels(labels, selector map[string]string) bool {
+	for k, v := range selector {
+		if labels[k] != v {
+			return false
+		}
+	}
+	return true
 }
 
 // CountByState counts the containers List would show, by their last known
