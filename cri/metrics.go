@@ -140,12 +140,13 @@ func (s *runtimeService) podMetrics(ctx context.Context) []*runtime.PodSandboxMe
 	ready := podsandbox.StateReady
 	sbs := s.opts.Sandboxes.List(podsandbox.Filter{State: &ready})
 	fs := s.containerFs()
+	byPod := s.containersByPod(ctx, "")
 	out := make([]*runtime.PodSandboxMetrics, 0, len(sbs))
 	for _, sb := range sbs {
 		if ctx.Err() != nil {
 			break
 		}
-		out = append(out, s.sandboxMetrics(ctx, sb, fs))
+		out = append(out, s.sandboxMetrics(sb, byPod[sb.ID], fs))
 	}
 	return out
 }
@@ -178,7 +179,7 @@ func (m *metricSet) add(name string, v uint64, extra ...string) {
 	})
 }
 
-func (s *runtimeService) sandboxMetrics(ctx context.Context, sb *podsandbox.Sandbox, fs containerFs) *runtime.PodSandboxMetrics {
+func (s *runtimeService) sandboxMetrics(sb *podsandbox.Sandbox, ctrs []*oci.Container, fs containerFs) *runtime.PodSandboxMetrics {
 	pm := &runtime.PodSandboxMetrics{PodSandboxId: sb.ID}
 	pod := newMetricSet(sb, "", sb.CgroupParent, "")
 	if st := s.cgroupStats(sb.CgroupParent, "podSandboxID", sb.ID); st != nil {
@@ -197,10 +198,7 @@ func (s *runtimeService) sandboxMetrics(ctx context.Context, sb *podsandbox.Sand
 		pod.add("container_network_transmit_errors_total", i.TxErrors, i.Name)
 	}
 	pm.Metrics = pod.out
-	for _, c := range s.opts.Containers.List(ctx, oci.Filter{SandboxID: sb.ID}) {
-		if c.SandboxID != sb.ID {
-			continue
-		}
+	for _, c := range ctrs {
 		if cm := s.containerMetrics(sb, c, fs); cm != nil {
 			pm.ContainerMetrics = append(pm.ContainerMetrics, cm)
 		}

@@ -19,7 +19,7 @@ func (s *runtimeService) PodSandboxStats(ctx context.Context, req *runtime.PodSa
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &runtime.PodSandboxStatsResponse{Stats: s.sandboxStats(ctx, sb)}, nil
+	return &runtime.PodSandboxStatsResponse{Stats: s.sandboxStats(sb, s.containersByPod(ctx, sb.ID)[sb.ID])}, nil
 }
 
 // ListPodSandboxStats reports the stats of the pods matching the filter
@@ -38,9 +38,10 @@ func (s *runtimeService) StreamPodSandboxStats(req *runtime.StreamPodSandboxStat
 
 func (s *runtimeService) listSandboxStats(ctx context.Context, f *runtime.PodSandboxStatsFilter) []*runtime.PodSandboxStats {
 	sbs := s.opts.Sandboxes.List(podsandbox.Filter{ID: f.GetId(), Selector: f.GetLabelSelector()})
+	byPod := s.containersByPod(ctx, "")
 	out := make([]*runtime.PodSandboxStats, 0, len(sbs))
 	for _, sb := range sbs {
-		out = append(out, s.sandboxStats(ctx, sb))
+		out = append(out, s.sandboxStats(sb, byPod[sb.ID]))
 	}
 	if f.GetId() == "" && len(f.GetLabelSelector()) == 0 {
 		keep := make(map[string]bool, len(sbs))
@@ -52,7 +53,21 @@ func (s *runtimeService) listSandboxStats(ctx context.Context, f *runtime.PodSan
 	return out
 }
 
-func (s *runtimeService) sandboxStats(ctx context.Context, sb *podsandbox.Sandbox) *runtime.PodSandboxStats {
+// containersByPod lists the containers of pod (every pod's when empty),
+// by pod, with one pass over the containers: a list per pod made the stats
+// of every pod O(pods × containers).
+func (s *runtimeService) containersByPod(ctx context.Context, pod string) map[string][]*oci.Container {
+	out := map[string][]*oci.Container{}
+	for _, c := range s.opts.Containers.List(ctx, oci.Filter{SandboxID: pod}) {
+		if pod == "" || c.SandboxID == pod { // the filter is a prefix
+			out[c.SandboxID] = append(out[c.SandboxID], c)
+		}
+	}
+	return out
+}
+
+// sandboxStats reports pod sb with its containers ctrs.
+func (s *runtimeService) sandboxStats(sb *podsandbox.Sandbox, ctrs []*oci.Container) *runtime.PodSandboxStats {
 	linux := &runtime.LinuxPodSandboxStats{}
 	if st := s.cgroupStats(sb.CgroupParent, "podSandboxID", sb.ID); st != nil {
 		linux.Cpu = s.stats.pods.cpuUsage(sb.ID, st)
@@ -62,10 +77,8 @@ func (s *runtimeService) sandboxStats(ctx context.Context, sb *podsandbox.Sandbo
 		linux.Process = &runtime.ProcessUsage{Timestamp: st.Timestamp.UnixNano(), ProcessCount: &runtime.UInt64Value{Value: st.Pids.Current}}
 	}
 	linux.Network = s.networkUsage(sb)
-	for _, c := range s.opts.Containers.List(ctx, oci.Filter{SandboxID: sb.ID}) {
-		if c.SandboxID == sb.ID {
-			linux.Containers = append(linux.Containers, s.containerStats(c))
-		}
+	for _, c := range ctrs {
+		linux.Containers = append(linux.Containers, s.containerStats(c))
 	}
 	return &runtime.PodSandboxStats{
 		Attributes: &runtime.PodSandboxAttributes{Id: sb.ID, Metadata: sb.Config.Metadata, Labels: sb.Config.Labels, Annotations: sb.Config.Annotations},
