@@ -131,3 +131,50 @@ func TestSplitImageFs(t *testing.T) {
 		t.Fatalf("container fs capacity %+v, %v; want the 16 MiB tmpfs at %s", c, err, ctrFs)
 	}
 }
+
+// The remembered mount point follows the directory's filesystem: a tmpfs
+// mounted on it, then gone, is seen at once, as fsOf sees it.
+func TestFsCacheFollowsMounts(t *testing.T) {
+	base := t.TempDir()
+	dir := filepath.Join(base, "rootfs")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	var c fsCache
+	check := func(what string) FsUsage {
+		t.Helper()
+		var got, want FsUsage
+		if err := c.fsOf(&got, dir); err != nil {
+			t.Fatal(err)
+		}
+		if err := fsOf(&want, dir); err != nil {
+			t.Fatal(err)
+		}
+		if got != want {
+			t.Fatalf("%s: remembered %+v, fsOf says %+v", what, got, want)
+		}
+		checkFs(t, what, got, dir)
+		return got
+	}
+	before := check("first")
+	check("again")
+	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatalf("mount tmpfs at %s: %v", dir, err)
+	}
+	mounted := true
+	t.Cleanup(func() {
+		if mounted {
+			_ = unix.Unmount(dir, unix.MNT_DETACH)
+		}
+	})
+	if on := check("a tmpfs mounted on it"); on.Mountpoint != dir || on.Device == before.Device {
+		t.Fatalf("with a tmpfs on %s: %+v", dir, on)
+	}
+	if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
+		t.Fatal(err)
+	}
+	mounted = false
+	if after := check("unmounted"); after != before {
+		t.Fatalf("after the unmount %+v, before the mount %+v", after, before)
+	}
+}

@@ -355,7 +355,7 @@ func (s *Service) containerFs(u *FsUsage) error {
 	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
 		dir = filepath.Dir(dir)
 	}
-	if err := fsOf(u, dir); err != nil {
+	if err := s.ctrFs.fsOf(u, dir); err != nil {
 		return fmt.Errorf("container fs usage: %w", err)
 	}
 	return nil

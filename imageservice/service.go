@@ -98,6 +98,8 @@ type Service struct {
 	pulling map[Digest]int    // layers held by pulls in flight
 
 	pulls flightGroup[*Image]
+	// ctrFs is the writable layers' filesystem (containerFs).
+	ctrFs fsCache
 	// fetchSlots holds a token per layer being fetched, node-wide.
 	fetchSlots chan struct{}
 }
