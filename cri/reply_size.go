@@ -20,11 +20,11 @@ var streamOf = map[string]string{
 }
 
 // checkReplySize fails a list whose reply is over MaxMsgSize with a
-// ResourceExhausted that says which streaming RPC to call instead. gRPC
-// would refuse to send it anyway, but with a message that names no way
-// out; a kubelet garbage collector stuck on it needs the way out. Only the
-// lists are measured: their size grows with the node, and measuring costs
-// a walk of the reply.
+// ResourceExhausted that says which streaming RPC to call instead. Sent,
+// kubelet would refuse it with gRPC's "received message larger than max",
+// which names no way out: its garbage collector stops for good on it
+// (kubernetes #134750). Only the lists are measured: their size grows
+// with the node, and measuring costs a walk of the reply.
 func checkReplySize(fullMethod string, resp any) error {
 	name := path.Base(fullMethod)
 	stream, ok := streamOf[name]
@@ -37,7 +37,7 @@ func checkReplySize(fullMethod string, resp any) error {
 	}
 	if n := proto.Size(m); n > MaxMsgSize {
 		return status.Errorf(codes.ResourceExhausted,
-			"%s: the reply is %.1f MiB, over the %d MiB a gRPC message may carry (kubelet's limit and crid's); call %s, which returns the same items in bounded messages",
+			"%s: the reply is %.1f MiB, over the %d MiB kubelet accepts in a gRPC message; call %s, which returns the same items in bounded messages",
 			name, float64(n)/(1<<20), MaxMsgSize>>20, stream)
 	}
 	return nil

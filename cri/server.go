@@ -28,11 +28,13 @@ import (
 // Name is the runtime name reported by Version.
 const Name = "crid"
 
-// MaxMsgSize bounds every gRPC message crid sends or receives: 16 MiB, what
-// kubelet's CRI client accepts (k8s.io/cri-client's maxMsgSize, the
-// MaxCallRecvMsgSize it dials with). gRPC's own server defaults are 4 MiB
-// received (a CreateContainer kubelet may send could be refused) and no
-// bound sent (a reply kubelet must refuse would go out whole).
+// MaxMsgSize is what kubelet's CRI client accepts in one message
+// (k8s.io/cri-client's maxMsgSize, the MaxCallRecvMsgSize it dials with):
+// crid receives up to it (gRPC's server default, 4 MiB, would refuse a
+// CreateContainer kubelet may send), and a list reply over it fails with a
+// ResourceExhausted that names the Stream* RPC to call (checkReplySize).
+// The send side keeps gRPC's default (no bound): an ExecSync reply carries
+// up to 16 MiB on each of stdout and stderr, for clients that accept it.
 const MaxMsgSize = 16 << 20
 
 // Options are the daemon's parts the CRI server needs.
@@ -112,7 +114,6 @@ func New(opts Options) (*Server, error) {
 	}
 	s.grpc = grpc.NewServer(
 		grpc.MaxRecvMsgSize(MaxMsgSize),
-		grpc.MaxSendMsgSize(MaxMsgSize),
 		grpc.ChainUnaryInterceptor(unaryInterceptor),
 		grpc.ChainStreamInterceptor(streamInterceptor),
 	)

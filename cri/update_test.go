@@ -88,9 +88,11 @@ func TestMergeResources(t *testing.T) {
 	}
 }
 
-// The unary lists must carry thousands of entries: crid sends up to
-// MaxMsgSize (16 MiB, what kubelet accepts; gRPC's client default is
-// 4 MiB). A 6 MiB reply reaches a client that accepts 16 MiB. It also reports how many pods and
+// The unary lists must carry thousands of entries: crid's server has no
+// send limit of its own (gRPC's default is 2 GiB; only the receiving side
+// defaults to 4 MiB, and kubelet raises it to 16 MiB; the lists are
+// checked against that in checkReplySize). A 6 MiB reply reaches a client
+// that accepts 16 MiB. It also reports how many pods and
 // containers, as kubelet labels and annotates them, fit in 16 MiB.
 func TestLargeRepliesAreSent(t *testing.T) {
 	cfg := config.Default()
