@@ -198,14 +198,25 @@ func (b *bench) daemonAlive() bool {
 	return b.o.daemonPid <= 0 || processRunning(b.o.daemonPid)
 }
 
-// processRunning is true for a live process, false for a gone or zombie one.
+// processRunning is true while any thread of the process lives: a killed
+// Go daemon's main thread is a zombie before its other threads have exited,
+// and those still hold its files (the root_dir lock a restart needs).
 func processRunning(pid int) bool {
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
 	if err != nil {
 		return false
 	}
-	i := bytes.LastIndexByte(stat, ')')
-	return i >= 0 && i+2 < len(stat) && stat[i+2] != 'Z' && stat[i+2] != 'X'
+	for _, t := range tasks {
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, t.Name()))
+		if err != nil {
+			continue // that thread has just gone
+		}
+		i := bytes.LastIndexByte(stat, ')')
+		if i >= 0 && i+2 < len(stat) && stat[i+2] != 'Z' && stat[i+2] != 'X' {
+			return true
+		}
+	}
+	return false
 }
 
 // level measures one level: fill, idle load, RPCs, more pods, logging load,
