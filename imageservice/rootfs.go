@@ -256,9 +256,8 @@ func (s *Service) UnmountRootfs(id string) error {
 	if err := unmountVolumes(dir); err != nil {
 		return fmt.Errorf("unmount image volumes of %s: %w", id, err)
 	}
-	if err := unix.Unmount(filepath.Join(dir, rootfsMerged), unix.MNT_DETACH); err != nil &&
-		!errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
-		return fmt.Errorf("unmount rootfs of %s: %w", id, err)
+	if err := unmountIfMounted(filepath.Join(dir, rootfsMerged)); err != nil {
+		return fmt.Errorf("rootfs of %s: %w", id, err)
 	}
 	// Idmapped layer mounts a crash left between their making and the
 	// overlay's: they are layers, RemoveAll must not walk into them.
@@ -267,6 +266,42 @@ func (s *Service) UnmountRootfs(id string) error {
 	}
 	if err := os.RemoveAll(dir); err != nil {
 		return fmt.Errorf("remove rootfs of %s: %w", id, err)
+	}
+	return nil
+}
+
+// UnmountRootfsKeepLayer unmounts container id's root filesystem, image
+// volumes and idmapped layers, and keeps its writable layer (usage stays
+// reported, the files stay until UnmountRootfs): an exited container's.
+// The image volumes' marks stay too, so their images count as in use until
+// the container is removed. It is idempotent.
+func (s *Service) UnmountRootfsKeepLayer(id string) error {
+	cid, err := parseContainerID(id)
+	if err != nil {
+		return err
+	}
+	dir := s.rootfsDir(cid)
+	var errs []error
+	if entries, err := os.ReadDir(filepath.Join(dir, volumesDir)); err == nil {
+		for _, e := range entries {
+			errs = append(errs, unmountIfMounted(filepath.Join(dir, volumesDir, e.Name(), volumeMerged)))
+		}
+	}
+	errs = append(errs, unmountIfMounted(filepath.Join(dir, rootfsMerged)))
+	if err := removeIdmapped(filepath.Join(dir, idmapDir)); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("unmount rootfs of %s: %w", id, err)
+	}
+	return nil
+}
+
+// unmountIfMounted unmounts p; not mounted or gone is fine.
+func unmountIfMounted(p string) error {
+	if err := unix.Unmount(p, unix.MNT_DETACH); err != nil &&
+		!errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("unmount %s: %w", p, err)
 	}
 	return nil
 }

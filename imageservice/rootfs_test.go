@@ -202,3 +202,53 @@ func TestStoreRootsMustBeOptionSafe(t *testing.T) {
 		}
 	}
 }
+
+// An exited container's rootfs leaves the mount table while its writable
+// layer stays: its usage is still read, its image volume still holds its
+// image, and UnmountRootfs removes the rest later.
+func TestUnmountRootfsKeepLayer(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("needs root: mounts overlayfs")
+	}
+	s, _ := fakeImage(t, 2)
+	id := testID("c1")
+	root, err := s.MountRootfs(id, "fake")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.UnmountRootfs(id) })
+	if _, err := s.MountImageVolume(id, 1, "fake", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "written"), make([]byte, 64<<10), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	before, err := s.ContainerUsage(id)
+	if err != nil || before.Bytes < 64<<10 {
+		t.Fatalf("usage before: %+v %v", before, err)
+	}
+	for range 2 { // idempotent
+		if err := s.UnmountRootfsKeepLayer(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if m := mountedUnder(t, s.opts.RootfsDir); len(m) != 0 {
+		t.Fatalf("still mounted: %v", m)
+	}
+	after, err := s.ContainerUsage(id)
+	if err != nil || after.Bytes != before.Bytes || after.Inodes != before.Inodes {
+		t.Fatalf("usage after the unmount %+v %v, want %+v", after, err, before)
+	}
+	if err := s.Remove("fake"); !errors.Is(err, ErrImageInUse) {
+		t.Fatalf("remove of the image of an exited container's volume: %v, want ErrImageInUse until the container is removed", err)
+	}
+	if err := s.UnmountRootfs(id); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(s.opts.RootfsDir, id)); !os.IsNotExist(err) {
+		t.Fatalf("rootfs dir after UnmountRootfs: %v", err)
+	}
+	if err := s.Remove("fake"); err != nil {
+		t.Fatalf("remove once the container is gone: %v", err)
+	}
+}

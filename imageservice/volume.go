@@ -281,10 +281,8 @@ func unmountVolumes(dir string) error {
 // unmountVolume unmounts and deletes one image volume dir; the directory
 // is deleted only once nothing is mounted in it.
 func unmountVolume(vdir string) error {
-	merged := filepath.Join(vdir, volumeMerged)
-	if err := unix.Unmount(merged, unix.MNT_DETACH); err != nil &&
-		!errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
-		return fmt.Errorf("unmount %s: %w", merged, err)
+	if err := unmountIfMounted(filepath.Join(vdir, volumeMerged)); err != nil {
+		return err
 	}
 	if err := os.RemoveAll(vdir); err != nil {
 		return fmt.Errorf("remove %s: %w", vdir, err)

@@ -90,9 +90,9 @@ type containerRecord struct {
 type Containers struct {
 	rt      *Runtime
 	records *records.Store
-	// release undoes what the daemon prepared for a container (its rootfs)
-	// when it is removed.
-	release func(id string) error
+	// rootfs undoes what the daemon prepared for a container: its mounts
+	// when it exits, its rootfs when it is removed. nil in tests.
+	rootfs Rootfs
 
 	// events receives every state change, published under mu so they
 	// come out in the order they happened; nil publishes nothing.
@@ -111,13 +111,24 @@ type Containers struct {
 	recLocks [16]sync.Mutex
 }
 
+// Rootfs is what containers need of the image store.
+type Rootfs interface {
+	// UnmountRootfs unmounts and deletes a container's rootfs (its
+	// writable layer too): on remove. Idempotent.
+	UnmountRootfs(id string) error
+	// UnmountRootfsKeepLayer unmounts a container's rootfs and image
+	// volumes and keeps its writable layer: on exit. Idempotent.
+	UnmountRootfsKeepLayer(id string) error
+}
+
 // NewContainers loads the container records and reconciles them with the
 // monitor: a container the monitor does not know is marked exited. It then
 // watches for exits (see watchExits) until Close; pub, which may be nil,
 // gets every container's lifecycle events.
-func NewContainers(ctx context.Context, rt *Runtime, store *records.Store, release func(id string) error, pub events.Publisher) (*Containers, error) {
-	c := &Containers{rt: rt, records: store, release: release, events: pub, m: map[string]*Container{}, names: map[string]string{}, busy: map[string]bool{}, creating: map[string]*createAttempt{}}
+func NewContainers(ctx context.Context, rt *Runtime, store *records.Store, rootfs Rootfs, pub events.Publisher) (*Containers, error) {
+	c := &Containers{rt: rt, records: store, rootfs: rootfs, events: pub, m: map[string]*Container{}, names: map[string]string{}, busy: map[string]bool{}, creating: map[string]*createAttempt{}}
 	recs, errs := store.Load(containerKind)
+	var exited []string
 	for _, err := range errs {
 		klog.ErrorS(err, "Skipping unreadable container record")
 	}
@@ -143,6 +154,12 @@ func NewContainers(ctx context.Context, rt *Runtime, store *records.Store, relea
 		}
 		c.m[ctr.ID] = &ctr
 		c.names[nameKey(ctr.SandboxID, ctr.Config.Metadata)] = ctr.ID
+		if ctr.State == StateExited {
+			// Its exit was recorded before this start: a crash or an
+			// older crid may have left its rootfs mounted.
+			exited = append(exited, ctr.ID)
+			continue
+		}
 		if _, err := c.refresh(ctx, &ctr); err != nil {
 			klog.ErrorS(err, "Reading container state", "containerID", ctr.ID)
 		}
@@ -152,6 +169,14 @@ func NewContainers(ctx context.Context, rt *Runtime, store *records.Store, relea
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
+		// Behind the serving: one unmount each, thousands on a node
+		// that kept its exited containers.
+		for _, id := range exited {
+			if wctx.Err() != nil {
+				return
+			}
+			c.unmountExited(id)
+		}
 		c.watchExits(wctx)
 	}()
 	return c, nil
@@ -165,8 +190,8 @@ func (c *Containers) undoCreate(ctx context.Context, ctr *Container) {
 	if errors.Is(err, ErrNotFound) {
 		err = nil
 	}
-	if err == nil && c.release != nil {
-		err = c.release(ctr.ID)
+	if err == nil && c.rootfs != nil {
+		err = c.rootfs.UnmountRootfs(ctr.ID)
 	}
 	if err == nil {
 		err = c.records.Delete(containerKind, ctr.ID)
@@ -439,6 +464,7 @@ func (c *Containers) Start(ctx context.Context, idOrPrefix string) error {
 		}
 		c.mu.Unlock()
 		_ = c.persist(ctr)
+		c.unmountExited(ctr.ID)
 		return err
 	}
 	if err := failpoint.Inject("container.start.after-monitor"); err != nil {
@@ -545,6 +571,22 @@ func (c *Containers) setExit(ctr *Container, x *Exit) {
 	c.mu.Unlock()
 	if err := c.persist(ctr); err != nil {
 		klog.ErrorS(err, "Recording container exit", "containerID", ctr.ID)
+	}
+	c.unmountExited(ctr.ID)
+}
+
+// unmountExited takes an exited container's rootfs out of the host's mount
+// table, keeping its writable layer until RemoveContainer, as containerd
+// does on a task's exit: kubelet keeps exited containers for their logs
+// and status (thousands on a busy node), and every overlay left mounted
+// makes each new mount namespace (every container start) copy one more
+// mount. A failure is logged: RemoveContainer unmounts again.
+func (c *Containers) unmountExited(id string) {
+	if c.rootfs == nil {
+		return
+	}
+	if err := c.rootfs.UnmountRootfsKeepLayer(id); err != nil {
+		klog.ErrorS(err, "Unmounting an exited container's rootfs", "containerID", id)
 	}
 }
 
@@ -703,8 +745,8 @@ func (c *Containers) Remove(ctx context.Context, idOrPrefix string) error {
 	if err := failpoint.Inject("container.remove.after-delete"); err != nil {
 		return err
 	}
-	if c.release != nil {
-		if err := c.release(ctr.ID); err != nil {
+	if c.rootfs != nil {
+		if err := c.rootfs.UnmountRootfs(ctr.ID); err != nil {
 			return err
 		}
 	}

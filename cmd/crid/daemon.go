@@ -102,7 +102,7 @@ func serve(cfg config.Config) error {
 
 	// Pod and container lifecycle events, for GetContainerEvents.
 	bus := events.NewBroadcaster()
-	ctrs, err := oci.NewContainers(context.Background(), containers, store, images.UnmountRootfs, bus)
+	ctrs, err := oci.NewContainers(context.Background(), containers, store, images, bus)
 	if err != nil {
 		return err
 	}

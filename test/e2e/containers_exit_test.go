@@ -1,6 +1,10 @@
 package e2e
 
 import (
+	"context"
+	"os"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -33,6 +37,61 @@ func TestContainerExitCodesAndReasons(t *testing.T) {
 		}
 		if st.FinishedAt == 0 || st.FinishedAt < st.StartedAt {
 			t.Errorf("%s: started %d finished %d", tc.cfg.Metadata.Name, st.StartedAt, st.FinishedAt)
+		}
+	}
+	n.removePod(t, podID)
+}
+
+// An exited container's rootfs leaves the host's mount table (kubelet keeps
+// exited containers, thousands on a busy node, and each mount left would be
+// copied into every new container's mount namespace) while its writable
+// layer stays: its files are still counted, and RemoveContainer removes
+// them. The same holds for an exit seen by a restarted daemon.
+func TestExitedContainerRootfsUnmounted(t *testing.T) {
+	n := newPodNode(t)
+	n.pullBusybox(t)
+	pod := n.logPod("unmounted")
+	podID := n.run(t, pod)
+	rootfsMounted := func(id string) bool {
+		mi, err := os.ReadFile("/proc/self/mountinfo")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Contains(string(mi), id)
+	}
+	waitUnmounted := func(id string) {
+		t.Helper()
+		for deadline := time.Now().Add(20 * time.Second); rootfsMounted(id); time.Sleep(100 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("rootfs of exited container %s still mounted after 20 s", id)
+			}
+		}
+	}
+
+	id := n.create(t, podID, pod, ctrConfig("writes", "sh", "-c", "dd if=/dev/zero of=/blob bs=1M count=2 2>/dev/null"), true)
+	n.waitExited(t, id, 20*time.Second)
+	waitUnmounted(id)
+	if u := n.ctrStats(t, id).GetWritableLayer().GetUsedBytes().GetValue(); u < 2*mib {
+		t.Fatalf("writable layer of the exited container: %d bytes, want its 2 MiB kept", u)
+	}
+
+	// Exits while the daemon is down: seen on its start.
+	sleeper := n.create(t, podID, pod, ctrConfig("sleeper", "sleep", "3600"), true)
+	if !rootfsMounted(sleeper) {
+		t.Fatal("a running container's rootfs is not mounted")
+	}
+	n.daemon.stop(syscall.SIGKILL, 5*time.Second)
+	pid := initPid(t, sleeper)
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatalf("kill the container's process %d: %v", pid, err)
+	}
+	n.daemon = startDaemonEnv(t, n.dir, nil, n.args()...)
+	n.waitExited(t, sleeper, 20*time.Second)
+	waitUnmounted(sleeper)
+
+	for _, c := range []string{id, sleeper} {
+		if _, err := n.runtime().RemoveContainer(context.Background(), &runtime.RemoveContainerRequest{ContainerId: c}); err != nil {
+			t.Fatalf("RemoveContainer %s: %v", c, err)
 		}
 	}
 	n.removePod(t, podID)
