@@ -25,7 +25,8 @@ const (
 
 // Manager is the node's cgroup manager.
 type Manager struct {
-	driver Driver
+	driver  Driver
+	cpuacct mountOnce // v1 cpuacct hierarchy, for CPUUsage
 }
 
 // New checks that driver can work on this host: the systemd driver needs

@@ -36,7 +36,20 @@ type Config struct {
 	Runtime         Runtime  `toml:"runtime" json:"runtime"`
 	Stream          Stream   `toml:"stream" json:"stream"`
 	Metrics         Metrics  `toml:"metrics" json:"metrics"`
+	Stats           Stats    `toml:"stats" json:"stats"`
 	NRI             NRI      `toml:"nri" json:"nri"`
+}
+
+// Stats configures how the stats lists (ListContainerStats,
+// ListPodSandboxStats, ListPodSandboxMetrics and their Stream* forms) are
+// sampled. Sampling every cgroup, writable layer and pod network on each
+// list costs over a second at 1,000 pods; kubelet asks every few seconds.
+// So the lists answer from samples that a background pass retakes once
+// they are a period old, for as long as someone keeps asking (containerd
+// collects its snapshot usage every 10 s the same way). The single
+// ContainerStats and PodSandboxStats always sample anew.
+type Stats struct {
+	Period Duration `toml:"period" json:"period" doc:"how old a sample in the stats lists may grow before the background pass retakes it (it may be up to a quarter more, plus the pass itself); 0 samples on every call, as the single stats RPCs do"`
 }
 
 // Metrics configures the Prometheus endpoint. It is off unless an address
@@ -151,6 +164,7 @@ func Default() Config {
 			Address:     "127.0.0.1:0",
 			IdleTimeout: Duration(4 * time.Hour),
 		},
+		Stats: Stats{Period: Duration(10 * time.Second)},
 		NRI: NRI{
 			Enable:                    true,
 			SocketPath:                "/var/run/nri/nri.sock",
@@ -324,6 +338,9 @@ func (c *Config) Validate() error {
 		} else if _, err := strconv.ParseUint(port, 10, 16); err != nil {
 			return fmt.Errorf("config: metrics.address: port %q of %q is not a number from 0 to 65535", port, c.Metrics.Address)
 		}
+	}
+	if c.Stats.Period < 0 {
+		return fmt.Errorf("config: stats.period: must not be negative, got %s", c.Stats.Period)
 	}
 	if c.Stream.IdleTimeout <= 0 {
 		return fmt.Errorf("config: stream.idle_timeout: must be positive, got %s", c.Stream.IdleTimeout)

@@ -21,12 +21,12 @@ func (s *runtimeService) ContainerStats(ctx context.Context, req *runtime.Contai
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &runtime.ContainerStatsResponse{Stats: s.containerStats(c)}, nil
+	return &runtime.ContainerStatsResponse{Stats: s.containerStats(c, true)}, nil
 }
 
 // ListContainerStats reports the stats of the containers matching the
 // filter (ID or ID prefix, pod, labels): created, running and exited ones,
-// as long as they exist.
+// as long as they exist. The samples are up to a stats period old.
 func (s *runtimeService) ListContainerStats(ctx context.Context, req *runtime.ListContainerStatsRequest) (*runtime.ListContainerStatsResponse, error) {
 	return &runtime.ListContainerStatsResponse{Stats: s.listContainerStats(ctx, req.GetFilter())}, nil
 }
@@ -43,7 +43,7 @@ func (s *runtimeService) listContainerStats(ctx context.Context, f *runtime.Cont
 	ctrs := s.opts.Containers.List(ctx, oci.Filter{ID: f.GetId(), SandboxID: f.GetPodSandboxId(), Selector: f.GetLabelSelector()})
 	out := make([]*runtime.ContainerStats, 0, len(ctrs))
 	for _, c := range ctrs {
-		out = append(out, s.containerStats(c))
+		out = append(out, s.containerStats(c, false))
 	}
 	if f.GetId() == "" && f.GetPodSandboxId() == "" && len(f.GetLabelSelector()) == 0 {
 		// The whole list: forget the samples of removed containers.
@@ -56,21 +56,23 @@ func (s *runtimeService) listContainerStats(ctx context.Context, f *runtime.Cont
 	return out
 }
 
-// containerStats samples one container. A container whose cgroup is gone
-// (exited and cleaned up) reports its writable layer only.
-func (s *runtimeService) containerStats(c *oci.Container) *runtime.ContainerStats {
+// containerStats reports one container, from fresh samples or kept ones.
+// A container whose cgroup is gone (exited and cleaned up) reports its
+// writable layer only.
+func (s *runtimeService) containerStats(c *oci.Container, fresh bool) *runtime.ContainerStats {
 	out := &runtime.ContainerStats{Attributes: &runtime.ContainerAttributes{
 		Id: c.ID, Metadata: c.Config.Metadata, Labels: c.Config.Labels, Annotations: c.Config.Annotations,
 	}}
-	if st := s.cgroupStats(c.CgroupsPath, "containerID", c.ID); st != nil {
-		out.Cpu = s.stats.containers.cpuUsage(c.ID, st)
+	exited := c.State == oci.StateExited
+	if st := s.cgroupStats(c.CgroupsPath, "containerID", c.ID, fresh, exited); st != nil {
+		out.Cpu = s.stats.containers.cpuUsage(c.ID, s.freshCPU(st, c.CgroupsPath, fresh || exited))
 		out.Memory = memoryUsage(st)
 		out.Io = ioUsage(st)
 		out.Swap = swapUsage(st)
 	}
-	if u, err := s.opts.Images.ContainerUsage(c.ID); err == nil {
+	if u, at, err := sample(s.samples.layers, c.ID, fresh, exited); err == nil {
 		out.WritableLayer = &runtime.FilesystemUsage{
-			Timestamp:  time.Now().UnixNano(),
+			Timestamp:  at.UnixNano(),
 			FsId:       &runtime.FilesystemIdentifier{Mountpoint: u.Mountpoint},
 			UsedBytes:  &runtime.UInt64Value{Value: u.Bytes},
 			InodesUsed: &runtime.UInt64Value{Value: u.Inodes},
@@ -81,14 +83,15 @@ func (s *runtimeService) containerStats(c *oci.Container) *runtime.ContainerStat
 	return out
 }
 
-// cgroupStats reads a cgroup's stats, nil when it does not exist; other
-// failures are logged (with the pod's or container's ID as key) and give
-// nil too, so one broken cgroup does not fail a whole list.
-func (s *runtimeService) cgroupStats(path, key, id string) *cgroupmgr.Stats {
+// cgroupStats reads a cgroup's stats (fresh, or as kept), nil when it
+// does not exist; other failures are logged (with the pod's or container's
+// ID as key) and give nil too, so one broken cgroup does not fail a whole
+// list. settled: nothing runs in it any more.
+func (s *runtimeService) cgroupStats(path, key, id string, fresh, settled bool) *cgroupmgr.Stats {
 	if path == "" {
 		return nil
 	}
-	st, err := s.opts.Cgroups.Stats(path)
+	st, _, err := sample(s.samples.cgroups, path, fresh, settled)
 	if err != nil {
 		if !errors.Is(err, cgroupmgr.ErrNoCgroup) {
 			klog.ErrorS(err, "Reading cgroup stats", key, id)
@@ -162,6 +165,11 @@ type cpuSamples struct {
 type cpuSample struct {
 	usage uint64
 	at    int64
+	// rate is usage_nano_cores between this sample and the one before,
+	// if there was one: a list answering from a kept sample gets the same
+	// sample again and reports the same rate.
+	rate    uint64
+	hasRate bool
 }
 
 // cpuUsage builds a CpuUsage from st and records it as id's latest sample.
@@ -181,8 +189,28 @@ func (c *cpuSamples) cpuUsage(id string, st *cgroupmgr.Stats) *runtime.CpuUsage 
 	return u
 }
 
+// freshCPU returns st, a kept sample, with the cgroup's CPU usage and
+// timestamp read anew (one file): a rate needs two calls' timestamps to
+// differ (crictl stats divides by their difference), and CPU is what
+// kubelet computes a rate from. The rest (memory, I/O, pressure) stays as
+// kept. st itself is returned when it is fresh already (done) or the
+// read fails.
+func (s *runtimeService) freshCPU(st *cgroupmgr.Stats, path string, done bool) *cgroupmgr.Stats {
+	if done {
+		return st
+	}
+	n, at, err := s.opts.Cgroups.CPUUsage(path)
+	if err != nil {
+		return st
+	}
+	cp := *st
+	cp.CPU.UsageNanos, cp.Timestamp = n, at
+	return &cp
+}
+
 // sample records (usage, at) for id and returns the rate in nanocores
-// since the previous sample, if there is one to compare with.
+// since the previous sample, if there is one to compare with. The latest
+// sample seen again gives the rate it gave the first time.
 func (c *cpuSamples) sample(id string, usage uint64, at int64) (uint64, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -190,14 +218,18 @@ func (c *cpuSamples) sample(id string, usage uint64, at int64) (uint64, bool) {
 		c.last = map[string]cpuSample{}
 	}
 	prev, ok := c.last[id]
+	if ok && at == prev.at && usage == prev.usage {
+		return prev.rate, prev.hasRate
+	}
 	if ok && at <= prev.at {
 		return 0, false // out of order: keep the newer sample
 	}
-	c.last[id] = cpuSample{usage: usage, at: at}
-	if !ok || usage < prev.usage {
-		return 0, false // first sample, or the cgroup was recreated
+	next := cpuSample{usage: usage, at: at}
+	if ok && usage >= prev.usage { // else the cgroup was recreated
+		next.rate, next.hasRate = uint64(float64(usage-prev.usage)/float64(at-prev.at)*float64(time.Second)), true
 	}
-	return uint64(float64(usage-prev.usage) / float64(at-prev.at) * float64(time.Second)), true
+	c.last[id] = next
+	return next.rate, next.hasRate
 }
 
 // prune forgets every ID not in keep.

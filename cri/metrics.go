@@ -124,7 +124,7 @@ func (s *runtimeService) ListMetricDescriptors(context.Context, *runtime.ListMet
 }
 
 // ListPodSandboxMetrics reports the metrics of every ready pod and of its
-// containers that have a cgroup.
+// containers that have a cgroup, from samples up to a stats period old.
 func (s *runtimeService) ListPodSandboxMetrics(ctx context.Context, _ *runtime.ListPodSandboxMetricsRequest) (*runtime.ListPodSandboxMetricsResponse, error) {
 	return &runtime.ListPodSandboxMetricsResponse{PodMetrics: s.podMetrics(ctx)}, nil
 }
@@ -182,12 +182,13 @@ func (m *metricSet) add(name string, v uint64, extra ...string) {
 func (s *runtimeService) sandboxMetrics(sb *podsandbox.Sandbox, ctrs []*oci.Container, fs containerFs) *runtime.PodSandboxMetrics {
 	pm := &runtime.PodSandboxMetrics{PodSandboxId: sb.ID}
 	pod := newMetricSet(sb, "", sb.CgroupParent, "")
-	if st := s.cgroupStats(sb.CgroupParent, "podSandboxID", sb.ID); st != nil {
+	if st := s.cgroupStats(sb.CgroupParent, "podSandboxID", sb.ID, false, false); st != nil {
 		pod.cpu(st)
 		pod.memory(st)
 		pod.add("container_processes", st.Pids.Current)
 	}
-	for _, i := range s.podInterfaces(sb) {
+	ifs, _ := s.podInterfaces(sb, false)
+	for _, i := range ifs {
 		pod.add("container_network_receive_bytes_total", i.RxBytes, i.Name)
 		pod.add("container_network_receive_packets_total", i.RxPackets, i.Name)
 		pod.add("container_network_receive_packets_dropped_total", i.RxDropped, i.Name)
@@ -209,7 +210,8 @@ func (s *runtimeService) sandboxMetrics(sb *podsandbox.Sandbox, ctrs []*oci.Cont
 // containerMetrics reports a container with a cgroup (created or
 // running); nil for one whose cgroup is gone.
 func (s *runtimeService) containerMetrics(sb *podsandbox.Sandbox, c *oci.Container, fs containerFs) *runtime.ContainerMetrics {
-	st := s.cgroupStats(c.CgroupsPath, "containerID", c.ID)
+	exited := c.State == oci.StateExited
+	st := s.cgroupStats(c.CgroupsPath, "containerID", c.ID, false, exited)
 	if st == nil {
 		return nil
 	}
@@ -223,7 +225,7 @@ func (s *runtimeService) containerMetrics(sb *podsandbox.Sandbox, c *oci.Contain
 	m.add("container_memory_failures_total", mem.PageFaults, "pgfault", "hierarchy")
 	m.add("container_memory_failures_total", mem.MajorPageFaults, "pgmajfault", "hierarchy")
 
-	ps, err := s.opts.Cgroups.Processes(c.CgroupsPath)
+	ps, _, err := sample(s.samples.procs, c.CgroupsPath, false, exited)
 	if err != nil {
 		klog.V(4).InfoS("Counting container processes", "containerID", c.ID, "err", err)
 	}
@@ -249,7 +251,7 @@ func (s *runtimeService) containerMetrics(sb *podsandbox.Sandbox, c *oci.Contain
 	m.add("container_start_time_seconds", uint64(max(start, 0)/int64(time.Second)))
 	m.add("container_last_seen", uint64(st.Timestamp.Unix()))
 
-	if u, err := s.opts.Images.ContainerUsage(c.ID); err == nil {
+	if u, _, err := sample(s.samples.layers, c.ID, false, exited); err == nil {
 		m.add("container_fs_usage_bytes", u.Bytes, fs.device)
 		m.add("container_fs_limit_bytes", fs.capacity.Bytes, fs.device)
 		m.add("container_fs_inodes_total", fs.capacity.Inodes, fs.device)

@@ -19,11 +19,11 @@ func (s *runtimeService) PodSandboxStats(ctx context.Context, req *runtime.PodSa
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &runtime.PodSandboxStatsResponse{Stats: s.sandboxStats(sb, s.containersByPod(ctx, sb.ID)[sb.ID])}, nil
+	return &runtime.PodSandboxStatsResponse{Stats: s.sandboxStats(sb, s.containersByPod(ctx, sb.ID)[sb.ID], true)}, nil
 }
 
 // ListPodSandboxStats reports the stats of the pods matching the filter
-// (ID or ID prefix, labels).
+// (ID or ID prefix, labels). The samples are up to a stats period old.
 func (s *runtimeService) ListPodSandboxStats(ctx context.Context, req *runtime.ListPodSandboxStatsRequest) (*runtime.ListPodSandboxStatsResponse, error) {
 	return &runtime.ListPodSandboxStatsResponse{Stats: s.listSandboxStats(ctx, req.GetFilter())}, nil
 }
@@ -41,7 +41,7 @@ func (s *runtimeService) listSandboxStats(ctx context.Context, f *runtime.PodSan
 	byPod := s.containersByPod(ctx, "")
 	out := make([]*runtime.PodSandboxStats, 0, len(sbs))
 	for _, sb := range sbs {
-		out = append(out, s.sandboxStats(sb, byPod[sb.ID]))
+		out = append(out, s.sandboxStats(sb, byPod[sb.ID], false))
 	}
 	if f.GetId() == "" && len(f.GetLabelSelector()) == 0 {
 		keep := make(map[string]bool, len(sbs))
@@ -66,19 +66,21 @@ func (s *runtimeService) containersByPod(ctx context.Context, pod string) map[st
 	return out
 }
 
-// sandboxStats reports pod sb with its containers ctrs.
-func (s *runtimeService) sandboxStats(sb *podsandbox.Sandbox, ctrs []*oci.Container) *runtime.PodSandboxStats {
+// sandboxStats reports pod sb with its containers ctrs, from fresh samples
+// or kept ones.
+func (s *runtimeService) sandboxStats(sb *podsandbox.Sandbox, ctrs []*oci.Container, fresh bool) *runtime.PodSandboxStats {
 	linux := &runtime.LinuxPodSandboxStats{}
-	if st := s.cgroupStats(sb.CgroupParent, "podSandboxID", sb.ID); st != nil {
-		linux.Cpu = s.stats.pods.cpuUsage(sb.ID, st)
+	stopped := sb.State != podsandbox.StateReady
+	if st := s.cgroupStats(sb.CgroupParent, "podSandboxID", sb.ID, fresh, stopped); st != nil {
+		linux.Cpu = s.stats.pods.cpuUsage(sb.ID, s.freshCPU(st, sb.CgroupParent, fresh || stopped))
 		linux.Memory = memoryUsage(st)
 		linux.Io = ioUsage(st)
 		// pids.current: every task of the pod, as containerd reports.
 		linux.Process = &runtime.ProcessUsage{Timestamp: st.Timestamp.UnixNano(), ProcessCount: &runtime.UInt64Value{Value: st.Pids.Current}}
 	}
-	linux.Network = s.networkUsage(sb)
+	linux.Network = s.networkUsage(sb, fresh)
 	for _, c := range ctrs {
-		linux.Containers = append(linux.Containers, s.containerStats(c))
+		linux.Containers = append(linux.Containers, s.containerStats(c, fresh))
 	}
 	return &runtime.PodSandboxStats{
 		Attributes: &runtime.PodSandboxAttributes{Id: sb.ID, Metadata: sb.Config.Metadata, Labels: sb.Config.Labels, Annotations: sb.Config.Annotations},
@@ -88,12 +90,12 @@ func (s *runtimeService) sandboxStats(sb *podsandbox.Sandbox, ctrs []*oci.Contai
 
 // networkUsage reads the pod's interfaces, eth0 as the default one. A
 // host-network pod (no namespace of its own) has none, as with containerd.
-func (s *runtimeService) networkUsage(sb *podsandbox.Sandbox) *runtime.NetworkUsage {
-	ifs := s.podInterfaces(sb)
+func (s *runtimeService) networkUsage(sb *podsandbox.Sandbox, fresh bool) *runtime.NetworkUsage {
+	ifs, at := s.podInterfaces(sb, fresh)
 	if ifs == nil {
 		return nil
 	}
-	u := &runtime.NetworkUsage{Timestamp: time.Now().UnixNano()}
+	u := &runtime.NetworkUsage{Timestamp: at.UnixNano()}
 	for _, i := range ifs {
 		iu := &runtime.NetworkInterfaceUsage{
 			Name:    i.Name,
@@ -109,20 +111,21 @@ func (s *runtimeService) networkUsage(sb *podsandbox.Sandbox) *runtime.NetworkUs
 	return u
 }
 
-// podInterfaces reads the counters of the pod's interfaces; nil for a
-// host-network or stopped pod, or a namespace that cannot be read (logged).
-func (s *runtimeService) podInterfaces(sb *podsandbox.Sandbox) []podsandbox.InterfaceStats {
+// podInterfaces reads the counters of the pod's interfaces (fresh, or as
+// kept) and when they were read; nil for a host-network or stopped pod, or
+// a namespace that cannot be read (logged).
+func (s *runtimeService) podInterfaces(sb *podsandbox.Sandbox, fresh bool) ([]podsandbox.InterfaceStats, time.Time) {
 	ns := sb.NetNS()
 	if ns == "" || sb.HostNetwork() || sb.State != podsandbox.StateReady {
-		return nil
+		return nil, time.Time{}
 	}
-	ifs, err := podsandbox.NetworkStats(ns)
+	ifs, at, err := sample(s.samples.nets, ns, fresh, false)
 	if err != nil {
 		klog.ErrorS(err, "Reading pod network stats", "podSandboxID", sb.ID)
-		return nil
+		return nil, time.Time{}
 	}
 	if ifs == nil {
 		ifs = []podsandbox.InterfaceStats{}
 	}
-	return ifs
+	return ifs, at
 }

@@ -6,6 +6,7 @@
 package cri
 
 import (
+	"context"
 	"fmt"
 	"net"
 
@@ -75,6 +76,8 @@ type Server struct {
 	stream   *streamServer
 	// stats keeps the last CPU samples, for usage_nano_cores.
 	stats statsState
+	// samples are what the stats lists read (cri/stats_samples.go).
+	samples *statSamples
 	// nri is the lifecycle as NRI plugins see it (cri/nri.go).
 	nri *nriBridge
 	// appArmor is the node's AppArmor: profile checks and crid-default.
@@ -96,7 +99,7 @@ type imageService struct {
 // New builds the gRPC server with crid's interceptors and both services,
 // and the streaming server.
 func New(opts Options) (*Server, error) {
-	s := &Server{opts: opts, appArmor: apparmor.New("", "")}
+	s := &Server{opts: opts, appArmor: apparmor.New("", ""), samples: newStatSamples(opts)}
 	s.nri = newNRIBridge(s, opts.NRI)
 	if opts.StreamListener == nil {
 		return nil, fmt.Errorf("cri: no listener for the streaming server")
@@ -126,11 +129,14 @@ func New(opts Options) (*Server, error) {
 }
 
 // Serve accepts connections on l until Stop or GracefulStop, and serves
-// the streaming URLs meanwhile.
+// the streaming URLs and retakes the stats samples meanwhile.
 func (s *Server) Serve(l net.Listener) error {
 	done := make(chan struct{})
 	go func() { s.stream.serve(); close(done) }() // ends when the stream server is closed
-	defer func() { s.stream.close(); <-done }()
+	ctx, cancel := context.WithCancel(context.Background())
+	sampled := make(chan struct{})
+	go func() { s.samples.run(ctx); close(sampled) }() // ends with Serve
+	defer func() { s.stream.close(); cancel(); <-done; <-sampled }()
 	return s.grpc.Serve(l)
 }
 

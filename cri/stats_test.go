@@ -20,6 +20,11 @@ func TestCPUSamplesNanoCores(t *testing.T) {
 	if nc, ok := c.sample("a", 6.5e9, t0+2e9); !ok || nc != 750_000_000 {
 		t.Fatalf("rate %d, %v; want 750000000", nc, ok)
 	}
+	// The same sample again (a list answering from a kept sample): the
+	// same rate, not none.
+	if nc, ok := c.sample("a", 6.5e9, t0+2e9); !ok || nc != 750_000_000 {
+		t.Fatalf("the kept sample again: rate %d, %v; want 750000000", nc, ok)
+	}
 	// An older sample arriving late changes nothing.
 	if _, ok := c.sample("a", 6e9, t0+1e9); ok {
 		t.Fatal("rate from an out-of-order sample")

@@ -305,3 +305,69 @@ func TestStatsHostNetworkPod(t *testing.T) {
 	}
 	n.removePod(t, podID)
 }
+
+// The stats lists answer from samples kept between calls ([stats] period)
+// rather than reading every cgroup and walking every writable layer on
+// each list; the single ContainerStats samples anew and keeps what it read
+// for the lists. With a period of an hour nothing is retaken in the
+// background while the test runs.
+func TestStatsListsAnswerFromKeptSamples(t *testing.T) {
+	n := newPodNodeOn(t, func(dir string) { appendConfig(t, dir, "[stats]\nperiod = \"1h\"") })
+	n.pullBusybox(t)
+	pod := n.logPod("kept")
+	podID := n.run(t, pod)
+	id := n.create(t, podID, pod, ctrConfig("w", "sleep", "3600"), true)
+	listed := func() uint64 {
+		return n.listCtrStats(t, nil)[id].GetWritableLayer().GetUsedBytes().GetValue()
+	}
+	before := listed()
+	n.exec(t, id, "sh", "-c", "dd if=/dev/zero of=/blob bs=1M count=5 2>/dev/null && sync")
+	if got := listed(); got != before {
+		t.Fatalf("ListContainerStats after writing 5 MiB: %d bytes, want the kept sample's %d", got, before)
+	}
+	fresh := n.ctrStats(t, id).GetWritableLayer().GetUsedBytes().GetValue()
+	if fresh < before+5*mib {
+		t.Fatalf("ContainerStats after writing 5 MiB: %d bytes, was %d", fresh, before)
+	}
+	if got := listed(); got != fresh {
+		t.Fatalf("ListContainerStats after ContainerStats: %d bytes, want its fresh sample's %d", got, fresh)
+	}
+}
+
+// With a short period the lists follow the workload on their own: the
+// background pass retakes the samples they asked for.
+func TestStatsSamplesRetakenInTheBackground(t *testing.T) {
+	n := newPodNodeOn(t, func(dir string) { appendConfig(t, dir, "[stats]\nperiod = \"1s\"") })
+	n.pullBusybox(t)
+	pod := n.logPod("retaken")
+	podID := n.run(t, pod)
+	id := n.create(t, podID, pod, ctrConfig("w", "sleep", "3600"), true)
+	before := n.listCtrStats(t, nil)[id].GetWritableLayer().GetUsedBytes().GetValue()
+	n.exec(t, id, "sh", "-c", "dd if=/dev/zero of=/blob bs=1M count=5 2>/dev/null && sync")
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st := n.listCtrStats(t, nil)[id]
+		if st.GetWritableLayer().GetUsedBytes().GetValue() >= before+5*mib {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ListContainerStats still says %d bytes 30 s after writing 5 MiB (was %d)", st.GetWritableLayer().GetUsedBytes().GetValue(), before)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	// The pod's list too: its cgroup sample is retaken, later each time.
+	podCPUAt := func() int64 {
+		p, err := n.runtime().ListPodSandboxStats(context.Background(), &runtime.ListPodSandboxStatsRequest{})
+		if err != nil || len(p.Stats) != 1 {
+			t.Fatalf("ListPodSandboxStats: %v, %v", p, err)
+		}
+		return p.Stats[0].GetLinux().GetCpu().GetTimestamp()
+	}
+	first := podCPUAt()
+	for podCPUAt() <= first {
+		if time.Now().After(deadline) {
+			t.Fatalf("ListPodSandboxStats: the pod's CPU sample of %s was never retaken", time.Unix(0, first))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
