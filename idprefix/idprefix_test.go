@@ -7,13 +7,14 @@ import (
 )
 
 func TestFind(t *testing.T) {
-	m := map[string]int{"abc123": 1, "abd456": 2, "ab": 3}
+	m := map[string]int{"abc123": 1, "abd456": 2, "ab": 3, strings.Repeat("a", IDLen) + "b": 4}
 	for _, tc := range []struct {
 		id      string
 		want, n int
 	}{
 		{"abc123", 1, 1}, {"abc", 1, 1}, {"ab", 3, 1}, // an exact key wins over prefixes
-		{"a", 0, 3}, {"ff", 0, 0}, {"", 0, 0}, {"ABC", 0, 0}, {"ab c", 0, 0},
+		{"a", 0, 4}, {"ff", 0, 0}, {"", 0, 0}, {"ABC", 0, 0}, {"ab c", 0, 0},
+		{strings.Repeat("a", IDLen), 0, 0}, // a full ID is never a prefix
 	} {
 		got, n := Find(m, tc.id)
 		if got != tc.want || n != tc.n {
