@@ -160,16 +160,36 @@ var beforeDiscard func() error
 // consuming them, waiting until there are some. It returns io.EOF once the
 // pipe is empty and has no writer left.
 func peek(rc syscall.RawConn, p []byte) (int, error) {
-	sp, err := getStaging()
-	if err != nil {
-		return 0, err
-	}
-	defer putStaging(sp)
 	var (
-		n    int
-		terr error
+		sp    *staging
+		n     int
+		terr  error
+		first = true
 	)
-	err = rc.Read(func(fd uintptr) bool {
+	defer func() {
+		if sp != nil {
+			putStaging(sp)
+		}
+	}()
+	err := rc.Read(func(fd uintptr) bool {
+		// An empty pipe that still has writers is waited on without a
+		// staging pipe: a copier waits most of its life, and thousands
+		// of them each holding one emptied the pool, so that every
+		// batch made and closed a pipe (three system calls and a pipe's
+		// allocation a line). poll, not FIONREAD: an ended pipe is
+		// empty too, and no event would come to wake the wait.
+		if first {
+			first = false
+			pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+			if k, err := unix.Poll(pfd, 0); err == nil && k == 0 {
+				return false
+			}
+		}
+		if sp == nil {
+			if sp, terr = getStaging(); terr != nil {
+				return true
+			}
+		}
 		var t int64
 		t, terr = unix.Tee(int(fd), sp.w, len(p), unix.SPLICE_F_NONBLOCK)
 		n = int(t)
@@ -177,6 +197,9 @@ func peek(rc syscall.RawConn, p []byte) (int, error) {
 	})
 	if err != nil {
 		return 0, closed(err)
+	}
+	if sp == nil { // getStaging failed
+		return 0, terr
 	}
 	if terr != nil {
 		if errors.Is(terr, unix.EINTR) {

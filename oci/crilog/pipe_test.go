@@ -483,3 +483,36 @@ func BenchmarkCopyPipe(b *testing.B)                { benchCopy(b, true, false, 
 func BenchmarkCopyPipeJournaled(b *testing.B)       { benchCopy(b, true, true, false) }
 func BenchmarkCopyByLine(b *testing.B)              { benchCopy(b, false, false, true) }
 func BenchmarkCopyPipeJournaledByLine(b *testing.B) { benchCopy(b, true, true, true) }
+
+// The journal's record is in its file as soon as it is stored, without a
+// close or a write call: a successor that opens the file while this one is
+// still mapped (as after a kill) reads it, and then its clear.
+func TestJournalRecordIsInTheFileAtOnce(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "journal")
+	j, err := openJournal(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.close()
+	if j.mem == nil {
+		t.Fatal("the journal is not mapped")
+	}
+	want := record{ino: 1, off: 2, n: 3, sumE: 4, k: 5, sumB: 6}
+	if err := j.write(want); err != nil {
+		t.Fatal(err)
+	}
+	succ, err := openJournal(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer succ.close()
+	if got, ok := succ.read(); !ok || got != want {
+		t.Fatalf("successor read %+v, %v; want %+v", got, ok, want)
+	}
+	if err := j.clear(); err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := succ.read(); ok {
+		t.Fatalf("successor read %+v after the clear", got)
+	}
+}
