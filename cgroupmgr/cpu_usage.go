@@ -12,6 +12,7 @@ import (
 
 	"github.com/opencontainers/cgroups"
 	"github.com/opencontainers/cgroups/fs2"
+	"golang.org/x/sys/unix"
 )
 
 // CPUUsage reads a cgroup's cumulative CPU time in nanoseconds (what
@@ -70,17 +71,47 @@ type mountOnce struct {
 	err  error
 }
 
+// readSmall reads a small file (a cgroup's cpu file) with three system
+// calls on a stack buffer: os.ReadFile's os.File registers each cgroup
+// file with the poller and allocates, a quarter of a stats list's CPU at
+// 500 pods.
+func readSmall(p string, buf []byte) ([]byte, error) {
+	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: p, Err: err}
+	}
+	defer unix.Close(fd)
+	n := 0
+	for n < len(buf) {
+		m, err := unix.Read(fd, buf[n:])
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return nil, &os.PathError{Op: "read", Path: p, Err: err}
+		}
+		if m == 0 {
+			break
+		}
+		n += m
+	}
+	return buf[:n], nil
+}
+
 func readUint(p string) (uint64, error) {
-	b, err := os.ReadFile(p)
+	var buf [32]byte
+	b, err := readSmall(p, buf[:])
 	if err != nil {
 		return 0, err
 	}
 	return strconv.ParseUint(string(bytes.TrimSpace(b)), 10, 64)
 }
 
-// readUsageV2 reads usage_usec from a cpu.stat file, in nanoseconds.
+// readUsageV2 reads usage_usec from a cpu.stat file, in nanoseconds (its
+// first line; the file is a few hundred bytes).
 func readUsageV2(p string) (uint64, error) {
-	b, err := os.ReadFile(p)
+	var buf [1024]byte
+	b, err := readSmall(p, buf[:])
 	if err != nil {
 		return 0, err
 	}

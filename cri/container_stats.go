@@ -41,6 +41,7 @@ func (s *runtimeService) StreamContainerStats(req *runtime.StreamContainerStatsR
 
 func (s *runtimeService) listContainerStats(ctx context.Context, f *runtime.ContainerStatsFilter) []*runtime.ContainerStats {
 	ctrs := s.opts.Containers.List(ctx, oci.Filter{ID: f.GetId(), SandboxID: f.GetPodSandboxId(), Selector: f.GetLabelSelector()})
+	s.samples.warmContainers(ctrs, false)
 	out := make([]*runtime.ContainerStats, 0, len(ctrs))
 	for _, c := range ctrs {
 		out = append(out, s.containerStats(c, false))
@@ -65,7 +66,7 @@ func (s *runtimeService) containerStats(c *oci.Container, fresh bool) *runtime.C
 	}}
 	exited := c.State == oci.StateExited
 	if st := s.cgroupStats(c.CgroupsPath, "containerID", c.ID, fresh, exited); st != nil {
-		out.Cpu = s.stats.containers.cpuUsage(c.ID, s.freshCPU(st, c.CgroupsPath, fresh || exited))
+		out.Cpu = s.stats.containers.cpuUsage(c.ID, s.freshCPU(&s.stats.containers, c.ID, st, c.CgroupsPath, fresh || exited))
 		out.Memory = memoryUsage(st)
 		out.Io = ioUsage(st)
 		out.Swap = swapUsage(st)
@@ -189,23 +190,43 @@ func (c *cpuSamples) cpuUsage(id string, st *cgroupmgr.Stats) *runtime.CpuUsage 
 	return u
 }
 
+// cpuReuse is how long a CPU reading serves the lists: kubelet's lists of
+// pods and of containers come back to back and share one reading of each
+// cgroup, while crictl stats' two lists, a second apart, get two.
+const cpuReuse = 500 * time.Millisecond
+
 // freshCPU returns st, a kept sample, with the cgroup's CPU usage and
-// timestamp read anew (one file): a rate needs two calls' timestamps to
-// differ (crictl stats divides by their difference), and CPU is what
-// kubelet computes a rate from. The rest (memory, I/O, pressure) stays as
-// kept. st itself is returned when it is fresh already (done) or the
-// read fails.
-func (s *runtimeService) freshCPU(st *cgroupmgr.Stats, path string, done bool) *cgroupmgr.Stats {
+// timestamp read anew (one file), or as read for id within cpuReuse: a
+// rate needs two calls' timestamps to differ (crictl stats divides by
+// their difference), and CPU is what kubelet computes a rate from. The
+// rest (memory, I/O, pressure) stays as kept. st itself is returned when
+// it is fresh already (done) or the read fails.
+func (s *runtimeService) freshCPU(samples *cpuSamples, id string, st *cgroupmgr.Stats, path string, done bool) *cgroupmgr.Stats {
 	if done {
 		return st
+	}
+	cp := *st
+	if n, at, ok := samples.recent(id, time.Now().Add(-cpuReuse)); ok {
+		cp.CPU.UsageNanos, cp.Timestamp = n, at
+		return &cp
 	}
 	n, at, err := s.opts.Cgroups.CPUUsage(path)
 	if err != nil {
 		return st
 	}
-	cp := *st
 	cp.CPU.UsageNanos, cp.Timestamp = n, at
 	return &cp
+}
+
+// recent returns id's latest CPU sample if it was taken after since.
+func (c *cpuSamples) recent(id string, since time.Time) (uint64, time.Time, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	prev, ok := c.last[id]
+	if !ok || prev.at <= since.UnixNano() {
+		return 0, time.Time{}, false
+	}
+	return prev.usage, time.Unix(0, prev.at), true
 }
 
 // sample records (usage, at) for id and returns the rate in nanocores

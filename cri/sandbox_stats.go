@@ -39,6 +39,12 @@ func (s *runtimeService) StreamPodSandboxStats(req *runtime.StreamPodSandboxStat
 func (s *runtimeService) listSandboxStats(ctx context.Context, f *runtime.PodSandboxStatsFilter) []*runtime.PodSandboxStats {
 	sbs := s.opts.Sandboxes.List(podsandbox.Filter{ID: f.GetId(), Selector: f.GetLabelSelector()})
 	byPod := s.containersByPod(ctx, "")
+	s.samples.warmPods(sbs)
+	var ctrs []*oci.Container
+	for _, sb := range sbs {
+		ctrs = append(ctrs, byPod[sb.ID]...)
+	}
+	s.samples.warmContainers(ctrs, false)
 	out := make([]*runtime.PodSandboxStats, 0, len(sbs))
 	for _, sb := range sbs {
 		out = append(out, s.sandboxStats(sb, byPod[sb.ID], false))
@@ -72,7 +78,7 @@ func (s *runtimeService) sandboxStats(sb *podsandbox.Sandbox, ctrs []*oci.Contai
 	linux := &runtime.LinuxPodSandboxStats{}
 	stopped := sb.State != podsandbox.StateReady
 	if st := s.cgroupStats(sb.CgroupParent, "podSandboxID", sb.ID, fresh, stopped); st != nil {
-		linux.Cpu = s.stats.pods.cpuUsage(sb.ID, s.freshCPU(st, sb.CgroupParent, fresh || stopped))
+		linux.Cpu = s.stats.pods.cpuUsage(sb.ID, s.freshCPU(&s.stats.pods, sb.ID, st, sb.CgroupParent, fresh || stopped))
 		linux.Memory = memoryUsage(st)
 		linux.Io = ioUsage(st)
 		// pids.current: every task of the pod, as containerd reports.

@@ -2,10 +2,12 @@ package cri
 
 import (
 	"context"
+	goruntime "runtime"
 	"time"
 
 	"github.com/crid-dev/crid/cgroupmgr"
 	"github.com/crid-dev/crid/imageservice"
+	"github.com/crid-dev/crid/oci"
 	"github.com/crid-dev/crid/podsandbox"
 	"github.com/crid-dev/crid/samplecache"
 )
@@ -48,4 +50,42 @@ func sample[V any](c *samplecache.Cache[V], key string, fresh, settled bool) (V,
 		return c.Fresh(key, settled)
 	}
 	return c.Get(key, settled)
+}
+
+// warmWorkers is how many samples a list takes at once for the keys the
+// caches do not hold yet (a list after a restart holds none).
+var warmWorkers = max(2, goruntime.NumCPU())
+
+// warmContainers takes, in parallel, the samples a list of ctrs will ask
+// for that are not kept yet; procs too for the metrics.
+func (s *statSamples) warmContainers(ctrs []*oci.Container, procs bool) {
+	paths := make([]string, 0, len(ctrs))
+	ids := make([]string, 0, len(ctrs))
+	for _, c := range ctrs {
+		if c.CgroupsPath != "" {
+			paths = append(paths, c.CgroupsPath)
+		}
+		ids = append(ids, c.ID)
+	}
+	s.cgroups.Warm(paths, warmWorkers)
+	s.layers.Warm(ids, warmWorkers)
+	if procs {
+		s.procs.Warm(paths, warmWorkers)
+	}
+}
+
+// warmPods is warmContainers for pods: their cgroups and networks.
+func (s *statSamples) warmPods(sbs []*podsandbox.Sandbox) {
+	paths := make([]string, 0, len(sbs))
+	var nets []string
+	for _, sb := range sbs {
+		if sb.CgroupParent != "" {
+			paths = append(paths, sb.CgroupParent)
+		}
+		if ns := sb.NetNS(); ns != "" && !sb.HostNetwork() && sb.State == podsandbox.StateReady {
+			nets = append(nets, ns)
+		}
+	}
+	s.cgroups.Warm(paths, warmWorkers)
+	s.nets.Warm(nets, warmWorkers)
 }

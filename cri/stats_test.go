@@ -37,6 +37,16 @@ func TestCPUSamplesNanoCores(t *testing.T) {
 	if nc, ok := c.sample("a", 1e9+3600*64e9, t0+3e9+3600e9); !ok || nc != 64e9 {
 		t.Fatalf("rate %d, %v; want 64 cores", nc, ok)
 	}
+	// recent: the latest sample, if taken after the bound.
+	if n, at, ok := c.recent("a", time.Unix(0, t0+3e9+3600e9-1)); !ok || n != 1e9+3600*64e9 || at.UnixNano() != t0+3e9+3600e9 {
+		t.Fatalf("recent: %d at %v, %v", n, at, ok)
+	}
+	if _, _, ok := c.recent("a", time.Unix(0, t0+3e9+3600e9)); ok {
+		t.Fatal("recent: a sample not after the bound")
+	}
+	if _, _, ok := c.recent("nope", time.Unix(0, 0)); ok {
+		t.Fatal("recent: a sample of an unknown ID")
+	}
 	c.sample("b", 1, t0)
 	c.prune(map[string]bool{"b": true})
 	if _, ok := c.last["a"]; ok || len(c.last) != 1 {

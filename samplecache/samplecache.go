@@ -11,6 +11,7 @@ package samplecache
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -111,6 +112,38 @@ func (c *Cache[V]) store(key string, v V, err error, taken time.Time, settled, a
 	if settled {
 		e.settled, e.settle = true, false
 	}
+}
+
+// Warm takes, workers at a time, the samples of the keys it does not hold
+// yet, and keeps them: a list's first call (after a restart, or a pause
+// longer than the linger) would otherwise take every one of them in turn.
+func (c *Cache[V]) Warm(keys []string, workers int) {
+	if c.period <= 0 {
+		return
+	}
+	var missing []string
+	c.mu.Lock()
+	for _, k := range keys {
+		if c.m[k] == nil {
+			missing = append(missing, k)
+		}
+	}
+	c.mu.Unlock()
+	if len(missing) < 2 || workers < 2 {
+		return // the Gets take them
+	}
+	var (
+		wg   sync.WaitGroup
+		next atomic.Int64
+	)
+	for range min(workers, len(missing)) {
+		wg.Go(func() {
+			for i := next.Add(1) - 1; i < int64(len(missing)); i = next.Add(1) - 1 {
+				c.Fresh(missing[i], false)
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // Len is how many keys the cache holds.

@@ -132,6 +132,24 @@ func TestSettledKeyAliveAgainIsRetaken(t *testing.T) {
 	}
 }
 
+func TestWarmTakesWhatIsMissingOnce(t *testing.T) {
+	c, cnt, _ := newTestCache(10 * time.Second)
+	c.Get("a", false)
+	keys := []string{"a", "b", "c", "d", "bad"}
+	c.Warm(keys, 3)
+	for _, k := range keys {
+		if cnt.n(k) != 1 {
+			t.Fatalf("%s taken %d times, want once", k, cnt.n(k))
+		}
+	}
+	c.Warm(keys, 3)
+	for _, k := range keys {
+		if v, _, _ := c.Get(k, false); cnt.n(k) != 1 || (k != "bad" && v != 1) {
+			t.Fatalf("after a second Warm and a Get, %s taken %d times (sample %d)", k, cnt.n(k), v)
+		}
+	}
+}
+
 func TestZeroPeriodSamplesEveryCall(t *testing.T) {
 	c, cnt, _ := newTestCache(0)
 	c.Get("a", false)
