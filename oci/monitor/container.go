@@ -189,11 +189,13 @@ func (m *Monitor) finish(c *container, e protocol.Exit) {
 	c.mu.Lock()
 	done := c.outDone
 	c.mu.Unlock()
+	drained := true
 	if done != nil {
 		t := time.NewTimer(drainGrace)
 		select {
 		case <-done:
 		case <-t.C:
+			drained = false
 			m.log.Warn("Container output still open after its exit; not waiting for it", "id", c.id)
 		}
 		t.Stop()
@@ -202,6 +204,15 @@ func (m *Monitor) finish(c *container, e protocol.Exit) {
 	c.exit = &e
 	c.status = protocol.StatusStopped
 	c.rec.Finished = true
+	if drained && c.log != nil {
+		// Nothing can reach the log any more: closed now, not at
+		// delete. kubelet keeps exited containers, and a descriptor
+		// each ran the monitor out of them (20,000 exited containers
+		// against a limit of 20,000: creates failed with EMFILE).
+		// Output still open (a process that outlived the container in
+		// the pod's PID namespace) keeps it until the delete.
+		c.log.Close()
+	}
 	c.mu.Unlock()
 	if err := m.saveRecord(c); err != nil {
 		m.log.Warn("Saving finished record failed", "id", c.id, "err", err)

@@ -249,10 +249,15 @@ func (m *Monitor) reopenLog(id string) error {
 		return err
 	}
 	c.mu.Lock()
-	log := c.log
+	log, exited := c.log, c.exit != nil
 	c.mu.Unlock()
 	if log == nil {
 		return precondition("reopen log of %s: container has no log path", id)
+	}
+	if exited {
+		// Its log is closed for good (finish): reopening would open a
+		// file nothing writes to, held until the delete.
+		return precondition("reopen log of %s: container has exited", id)
 	}
 	if err := log.Reopen(); err != nil {
 		return fmt.Errorf("reopen log of %s: %w", id, err)

@@ -2,12 +2,16 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -69,16 +73,33 @@ func TestExitedContainerRootfsUnmounted(t *testing.T) {
 	}
 
 	id := n.create(t, podID, pod, ctrConfig("writes", "sh", "-c", "dd if=/dev/zero of=/blob bs=1M count=2 2>/dev/null"), true)
-	n.waitExited(t, id, 20*time.Second)
+	st := n.waitExited(t, id, 20*time.Second)
 	waitUnmounted(id)
 	if u := n.ctrStats(t, id).GetWritableLayer().GetUsedBytes().GetValue(); u < 2*mib {
 		t.Fatalf("writable layer of the exited container: %d bytes, want its 2 MiB kept", u)
+	}
+	// Nor does the monitor keep its log open: a descriptor per exited
+	// container ran it out of them at 20,000.
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		holders := openersOf(t, st.LogPath, n.monitorPids())
+		if len(holders) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the monitor still holds the exited container's log %s: %v", st.LogPath, holders)
+		}
+	}
+	if _, err := n.runtime().ReopenContainerLog(context.Background(), &runtime.ReopenContainerLogRequest{ContainerId: id}); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("ReopenContainerLog of an exited container: %v, want FailedPrecondition", err)
 	}
 
 	// Exits while the daemon is down: seen on its start.
 	sleeper := n.create(t, podID, pod, ctrConfig("sleeper", "sleep", "3600"), true)
 	if !rootfsMounted(sleeper) {
 		t.Fatal("a running container's rootfs is not mounted")
+	}
+	if log := n.ctrStatus(t, sleeper).LogPath; len(openersOf(t, log, n.monitorPids())) == 0 {
+		t.Fatalf("the monitor does not hold a running container's log %q: the check above would see nothing", log)
 	}
 	n.daemon.stop(syscall.SIGKILL, 5*time.Second)
 	pid := initPid(t, sleeper)
@@ -95,4 +116,19 @@ func TestExitedContainerRootfsUnmounted(t *testing.T) {
 		}
 	}
 	n.removePod(t, podID)
+}
+
+// openersOf lists the descriptors of pids that are open on path.
+func openersOf(t *testing.T, path string, pids []int) []string {
+	t.Helper()
+	var out []string
+	for _, pid := range pids {
+		fds, _ := filepath.Glob(fmt.Sprintf("/proc/%d/fd/*", pid))
+		for _, fd := range fds {
+			if l, err := os.Readlink(fd); err == nil && l == path {
+				out = append(out, fd)
+			}
+		}
+	}
+	return out
 }
