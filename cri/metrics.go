@@ -141,12 +141,7 @@ func (s *runtimeService) podMetrics(ctx context.Context) []*runtime.PodSandboxMe
 	sbs := s.opts.Sandboxes.List(podsandbox.Filter{State: &ready})
 	fs := s.containerFs()
 	byPod := s.containersByPod(ctx, "")
-	s.samples.warmPods(sbs)
-	var ctrs []*oci.Container
-	for _, sb := range sbs {
-		ctrs = append(ctrs, byPod[sb.ID]...)
-	}
-	s.samples.warmContainers(ctrs, true)
+	s.samples.warm(sbs, byPod, true)
 	out := make([]*runtime.PodSandboxMetrics, 0, len(sbs))
 	for _, sb := range sbs {
 		if ctx.Err() != nil {

@@ -39,12 +39,7 @@ func (s *runtimeService) StreamPodSandboxStats(req *runtime.StreamPodSandboxStat
 func (s *runtimeService) listSandboxStats(ctx context.Context, f *runtime.PodSandboxStatsFilter) []*runtime.PodSandboxStats {
 	sbs := s.opts.Sandboxes.List(podsandbox.Filter{ID: f.GetId(), Selector: f.GetLabelSelector()})
 	byPod := s.containersByPod(ctx, "")
-	s.samples.warmPods(sbs)
-	var ctrs []*oci.Container
-	for _, sb := range sbs {
-		ctrs = append(ctrs, byPod[sb.ID]...)
-	}
-	s.samples.warmContainers(ctrs, false)
+	s.samples.warm(sbs, byPod, false)
 	out := make([]*runtime.PodSandboxStats, 0, len(sbs))
 	for _, sb := range sbs {
 		out = append(out, s.sandboxStats(sb, byPod[sb.ID], false))

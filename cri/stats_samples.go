@@ -74,6 +74,17 @@ func (s *statSamples) warmContainers(ctrs []*oci.Container, procs bool) {
 	}
 }
 
+// warm takes what a list of pods sbs, with their containers by pod, will
+// ask for (procs too for the metrics).
+func (s *statSamples) warm(sbs []*podsandbox.Sandbox, byPod map[string][]*oci.Container, procs bool) {
+	s.warmPods(sbs)
+	var ctrs []*oci.Container
+	for _, sb := range sbs {
+		ctrs = append(ctrs, byPod[sb.ID]...)
+	}
+	s.warmContainers(ctrs, procs)
+}
+
 // warmPods is warmContainers for pods: their cgroups and networks.
 func (s *statSamples) warmPods(sbs []*podsandbox.Sandbox) {
 	paths := make([]string, 0, len(sbs))
