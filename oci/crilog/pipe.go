@@ -302,8 +302,12 @@ func isPipe(f *os.File) bool {
 	return err == nil && st.Mode()&os.ModeNamedPipe != 0
 }
 
-// staging is a private pipe that peek tees into. A few are kept for reuse,
-// so a node of idle containers holds no extra descriptors for them.
+// staging is a private pipe that peek tees into, taken only for the
+// moment of a tee and its read (never while waiting). The pool is filled
+// to maxIdleStaging at its first use and keeps that many: a steady number
+// of descriptors whatever the number of containers (the soak tests count
+// them), with more made, and closed on return, only while more than that
+// many copiers tee at once.
 type staging struct {
 	r, w   int
 	broken bool // not known empty: closed instead of reused
@@ -312,19 +316,33 @@ type staging struct {
 const maxIdleStaging = 4
 
 var stagingPool struct {
-	mu   sync.Mutex
-	idle []*staging
+	mu     sync.Mutex
+	idle   []*staging
+	filled bool
 }
 
 func getStaging() (*staging, error) {
 	stagingPool.mu.Lock()
+	defer stagingPool.mu.Unlock()
+	if !stagingPool.filled {
+		stagingPool.filled = true
+		for range maxIdleStaging {
+			sp, err := newStaging()
+			if err != nil {
+				break
+			}
+			stagingPool.idle = append(stagingPool.idle, sp)
+		}
+	}
 	if n := len(stagingPool.idle); n > 0 {
 		sp := stagingPool.idle[n-1]
 		stagingPool.idle = stagingPool.idle[:n-1]
-		stagingPool.mu.Unlock()
 		return sp, nil
 	}
-	stagingPool.mu.Unlock()
+	return newStaging()
+}
+
+func newStaging() (*staging, error) {
 	var p [2]int
 	if err := unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
 		return nil, fmt.Errorf("staging pipe: %w", err)
