@@ -101,10 +101,14 @@ type Containers struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu    sync.Mutex
-	m     map[string]*Container
-	names map[string]string // sandbox/name/attempt → ID
-	busy  map[string]bool   // being created or removed
+	mu sync.Mutex
+	m  map[string]*Container
+	// bySandbox indexes m by pod: a pod's stop and remove looked through
+	// every container of the node (20,000 exited ones kept by kubelet
+	// made removing them all quadratic).
+	bySandbox map[string]map[string]*Container
+	names     map[string]string // sandbox/name/attempt → ID
+	busy      map[string]bool   // being created or removed
 	// creating holds each create in flight by its name key, so a retry of
 	// the name is told which attempt holds it, since when and in which step.
 	creating map[string]*createAttempt
@@ -152,7 +156,7 @@ func NewContainers(ctx context.Context, rt *Runtime, store *records.Store, rootf
 			c.undoCreate(ctx, &ctr)
 			continue
 		}
-		c.m[ctr.ID] = &ctr
+		c.addLocked(&ctr)
 		c.names[nameKey(ctr.SandboxID, ctr.Config.Metadata)] = ctr.ID
 		if ctr.State == StateExited {
 			// Its exit was recorded before this start: a crash or an
@@ -421,7 +425,7 @@ func (c *Containers) Create(ctx context.Context, p CreateParams) error {
 		return undo(err)
 	}
 	c.mu.Lock()
-	c.m[p.ID] = ctr
+	c.addLocked(ctr)
 	delete(c.busy, p.ID)
 	delete(c.creating, key)
 	c.publishLocked(events.ContainerCreated, ctr)
@@ -623,7 +627,11 @@ type Filter struct {
 func (c *Containers) List(_ context.Context, f Filter) []*Container {
 	c.mu.Lock()
 	var out []*Container
-	for id, ctr := range c.m {
+	from := c.m
+	if len(f.SandboxID) >= idprefix.IDLen {
+		from = c.bySandbox[f.SandboxID] // a whole pod ID: only its own
+	}
+	for id, ctr := range from {
 		if c.busy[id] || (f.ID != "" && !strings.HasPrefix(id, f.ID)) || (f.SandboxID != "" && !strings.HasPrefix(ctr.SandboxID, f.SandboxID)) ||
 			(f.State != "" && ctr.State != f.State) || !hasLabels(ctr.Config.Labels, f.Selector) {
 			continue
@@ -771,7 +779,7 @@ func (c *Containers) Remove(ctx context.Context, idOrPrefix string) error {
 	}
 	c.mu.Lock()
 	if c.m[ctr.ID] == ctr {
-		delete(c.m, ctr.ID)
+		c.deleteLocked(ctr)
 		c.publishLocked(events.ContainerDeleted, ctr)
 	}
 	if c.names[nameKey(ctr.SandboxID, ctr.Config.Metadata)] == ctr.ID {
@@ -786,12 +794,35 @@ func (c *Containers) InSandbox(sandboxID string) []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var ids []string
-	for id, ctr := range c.m {
-		if ctr.SandboxID == sandboxID {
-			ids = append(ids, id)
-		}
+	for id := range c.bySandbox[sandboxID] {
+		ids = append(ids, id)
 	}
 	return ids
+}
+
+// addLocked adds ctr to the map and the pod index.
+func (c *Containers) addLocked(ctr *Container) {
+	c.m[ctr.ID] = ctr
+	if c.bySandbox == nil {
+		c.bySandbox = map[string]map[string]*Container{}
+	}
+	pod := c.bySandbox[ctr.SandboxID]
+	if pod == nil {
+		pod = map[string]*Container{}
+		c.bySandbox[ctr.SandboxID] = pod
+	}
+	pod[ctr.ID] = ctr
+}
+
+// deleteLocked removes ctr from the map and the pod index.
+func (c *Containers) deleteLocked(ctr *Container) {
+	delete(c.m, ctr.ID)
+	if pod := c.bySandbox[ctr.SandboxID]; pod != nil {
+		delete(pod, ctr.ID)
+		if len(pod) == 0 {
+			delete(c.bySandbox, ctr.SandboxID)
+		}
+	}
 }
 
 // StopAll stops every container of a pod (podsandbox.Stop).

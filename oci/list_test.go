@@ -3,6 +3,7 @@ package oci
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -59,5 +60,37 @@ func TestListAsksTheMonitorNothing(t *testing.T) {
 	one[0].State = StateExited
 	if c.m[one[0].ID].State == StateExited {
 		t.Fatal("List handed out its own record, not a copy")
+	}
+}
+
+// The pod index answers InSandbox and a List by whole pod ID, and follows
+// removals.
+func TestPodIndex(t *testing.T) {
+	c := &Containers{m: map[string]*Container{}, names: map[string]string{}, busy: map[string]bool{}, creating: map[string]*createAttempt{}}
+	pod := func(i int) string { return fmt.Sprintf("%064x", i) }
+	var all []*Container
+	for i := range 30 {
+		ctr := &Container{ID: fmt.Sprintf("c%02d", i), SandboxID: pod(i % 3), CreatedAt: int64(i), Config: &runtime.ContainerConfig{Metadata: &runtime.ContainerMetadata{Name: "x"}}}
+		c.addLocked(ctr)
+		all = append(all, ctr)
+	}
+	ids := c.InSandbox(pod(1))
+	slices.Sort(ids)
+	if len(ids) != 10 || ids[0] != "c01" || ids[9] != "c28" {
+		t.Fatalf("InSandbox: %v", ids)
+	}
+	if got := c.List(context.Background(), Filter{SandboxID: pod(2)}); len(got) != 10 || got[0].ID != "c02" || got[9].ID != "c29" {
+		t.Fatalf("List by whole pod ID: %d containers", len(got))
+	}
+	for _, ctr := range all {
+		if ctr.SandboxID == pod(1) {
+			c.deleteLocked(ctr)
+		}
+	}
+	if ids := c.InSandbox(pod(1)); len(ids) != 0 || len(c.bySandbox) != 2 || len(c.m) != 20 {
+		t.Fatalf("after removing pod 1's: InSandbox %v, %d pods indexed, %d containers", ids, len(c.bySandbox), len(c.m))
+	}
+	if got := c.List(context.Background(), Filter{SandboxID: pod(1)}); len(got) != 0 {
+		t.Fatalf("List of a pod with none: %d", len(got))
 	}
 }
