@@ -27,26 +27,28 @@ func TestShouldTrim(t *testing.T) {
 
 // heapFree must see the pages a GC frees and FreeOSMemory returns, or the
 // idle check would never (or always) trim. The package's other tests run
-// beside this one and free heap of their own at any moment, so the return
-// is checked on the best of a few FreeOSMemory calls, and as "most of what
-// was freed is gone" (a CI run saw 2.8 MB left of 8.3 MB).
+// beside this one and allocate and free heap of their own at any moment
+// (two CI runs saw 2.8 and 3.4 MB free again right after FreeOSMemory), so
+// 16 MB are dropped and what is checked is the fall FreeOSMemory causes:
+// at least half of them, on the best of a few calls; noise of a few MB
+// cannot make up for a heapFree that does not follow the returns.
 func TestHeapFree(t *testing.T) {
-	garbage(8 << 20)
+	const dropped = 16 << 20
+	garbage(dropped)
 	runtime.GC()
 	freed := heapFree()
-	if freed <= trimSlack {
-		t.Fatalf("heap free: %d kB after dropping 8 MB and a GC, want > %d kB", freed>>10, trimSlack>>10)
+	if freed < dropped/2 {
+		t.Fatalf("heap free: %d kB after dropping %d MB and a GC, want at least half of it", freed>>10, dropped>>20)
 	}
-	bound := max(trimSlack, freed/4)
 	after := freed
 	for range 5 {
 		debug.FreeOSMemory()
-		if after = heapFree(); after <= bound {
+		if after = heapFree(); freed-min(after, freed) >= dropped/2 {
 			return
 		}
 	}
-	t.Fatalf("heap free: %d kB after dropping 8 MB and a GC, still %d kB after FreeOSMemory (want <= %d kB)",
-		freed>>10, after>>10, bound>>10)
+	t.Fatalf("heap free: %d kB after dropping %d MB and a GC, still %d kB after FreeOSMemory (want a fall of at least %d kB)",
+		freed>>10, dropped>>20, after>>10, dropped>>11)
 }
 
 // sink keeps garbage's allocations on the heap.
