@@ -332,6 +332,7 @@ func TestStatsListsAnswerFromKeptSamples(t *testing.T) {
 	if got := listed(); got != fresh {
 		t.Fatalf("ListContainerStats after ContainerStats: %d bytes, want its fresh sample's %d", got, fresh)
 	}
+	n.removePod(t, podID)
 }
 
 // With a short period the lists follow the workload on their own: the
@@ -370,4 +371,5 @@ func TestStatsSamplesRetakenInTheBackground(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+	n.removePod(t, podID)
 }
