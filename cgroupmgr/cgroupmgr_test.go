@@ -79,12 +79,7 @@ func TestCreateRemove(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Fatal("needs root")
 	}
-	m, err := New("cgroupfs")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := "/crid-unit-test-" + strings.ReplaceAll(t.Name(), "/", "-")
-	t.Cleanup(func() { _ = m.Remove(p) })
+	m, p := testCgroup(t)
 	if err := m.Create(p + "/pod"); err != nil {
 		t.Fatal(err)
 	}
@@ -103,6 +98,19 @@ func TestCreateRemove(t *testing.T) {
 	if err := m.Remove(p); err != nil {
 		t.Fatalf("removing a missing cgroup: %v", err)
 	}
+}
+
+// testCgroup is a cgroupfs manager and a cgroup path named after the test,
+// removed at its end.
+func testCgroup(t *testing.T) (*Manager, string) {
+	t.Helper()
+	m, err := New("cgroupfs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := "/crid-unit-test-" + strings.ReplaceAll(t.Name(), "/", "-")
+	t.Cleanup(func() { _ = m.Remove(p) })
+	return m, p
 }
 
 // TestConfigForms checks how a recorded path maps onto opencontainers

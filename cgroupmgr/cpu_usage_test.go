@@ -6,7 +6,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 )
@@ -18,12 +17,7 @@ func TestCPUUsageAgreesWithStats(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Fatal("needs root")
 	}
-	m, err := New("cgroupfs")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := "/crid-unit-test-" + strings.ReplaceAll(t.Name(), "/", "-")
-	t.Cleanup(func() { _ = m.Remove(p) })
+	m, p := testCgroup(t)
 	if err := m.Create(p); err != nil {
 		t.Fatal(err)
 	}

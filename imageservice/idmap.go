@@ -91,8 +91,8 @@ func removeIdmapped(base string) error {
 	var errs []error
 	for _, e := range entries {
 		p := filepath.Join(base, e.Name())
-		if err := unix.Unmount(p, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
-			errs = append(errs, fmt.Errorf("unmount %s: %w", p, err))
+		if err := unmountIfMounted(p); err != nil {
+			errs = append(errs, err)
 			continue
 		}
 		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {

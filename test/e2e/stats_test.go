@@ -306,17 +306,24 @@ func TestStatsHostNetworkPod(t *testing.T) {
 	n.removePod(t, podID)
 }
 
+// statsPeriodNode is a node with [stats] period set, one pod named pod
+// and in it one running container.
+func statsPeriodNode(t *testing.T, period, pod string) (n *podNode, podID, ctrID string) {
+	t.Helper()
+	n = newPodNodeOn(t, func(dir string) { appendConfig(t, dir, "[stats]\nperiod = \""+period+"\"") })
+	n.pullBusybox(t)
+	cfg := n.logPod(pod)
+	podID = n.run(t, cfg)
+	return n, podID, n.create(t, podID, cfg, ctrConfig("w", "sleep", "3600"), true)
+}
+
 // The stats lists answer from samples kept between calls ([stats] period)
 // rather than reading every cgroup and walking every writable layer on
 // each list; the single ContainerStats samples anew and keeps what it read
 // for the lists. With a period of an hour nothing is retaken in the
 // background while the test runs.
 func TestStatsListsAnswerFromKeptSamples(t *testing.T) {
-	n := newPodNodeOn(t, func(dir string) { appendConfig(t, dir, "[stats]\nperiod = \"1h\"") })
-	n.pullBusybox(t)
-	pod := n.logPod("kept")
-	podID := n.run(t, pod)
-	id := n.create(t, podID, pod, ctrConfig("w", "sleep", "3600"), true)
+	n, podID, id := statsPeriodNode(t, "1h", "kept")
 	listed := func() uint64 {
 		return n.listCtrStats(t, nil)[id].GetWritableLayer().GetUsedBytes().GetValue()
 	}
@@ -338,11 +345,7 @@ func TestStatsListsAnswerFromKeptSamples(t *testing.T) {
 // With a short period the lists follow the workload on their own: the
 // background pass retakes the samples they asked for.
 func TestStatsSamplesRetakenInTheBackground(t *testing.T) {
-	n := newPodNodeOn(t, func(dir string) { appendConfig(t, dir, "[stats]\nperiod = \"1s\"") })
-	n.pullBusybox(t)
-	pod := n.logPod("retaken")
-	podID := n.run(t, pod)
-	id := n.create(t, podID, pod, ctrConfig("w", "sleep", "3600"), true)
+	n, podID, id := statsPeriodNode(t, "1s", "retaken")
 	before := n.listCtrStats(t, nil)[id].GetWritableLayer().GetUsedBytes().GetValue()
 	n.exec(t, id, "sh", "-c", "dd if=/dev/zero of=/blob bs=1M count=5 2>/dev/null && sync")
 	deadline := time.Now().Add(30 * time.Second)
